@@ -1,0 +1,102 @@
+"""Collectives as data: which blocks of data exist, where they start, where they must end.
+
+A *block* is a piece of logical data. Its value at a GPU is the set of ranks whose
+contributions it combines, kept as a bitmask. Copy collectives have one contributor per
+block; reductions start with every rank holding its own contribution and require the
+full set (each contribution exactly once) where the result must be.
+
+SIZE conventions (nccl-tests'): allgather output, reduce-scatter input and allreduce
+buffer are the full N-block buffer M per GPU, each block M/N; broadcast/reduce move one
+M-byte buffer; alltoall's SIZE is the send buffer per GPU, M/N to each peer; alltoallv
+takes a G x G byte matrix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from planner.errors import InputError
+
+COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall", "alltoallv")
+REDUCTIONS = ("reduce-scatter", "allreduce", "reduce")
+
+
+@dataclass(frozen=True)
+class Block:
+    """`size` bytes; `initial[rank]` and `required[rank]` are contribution bitmasks."""
+
+    name: str
+    size: float
+    initial: tuple[tuple[int, int], ...]
+    required: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Collective:
+    kind: str
+    ranks: int
+    size: int
+    root: int = 0
+    traffic: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in COLLECTIVES:
+            raise InputError(f"unknown collective {self.kind!r} (use {' | '.join(COLLECTIVES)})", field="collective")
+        if self.ranks < 1:
+            raise InputError("a collective needs at least one GPU", field="topology")
+        if not 0 <= self.root < self.ranks:
+            raise InputError(f"root {self.root} is not a rank (0..{self.ranks - 1})", field="root")
+        if self.kind == "alltoallv":
+            if self.traffic is None or len(self.traffic) != self.ranks or any(len(r) != self.ranks for r in self.traffic):
+                raise InputError(f"alltoallv needs a {self.ranks}x{self.ranks} traffic matrix", field="traffic")
+
+    @property
+    def is_reduction(self) -> bool:
+        return self.kind in REDUCTIONS
+
+    @property
+    def full_mask(self) -> int:
+        return (1 << self.ranks) - 1
+
+    def matrix(self) -> list[list[float]]:
+        """Bytes each rank must deliver to each other rank (alltoall / alltoallv)."""
+        n = self.ranks
+        if self.kind == "alltoallv":
+            return [[float(self.traffic[i][j]) if i != j else 0.0 for j in range(n)] for i in range(n)]
+        per = self.size / n
+        return [[per if i != j else 0.0 for j in range(n)] for i in range(n)]
+
+    @cached_property
+    def blocks(self) -> tuple[Block, ...]:
+        n, m, full = self.ranks, self.size, self.full_mask
+        everyone_own = tuple((r, 1 << r) for r in range(n))
+        if self.kind == "allgather":
+            return tuple(Block(f"b{b}", m / n, ((b, 1 << b),), tuple((r, 1 << b) for r in range(n)))
+                         for b in range(n))
+        if self.kind == "reduce-scatter":
+            return tuple(Block(f"b{b}", m / n, everyone_own, ((b, full),)) for b in range(n))
+        if self.kind == "allreduce":
+            return tuple(Block(f"b{b}", m / n, everyone_own, tuple((r, full) for r in range(n)))
+                         for b in range(n))
+        if self.kind == "broadcast":
+            bit = 1 << self.root
+            return (Block("b0", m, ((self.root, bit),), tuple((r, bit) for r in range(n))),)
+        if self.kind == "reduce":
+            return (Block("b0", m, everyone_own, ((self.root, full),)),)
+        out = []
+        mat = self.matrix()
+        for i in range(n):
+            for j in range(n):
+                if i != j and mat[i][j] > 0:
+                    out.append(Block(f"b{i}-{j}", mat[i][j], ((i, 1 << i),), ((j, 1 << i),)))
+        return tuple(out)
+
+    @cached_property
+    def block_index(self) -> dict[str, int]:
+        return {b.name: i for i, b in enumerate(self.blocks)}
+
+    def describe(self) -> dict:
+        d = {"collective": self.kind, "ranks": self.ranks, "size_bytes": self.size}
+        if self.kind in ("broadcast", "reduce"):
+            d["root"] = self.root
+        return d

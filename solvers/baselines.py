@@ -1,0 +1,167 @@
+"""Baseline collective schedules: NCCL-style rings and direct all-to-all.
+
+These are the yardsticks the optimized methods are measured against. They are built as
+ordinary `Schedule`s, so the simulator checks and times them like any other.
+"""
+from __future__ import annotations
+
+from planner.collectives import Collective
+from planner.errors import InputError
+from planner.schedule import Chunk, Schedule, Transfer
+from topologies.dataplane import HOST_KINDS, data_plane
+from topologies.routing import Router
+from topologies.types import Topology
+
+_EXACT_RING_SEARCH_LIMIT = 16  # GPUs per server up to which the best cycle is searched exactly
+
+
+def _hop_widths(topo: Topology, router: Router, gpus: tuple[str, ...]) -> list[list[float]]:
+    """Bottleneck bandwidth of the route between each pair; 0 when another GPU forwards it."""
+    gpu_set = set(topo.gpus)
+    k = len(gpus)
+    w = [[0.0] * k for _ in range(k)]
+    for i, a in enumerate(gpus):
+        for j, b in enumerate(gpus):
+            if i != j:
+                path = router.route(a, b)
+                if not any(p in gpu_set for p in path[1:-1]):
+                    w[i][j] = min(topo.link(u, v).bandwidth for u, v in zip(path, path[1:]))
+    return w
+
+
+def _best_cycle(w: list[list[float]], start: int = 0, avoid_last: frozenset[int] = frozenset()) -> list[int]:
+    """A Hamiltonian cycle from `start` maximising its narrowest hop, whose last node
+    (the hop back to `start` is the cycle's closing hop) is not in `avoid_last` if possible.
+
+    Depth-first search with pruning per candidate threshold (widest first), under a node
+    budget; rank order from `start` when the search gives up or k exceeds the limit.
+    """
+    k = len(w)
+    fallback = [(start + i) % k for i in range(k)]
+    if k <= 2 or k > _EXACT_RING_SEARCH_LIMIT:
+        return fallback
+    thresholds = sorted({w[i][j] for i in range(k) for j in range(k) if i != j and w[i][j] > 0}, reverse=True)
+    for avoid in ((avoid_last, frozenset()) if avoid_last else (frozenset(),)):
+        for threshold in thresholds:
+            order, used, budget = [start], {start}, [20_000]
+
+            def dfs() -> bool:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return False
+                if len(order) == k:
+                    return w[order[-1]][start] >= threshold and order[-1] not in avoid
+                for j in range(k):
+                    if j not in used and w[order[-1]][j] >= threshold:
+                        used.add(j)
+                        order.append(j)
+                        if dfs():
+                            return True
+                        order.pop()
+                        used.discard(j)
+                return False
+
+            if dfs():
+                return order
+    return fallback
+
+
+def ring_orders(topo: Topology, channels: int, router: Router | None = None) -> list[list[int]]:
+    """One ring (list of ranks) per channel.
+
+    Inside each server, channel c runs a widest-bottleneck Hamiltonian path from local
+    GPU c, with the hops earlier channels took discounted (width / (1 + times used)) so
+    channels spread over distinct links of direct topologies (cube-mesh, xGMI). On several
+    servers the path must end on a GPU no earlier channel leaves from, so every channel
+    leaves a server through a different GPU (and NIC) and enters the next at local GPU c.
+    """
+    router = router or Router(topo)
+    servers = list(topo.servers.values())
+    multi = len(servers) > 1
+    widths = [_hop_widths(topo, router, gpus) for gpus in servers]
+    uses: list[dict[tuple[int, int], int]] = [{} for _ in servers]
+    exits: list[set[int]] = [set() for _ in servers]
+    rank = topo.rank_of
+    rings = []
+    for c in range(channels):
+        order = []
+        for s, gpus in enumerate(servers):
+            k = len(gpus)
+            w, used = widths[s], uses[s]
+            eff = [[w[i][j] / (1 + used.get((i, j), 0)) for j in range(k)] for i in range(k)]
+            local = _best_cycle(eff, c % k, frozenset(exits[s]) if multi else frozenset())
+            hops = list(zip(local, local[1:])) + ([] if multi else [(local[-1], local[0])])
+            for hop in hops:
+                used[hop] = used.get(hop, 0) + 1
+            exits[s].add(local[-1])
+            order += [rank[gpus[i]] for i in local]
+        rings.append(order)
+    return rings
+
+
+def default_channels(topo: Topology) -> int:
+    """Multi-server: one channel per NIC of a server, so every rail is busy. One server:
+    one per distinct scale-up neighbour of a GPU (1 behind an NVSwitch, 7 on MI300X's
+    full xGMI mesh), so direct topologies use all their links."""
+    if len(topo.servers) > 1:
+        per_server = [sum(1 for n in topo.nodes if n.type == "nic" and n.server == s) for s in topo.servers]
+        return max(1, min(per_server))
+    plane = data_plane(topo)
+    degree = [len({l.dst for l in plane.out_links[g] if plane.node_by_id[l.dst].kind not in HOST_KINDS})
+              for g in plane.gpus]
+    return max(1, max(degree, default=1))
+
+
+def ring(collective: Collective, topo: Topology, channels: int | None = None,
+         router: Router | None = None) -> Schedule:
+    """Ring allgather / reduce-scatter / allreduce over `channels` rotated rings.
+
+    Every block is cut into one chunk per channel; channel c moves part c of every block.
+    Allreduce is reduce-scatter followed by allgather on the same rings. O(C x N^2) transfers.
+    """
+    if collective.kind not in ("allgather", "reduce-scatter", "allreduce"):
+        raise InputError(f"the ring method does not do {collective.kind}", field="method")
+    n = collective.ranks
+    channels = channels or default_channels(topo)
+    if channels < 1:
+        raise InputError("channels must be >= 1", field="channels")
+    rings = ring_orders(topo, channels, router)
+    chunks = tuple(Chunk(b, c / channels, (c + 1) / channels) for b in range(n) for c in range(channels))
+    transfers: list[Transfer] = []
+
+    def chunk_id(block: int, c: int) -> int:
+        return block * channels + c
+
+    for c, order in enumerate(rings):
+        if n == 1:
+            break
+        do_rs = collective.kind in ("reduce-scatter", "allreduce")
+        do_ag = collective.kind in ("allgather", "allreduce")
+        if do_rs:
+            for s in range(n - 1):
+                for i in range(n):
+                    block = order[(i - s - 1) % n]
+                    transfers.append(Transfer(chunk_id(block, c), order[i], order[(i + 1) % n], s,
+                                              reduce=True, channel=c))
+        offset = n - 1 if do_rs else 0
+        if do_ag:
+            for s in range(n - 1):
+                for i in range(n):
+                    block = order[(i - s) % n]
+                    transfers.append(Transfer(chunk_id(block, c), order[i], order[(i + 1) % n], offset + s,
+                                              channel=c))
+    return Schedule(collective, chunks, tuple(transfers), algorithm="ring",
+                    params=(("channels", channels),))
+
+
+def direct_alltoall(collective: Collective, topo: Topology) -> Schedule:
+    """Every GPU sends each peer its block at once, on the default route. O(N^2) transfers."""
+    if collective.kind not in ("alltoall", "alltoallv"):
+        raise InputError(f"the direct method does not do {collective.kind}", field="method")
+    chunks = tuple(Chunk(b, 0.0, 1.0) for b in range(len(collective.blocks)))
+    transfers = []
+    for b, block in enumerate(collective.blocks):
+        (src, _), = block.initial
+        (dst, _), = block.required
+        transfers.append(Transfer(b, src, dst, 0))
+    return Schedule(collective, chunks, tuple(transfers), algorithm="direct")
