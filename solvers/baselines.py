@@ -165,3 +165,55 @@ def direct_alltoall(collective: Collective, topo: Topology) -> Schedule:
         (dst, _), = block.required
         transfers.append(Transfer(b, src, dst, 0))
     return Schedule(collective, chunks, tuple(transfers), algorithm="direct")
+
+
+def chain(collective: Collective, topo: Topology, channels: int | None = None, parts: int | None = None,
+          router: Router | None = None) -> Schedule:
+    """Pipelined chain broadcast / reduce along each channel's ring, rotated to the root.
+
+    Each channel carries 1/C of the buffer in `parts` pipelined chunks; chunk p crosses
+    hop h in step p + h (broadcast: root first; reduce: towards the root, combining).
+    `parts` defaults to the alpha-beta optimum sqrt((N-2) x chunk time / hop latency),
+    clamped to [1, 64]. O(C x parts x N) transfers.
+    """
+    if collective.kind not in ("broadcast", "reduce"):
+        raise InputError(f"the chain method does not do {collective.kind}", field="method")
+    n = collective.ranks
+    router = router or Router(topo)
+    channels = channels or default_channels(topo)
+    rings = ring_orders(topo, channels, router)
+    chains = []
+    for order in rings:
+        k = order.index(collective.root)
+        chains.append(order[k:] + order[:k])
+    if parts is None:
+        parts = _pipeline_parts(collective.size / channels, n, chains[0], topo, router)
+    total = channels * parts
+    chunks = tuple(Chunk(0, i / total, (i + 1) / total) for i in range(total))
+    transfers = []
+    for c, line in enumerate(chains):
+        for p in range(parts):
+            for h in range(n - 1):
+                if collective.kind == "broadcast":
+                    src, dst = line[h], line[h + 1]
+                else:
+                    src, dst = line[n - 1 - h], line[n - 2 - h]
+                transfers.append(Transfer(c * parts + p, src, dst, p + h, reduce=collective.kind == "reduce",
+                                          channel=c))
+    return Schedule(collective, chunks, tuple(transfers), algorithm="chain",
+                    params=(("channels", channels), ("parts", parts)))
+
+
+def _pipeline_parts(channel_bytes: float, n: int, line: list[int], topo: Topology, router: Router) -> int:
+    gpus = topo.gpus
+    widths, latencies = [], []
+    for a, b in zip(line, line[1:]):
+        path = router.route(gpus[a], gpus[b])
+        links = [topo.link(u, v) for u, v in zip(path, path[1:])]
+        widths.append(min(l.bandwidth for l in links))
+        latencies.append(sum(l.latency for l in links))
+    if n <= 2:
+        return 1
+    alpha = max(0.1, sum(latencies) / len(latencies))
+    whole_us = channel_bytes / (min(widths) * 1e3)
+    return max(1, min(64, round(((n - 2) * whole_us / alpha) ** 0.5)))

@@ -1,0 +1,294 @@
+"""The `planner` command line: thin click commands over the planner package."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from planner import __version__
+from planner.errors import PlannerError
+
+
+def _fail(exc: PlannerError) -> None:
+    click.echo(f"planner: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def handles_errors(fn):
+    """Bad input -> one line on stderr and the contract's exit code, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PlannerError as exc:
+            _fail(exc)
+    return wrapper
+
+
+def _echo_json(doc) -> None:
+    from planner.plan import dumps
+
+    click.echo(dumps(doc), nl=False)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the human view.")
+reproducible_option = click.option("--reproducible", is_flag=True,
+                                   help="Write wall-clock fields as 0 so the same input gives the same bytes.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="planner")
+def main() -> None:
+    """Optimization-based planner for GPU clusters."""
+
+
+# ---------------------------------------------------------------- topology
+@main.group()
+def topology() -> None:
+    """List, show, validate, import and export topologies."""
+
+
+@topology.command("list")
+@json_option
+def topology_list(as_json: bool) -> None:
+    """The server presets (use NAME or NAMExN for N servers on a rail-optimized fabric)."""
+    from topologies.presets import SERVER_PRESETS
+
+    rows = [{"name": p.name, "gpus": p.gpus, "summary": p.summary} for p in SERVER_PRESETS.values()]
+    if as_json:
+        _echo_json({"presets": rows})
+        return
+    for r in rows:
+        click.echo(f"{r['name']:12s} {r['gpus']:3d} GPUs  {r['summary']}")
+    click.echo("Use <preset>x<N> for N servers on a non-blocking rail-optimized fabric, e.g. hgx-h100x4.")
+
+
+@topology.command("show")
+@click.argument("topo")
+@json_option
+@handles_errors
+def topology_show(topo: str, as_json: bool) -> None:
+    """GPUs, servers, per-GPU bandwidth, bisection and the levels of TOPO."""
+    from topologies.io import load_topology, topology_to_dict
+    from topologies.render import render_text, summary
+
+    t = load_topology(topo)
+    info = summary(t)
+    if as_json:
+        _echo_json({**topology_to_dict(t), **info})
+    else:
+        click.echo(render_text(t, info))
+
+
+@topology.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+@handles_errors
+def topology_validate(file: str, as_json: bool) -> None:
+    """Check a topology description file; exit 2 with the first fault."""
+    from topologies.io import load_topology_file
+
+    t = load_topology_file(file)
+    if as_json:
+        _echo_json({"valid": True, "name": t.name, "gpus": t.num_gpus, "servers": len(t.servers),
+                    "nodes": len(t.nodes), "links": len(t.links)})
+    else:
+        click.echo(f"ok: {file}: {t.num_gpus} GPUs in {len(t.servers)} server(s), {len(t.nodes)} nodes, "
+                   f"{len(t.links)} directed links")
+
+
+def _topology_text(t, fmt: str, server: int) -> str:
+    import yaml
+
+    from topologies.io import topology_to_dict
+    from topologies.nccl_xml import export_nccl_xml
+
+    if fmt == "nccl-xml":
+        return export_nccl_xml(t, server)
+    doc = topology_to_dict(t)
+    if fmt == "json":
+        return json.dumps(doc, indent=1) + "\n"
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+
+
+@topology.command("import-nccl")
+@click.argument("nccl_xml", type=click.Path(dir_okay=False))
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the description here (.yaml or .json).")
+@handles_errors
+def topology_import_nccl(nccl_xml: str, output: str | None) -> None:
+    """Read an NCCL topology XML (NCCL_TOPO_FILE format) into a topology description."""
+    from planner.plan import write_text_atomic
+    from topologies.io import validate_topology
+    from topologies.nccl_xml import import_nccl_xml
+
+    t = import_nccl_xml(nccl_xml)
+    validate_topology(t, nccl_xml)
+    fmt = "json" if output and output.endswith(".json") else "yaml"
+    text = _topology_text(t, fmt, 0)
+    if output:
+        write_text_atomic(output, text)
+        click.echo(f"wrote {output}: {t.num_gpus} GPUs, {len(t.nodes)} nodes, {len(t.links)} directed links")
+    else:
+        click.echo(text, nl=False)
+
+
+@topology.command("export")
+@click.argument("topo")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json", "nccl-xml"]), default="yaml", show_default=True)
+@click.option("--server", default=0, show_default=True, help="Which server, for nccl-xml (one file per server).")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@handles_errors
+def topology_export(topo: str, fmt: str, server: int, output: str | None) -> None:
+    """Print TOPO in the explicit description form or as NCCL topology XML."""
+    from planner.errors import InputError
+    from planner.plan import write_text_atomic
+    from topologies.io import load_topology
+
+    t = load_topology(topo)
+    if fmt == "nccl-xml" and server not in t.servers:
+        raise InputError(f"no server {server} (servers: 0..{len(t.servers) - 1})", field="--server")
+    text = _topology_text(t, fmt, server)
+    if output:
+        write_text_atomic(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------- collective
+COLLECTIVE_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall", "alltoallv")
+
+
+@main.command()
+@click.argument("coll", type=click.Choice(COLLECTIVE_KINDS))
+@click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
+@click.option("--size", default=None, help="Bytes, with an optional unit: 4096, 64KiB, 1MiB, 1GiB.")
+@click.option("--method", default="auto", show_default=True, help="auto, ring, chain, direct.")
+@click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY).")
+@click.option("--root", default=0, show_default=True, help="Root rank of broadcast / reduce.")
+@click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds for exact methods.")
+@click.option("--solver", default=None, help="Solver backend for exact methods (see `planner solvers`).")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here.")
+@json_option
+@reproducible_option
+@handles_errors
+def collective(coll, topo, size, method, traffic, root, time_limit, solver, output, as_json, reproducible):
+    """Plan a collective COLL on a topology; verified by the simulator."""
+    from planner.collectives import Collective
+    from planner.errors import InputError
+    from planner.pipeline import plan_collective
+    from planner.plan import dumps, write_plan
+    from planner.traffic import load_traffic
+    from planner.units import parse_size
+    from topologies.io import load_topology
+
+    t = load_topology(topo)
+    matrix = None
+    if coll == "alltoallv":
+        if not traffic:
+            raise InputError("alltoallv needs --traffic FILE", field="--traffic")
+        matrix = load_traffic(traffic, t.num_gpus)
+        nbytes = sum(map(sum, matrix))
+    else:
+        if traffic:
+            raise InputError(f"--traffic is for alltoallv, not {coll}", field="--traffic")
+        if size is None:
+            raise InputError("missing --size (e.g. 1GiB)", field="--size")
+        nbytes = parse_size(size, field="--size")
+        if coll in ("allgather", "reduce-scatter", "allreduce", "alltoall") and nbytes % t.num_gpus:
+            raise InputError(f"{nbytes} bytes do not divide into {t.num_gpus} equal blocks", field="--size")
+    if time_limit <= 0:
+        raise InputError("must be positive", field="--time-limit")
+    if solver is not None:
+        from solvers.registry import get
+
+        try:
+            get(solver)  # unknown or unavailable names fail here, before any work
+        except Exception as exc:  # the registry's UnknownSolver lists the available names
+            raise InputError(str(exc), field="--solver") from None
+    c = Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix)
+    result = plan_collective(c, t, method, topology_name=topo)
+    doc = result.plan.to_json(reproducible)
+    if output:
+        write_plan(result.plan, output, reproducible)
+    if as_json:
+        click.echo(dumps(doc), nl=False)
+    else:
+        _print_collective(doc, output)
+
+
+def _print_collective(doc: dict, output: str | None) -> None:
+    m, p = doc["metrics"], doc["problem"]
+    click.echo(f"{p['collective']} of {p['size_bytes']} bytes on {p['topology']} ({p['gpus']} GPUs): "
+               f"method {doc['method']}")
+    click.echo(f"  time {m['time_us']:.2f} us   algbw {m['algbw_GBps']:.2f} GB/s   "
+               f"bound {m['lower_bound_us']:.2f} us   ratio to bound {m['ratio_to_bound']:.3f}")
+    click.echo(f"  {m['transfers']} transfers in {m['steps']} steps, verified by the simulator; "
+               f"synthesis {m['synthesis_seconds']:.3f} s")
+    if output:
+        click.echo(f"  plan written to {output}")
+
+
+# ---------------------------------------------------------------- simulate
+@main.command()
+@click.argument("plan_file", type=click.Path(dir_okay=False))
+@click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
+@json_option
+@handles_errors
+def simulate(plan_file: str, topo: str, as_json: bool) -> None:
+    """Check and time a collective plan on a topology."""
+    from planner.replay import replay_plan
+    from topologies.io import load_topology
+
+    report = replay_plan(plan_file, load_topology(topo))
+    if as_json:
+        _echo_json(report)
+        return
+    if not report["correct"]:
+        click.echo(f"{plan_file}: INCORRECT: {report['error']}")
+        sys.exit(1)
+    click.echo(f"{plan_file}: correct; time {report['time_us']:.2f} us, algbw {report['algbw_GBps']:.2f} GB/s, "
+               f"bound {report['lower_bound_us']:.2f} us, ratio {report['ratio_to_bound']:.3f}")
+
+
+# ---------------------------------------------------------------- quickstart
+@main.command()
+@click.option("--topology", "topo", default="hgx-h100x2", show_default=True)
+@click.option("--size", default="1GiB", show_default=True)
+@click.option("-o", "out_dir", default="planner-out", show_default=True, type=click.Path(file_okay=False))
+@json_option
+@reproducible_option
+@handles_errors
+def quickstart(topo: str, size: str, out_dir: str, as_json: bool, reproducible: bool) -> None:
+    """Plan the baseline collectives on a default cluster; write plans and a report."""
+    from planner.quickstart import run_quickstart
+
+    report = run_quickstart(topo, size, out_dir, reproducible)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(report["table"])
+    click.echo(f"\nplans and report written to {out_dir}/")
+
+
+# ---------------------------------------------------------------- solvers
+@main.command("solvers")
+@json_option
+def solvers_cmd(as_json: bool) -> None:
+    """The solver backends installed here and what they solve."""
+    from solvers.registry import available, get, registered
+
+    ok = set(available())
+    rows = [{"name": name, "available": name in ok, "integer": get(name).supports_integer,
+             "continuous": get(name).supports_continuous} for name in sorted(registered())]
+    if as_json:
+        _echo_json({"solvers": rows})
+        return
+    for r in rows:
+        kinds = "+".join(k for k in ("integer", "continuous") if r[k])
+        click.echo(f"{r['name']:8s} {'available' if r['available'] else 'missing':10s} {kinds}")
+
+
+if __name__ == "__main__":
+    main()

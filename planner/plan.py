@@ -1,0 +1,104 @@
+"""The plan document every planning command writes (contract: planner.plan/v1).
+
+Written deterministically: sorted keys, floats in their shortest exact form (so a plan
+parses back to the very numbers that were simulated), and an atomic replace so a failed
+run never leaves half a file. `synthesis_seconds` and
+`solver.seconds` are wall-clock measurements; with `reproducible=True` they are written
+as 0 so that the same input gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from planner.errors import InputError
+
+SCHEMA_ID = "planner.plan/v1"
+KINDS = ("collective", "experts", "placement", "parallelism")
+WALL_CLOCK_FIELDS = (("metrics", "synthesis_seconds"), ("solver", "seconds"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str
+    problem: dict
+    method: str
+    metrics: dict
+    bound: dict
+    plan: dict
+    solver: dict | None = None
+    fallback: str | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def to_json(self, reproducible: bool = False) -> dict:
+        doc = {"schema": SCHEMA_ID, "kind": self.kind, "problem": self.problem, "method": self.method,
+               "solver": self.solver, "fallback": self.fallback, "metrics": self.metrics, "bound": self.bound,
+               "plan": self.plan, "provenance": self.provenance}
+        if reproducible:
+            for section, key in WALL_CLOCK_FIELDS:
+                if isinstance(doc.get(section), dict) and key in doc[section]:
+                    doc[section] = {**doc[section], key: 0.0}
+        return _normalise(doc)
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return 0.0 if value == 0 else value
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write all of `text` or nothing: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_plan(plan: Plan, path: str | Path, reproducible: bool = False) -> None:
+    write_text_atomic(path, dumps(plan.to_json(reproducible)))
+
+
+def read_plan(path: str | Path) -> dict:
+    """A plan document, checked for the schema tag and the kind."""
+    src = str(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", source=src) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a plan JSON file ({exc.__class__.__name__})", source=src) from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
+        raise InputError(f"not a plan: 'schema' must be {SCHEMA_ID!r}", source=src, field="schema")
+    if doc.get("kind") not in KINDS:
+        raise InputError(f"unknown plan kind {doc.get('kind')!r}", source=src, field="kind")
+    return doc
+
+
+def plan_schema() -> dict:
+    """The JSON Schema of plan documents (planner/schema/plan.schema.json)."""
+    text = resources.files("planner").joinpath("schema/plan.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)

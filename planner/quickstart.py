@@ -1,0 +1,41 @@
+"""`planner quickstart`: the baseline collectives on a default cluster, end to end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from planner.collectives import Collective
+from planner.errors import InputError
+from planner.pipeline import plan_collective
+from planner.plan import dumps, write_plan, write_text_atomic
+from planner.report import comparison_table
+from planner.units import parse_size
+from topologies.io import load_topology
+
+QUICKSTART_COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "alltoall")
+
+
+def run_quickstart(topo_arg: str, size_arg: str, out_dir: str, reproducible: bool = False) -> dict:
+    topo = load_topology(topo_arg)
+    size = parse_size(size_arg, field="--size")
+    if size % topo.num_gpus:
+        raise InputError(f"{size} bytes do not divide into {topo.num_gpus} equal blocks", field="--size")
+    out = Path(out_dir)
+    rows = []
+    plans = []
+    for kind in QUICKSTART_COLLECTIVES:
+        result = plan_collective(Collective(kind, topo.num_gpus, size), topo, "auto", topology_name=topo_arg)
+        name = f"{kind}-{topo_arg}.plan.json"
+        plans.append((out / name, result.plan))
+        doc = result.plan.to_json(reproducible)
+        rows.append({"collective": kind, "method": doc["method"], "plan_file": name, **{
+            k: doc["metrics"][k] for k in ("time_us", "algbw_GBps", "lower_bound_us", "ratio_to_bound",
+                                           "synthesis_seconds")}})
+    table = comparison_table(rows, title=f"planner quickstart: {topo_arg} ({topo.num_gpus} GPUs), "
+                                           f"{size_arg} per GPU")
+    report = {"topology": topo_arg, "gpus": topo.num_gpus, "size_bytes": size, "rows": rows, "table": table}
+    for path, plan in plans:
+        write_plan(plan, path, reproducible)
+    write_text_atomic(out / "report.md", table + "\n")
+    write_text_atomic(out / "report.json", dumps({k: v for k, v in report.items() if k != "table"}))
+    return json.loads(dumps(report)) if reproducible else report

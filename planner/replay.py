@@ -1,0 +1,47 @@
+"""Re-evaluating a written plan: rebuild its schedule, verify it, time it, bound it."""
+from __future__ import annotations
+
+from planner.bounds import lower_bound
+from planner.collectives import Collective
+from planner.errors import InputError, ScheduleError
+from planner.pipeline import schedule_from_json
+from planner.plan import read_plan
+from planner.simulator import simulate
+from topologies.types import Topology
+
+
+def collective_from_problem(problem: dict, source: str) -> Collective:
+    try:
+        traffic = problem.get("traffic")
+        return Collective(problem["collective"], int(problem["ranks"]), int(problem["size_bytes"]),
+                          root=int(problem.get("root", 0)),
+                          traffic=tuple(tuple(int(x) for x in row) for row in traffic) if traffic else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"incomplete problem ({exc})", source=source, field="problem") from None
+    except InputError as exc:
+        raise exc.within(source, "problem") from None
+
+
+def replay_plan(path: str, topo: Topology) -> dict:
+    """A report dict: `correct`, and when correct the simulated time, bound and ratio,
+    plus whether the time matches what the plan recorded."""
+    doc = read_plan(path)
+    if doc["kind"] != "collective":
+        raise InputError(f"simulate takes collective plans, this is a {doc['kind']} plan", source=path, field="kind")
+    coll = collective_from_problem(doc["problem"], path)
+    if coll.ranks != topo.num_gpus:
+        raise InputError(f"the plan is for {coll.ranks} GPUs, topology {topo.name} has {topo.num_gpus}",
+                         source=path, field="problem.ranks")
+    schedule = schedule_from_json(doc["plan"], coll, path)
+    report: dict = {"plan": path, "collective": coll.kind, "topology": topo.name}
+    try:
+        sim = simulate(schedule, topo)
+    except ScheduleError as exc:
+        return {**report, "correct": False, "error": str(exc)}
+    bound = lower_bound(coll, topo)
+    recorded = doc.get("metrics", {}).get("time_us")
+    report.update({"correct": True, "time_us": sim.time_us, "algbw_GBps": coll.size / sim.time_us / 1e3,
+                   "lower_bound_us": bound.time_us, "ratio_to_bound": sim.time_us / bound.time_us,
+                   "transfers": sim.transfers, "recorded_time_us": recorded,
+                   "matches_recorded": recorded is not None and abs(recorded - sim.time_us) <= 1e-6 * max(1.0, sim.time_us)})
+    return report
