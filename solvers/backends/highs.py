@@ -1,0 +1,111 @@
+"""HiGHS backend through scipy.optimize.milp (MILP and LP)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from ..model import MatrixForm, Model
+from ..result import SolveOptions, SolveResult, Termination
+from .base import Backend
+
+# scipy.optimize.milp result.status codes.
+_OPTIMAL, _LIMIT, _INFEASIBLE, _UNBOUNDED, _OTHER = 0, 1, 2, 3, 4
+
+
+class HighsBackend(Backend):
+    """HiGHS (scipy.optimize.milp). `threads` is ignored: scipy's HiGHS runs serially.
+
+    Status mapping: 0 -> optimal; 1 (time/iteration limit) -> feasible if an
+    incumbent exists, else no_solution, both with limit_hit; 2 -> infeasible;
+    3 -> unbounded; 4 -> error. Two status-4 cases are retried once within
+    the remaining time: "unbounded or infeasible" from presolve (re-solved
+    without presolve to tell the two apart) and an LP "solve error" (re-solved
+    with the interior point method).
+    """
+
+    name = "highs"
+    supports_integer = True
+    supports_continuous = True
+
+    def _solve(self, model: Model, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
+        sign = -1.0 if form.maximize else 1.0
+        solve_started = time.perf_counter()
+        result = self._run_milp(form, sign, options, options.time_limit_s)
+        if result.status == _OTHER:
+            retry = self._retry_options(result.message, model.is_mip)
+            remaining = None
+            if options.time_limit_s is not None:
+                remaining = options.time_limit_s - (time.perf_counter() - solve_started)
+            if retry and (remaining is None or remaining > 0):
+                result = self._run_milp(form, sign, options, remaining, retry)
+
+        if result.status == _OPTIMAL:
+            return self._result(
+                form, started, Termination.optimal, values=result.x,
+                dual_bound=self._dual_bound(result, sign, form, model),
+            )
+        if result.status == _LIMIT:
+            if result.x is not None:
+                return self._result(
+                    form, started, Termination.feasible, values=result.x,
+                    dual_bound=self._dual_bound(result, sign, form, model),
+                    limit_hit=True, message=result.message,
+                )
+            return self._result(form, started, Termination.no_solution, limit_hit=True, message=result.message)
+        if result.status == _INFEASIBLE:
+            return self._result(form, started, Termination.infeasible, message=result.message)
+        if result.status == _UNBOUNDED:
+            return self._result(form, started, Termination.unbounded, message=result.message)
+        return self._result(form, started, Termination.error, message=result.message)
+
+    @staticmethod
+    def _retry_options(message: str, is_mip: bool) -> dict[str, object]:
+        text = message.lower()
+        if "unbounded or infeasible" in text:
+            return {"presolve": False}
+        if "solve error" in text and not is_mip:
+            # HiGHS's dual simplex can give up on large degenerate LPs
+            # ("excessive primal values"); its interior point method copes.
+            return {"solver": "ipm"}
+        return {}
+
+    @staticmethod
+    def _run_milp(
+        form: MatrixForm,
+        sign: float,
+        options: SolveOptions,
+        time_limit_s: float | None,
+        overrides: dict[str, object] | None = None,
+    ):
+        from scipy.optimize import Bounds, LinearConstraint, milp
+
+        solver_options: dict[str, object] = {
+            "disp": options.verbose,
+            "mip_rel_gap": options.rel_gap,
+            "random_seed": options.seed,
+        }
+        if time_limit_s is not None:
+            solver_options["time_limit"] = time_limit_s
+        solver_options.update(overrides or {})
+        constraints = LinearConstraint(form.A, form.row_lb, form.row_ub) if form.A.shape[0] else None
+        with warnings.catch_warnings():
+            # milp passes random_seed and solver to HiGHS verbatim but warns that it does so.
+            warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
+            return milp(
+                sign * form.c,
+                integrality=form.integrality,
+                bounds=Bounds(form.var_lb, form.var_ub),
+                constraints=constraints,
+                options=solver_options,
+            )
+
+    @staticmethod
+    def _dual_bound(result, sign: float, form: MatrixForm, model: Model) -> float | None:
+        # For LPs milp reports no MIP bound; the base class then uses the objective.
+        bound = getattr(result, "mip_dual_bound", None)
+        if not model.is_mip or bound is None or not np.isfinite(bound):
+            return None
+        return sign * float(bound) + form.offset

@@ -1,0 +1,120 @@
+"""Solve options and solver-neutral results.
+
+Status rule (as in OR-Tools MathOpt): `optimal` means the solver *proved*
+optimality within the requested relative gap. A solution found before a time
+limit stopped the search is `feasible` with `limit_hit=True`; a time limit
+with no solution is `no_solution` with `limit_hit=True`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .errors import SolverError
+from .model import LinearExpr, Variable
+
+# Denominator floor of the relative gap, so a zero objective does not divide by zero.
+GAP_DENOMINATOR_FLOOR = 1e-9
+
+
+class Termination(StrEnum):
+    """Why a solve ended.
+
+    optimal      proved optimal within SolveOptions.rel_gap (LPs: solver's tolerances)
+    feasible     has a solution, optimality not proved (usually a time limit)
+    infeasible   proved infeasible (SCIP may also say this for "infeasible or unbounded")
+    unbounded    proved unbounded (objective improves without limit)
+    no_solution  stopped (usually by the time limit) before finding any solution
+    error        the solver failed, rejected the model or gave an ambiguous answer;
+                 see SolveResult.message
+    """
+
+    optimal = "optimal"
+    feasible = "feasible"
+    infeasible = "infeasible"
+    unbounded = "unbounded"
+    no_solution = "no_solution"
+    error = "error"
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Parameters common to every backend.
+
+    time_limit_s bounds the solver call itself (model translation is not
+    counted, but SolveResult.seconds includes it). seed and threads are best
+    effort: a backend ignores what its solver does not expose.
+    """
+
+    time_limit_s: float | None = None
+    threads: int = 1
+    seed: int = 0
+    rel_gap: float = 1e-6
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.time_limit_s is not None and not (self.time_limit_s > 0 and math.isfinite(self.time_limit_s)):
+            raise ValueError(f"time_limit_s must be a positive finite number or None, got {self.time_limit_s}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not (0.0 <= self.rel_gap < 1.0):
+            raise ValueError(f"rel_gap must be in [0, 1), got {self.rel_gap}")
+
+
+def relative_gap(primal: float | None, dual: float | None) -> float | None:
+    """|primal - dual| / max(1e-9, |primal|), or None if either bound is unknown."""
+    if primal is None or dual is None:
+        return None
+    return abs(primal - dual) / max(GAP_DENOMINATOR_FLOOR, abs(primal))
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of one solve.
+
+    objective is the primal bound (value of the returned solution, including
+    the objective constant), dual_bound the proven bound on the optimum (a
+    lower bound when minimizing, an upper bound when maximizing), gap their
+    relative distance. values[i] is the value of the variable with index i;
+    values of integer variables are rounded to the nearest integer.
+    """
+
+    solver: str
+    termination: Termination
+    objective: float | None
+    dual_bound: float | None
+    gap: float | None
+    seconds: float
+    limit_hit: bool
+    values: tuple[float, ...] | None
+    message: str = ""
+
+    @property
+    def has_solution(self) -> bool:
+        return self.values is not None
+
+    def value(self, item: Variable | LinearExpr) -> float:
+        """Value of a variable or expression in the returned solution."""
+        if self.values is None:
+            raise SolverError(f"{self.solver} returned no solution ({self.termination}): {self.message}")
+        if isinstance(item, Variable):
+            return self.values[item.index]
+        if isinstance(item, LinearExpr):
+            return item.value(self.values)
+        raise TypeError(f"expected a Variable or LinearExpr, got {type(item).__name__}")
+
+    def to_json(self) -> dict[str, object]:
+        """Summary suitable for json.dumps (no solution values)."""
+        return {
+            "name": self.solver,
+            "status": self.termination.value,
+            "seconds": self.seconds,
+            "gap": self.gap,
+            "limit_hit": self.limit_hit,
+            "objective": self.objective,
+            "dual_bound": self.dual_bound,
+        }
