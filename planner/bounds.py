@@ -1,6 +1,6 @@
 """Lower bounds on collective completion time, from cuts and flows.
 
-Bandwidth terms (exact integer max-flow arithmetic; capacities in MB/s):
+Bandwidth terms (exact integer max-flow arithmetic; capacities in MB/s, rounded up):
 - allgather: every GPU outside a node set S needs the data of the GPUs inside, so at
   least |S ∩ GPUs| * M/N bytes leave S: T >= (M/N) / x* with x* = min over S (missing
   some GPU) of cap(out of S) / |S ∩ GPUs|. x* is found exactly by Dinkelbach's method
@@ -21,6 +21,7 @@ The bound is max(bandwidth term, latency term).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -53,7 +54,9 @@ def _graph(topo: Topology, reverse: bool = False) -> nx.DiGraph:
     g = nx.DiGraph()
     g.add_nodes_from(n.id for n in topo.nodes)
     for l in topo.links:
-        cap = int(round(l.bandwidth * SCALE))
+        # Rounded up to whole MB/s (after dropping float noise): rounding down would
+        # understate a link and let the bound exceed what a schedule achieves.
+        cap = math.ceil(round(l.bandwidth * SCALE, 6))
         a, b = (l.dst, l.src) if reverse else (l.src, l.dst)
         g.add_edge(a, b, capacity=cap)
     return g

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from planner.errors import ScheduleError
 from planner.schedule import Schedule
+from topologies.dataplane import physical_id
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -145,12 +146,17 @@ def verify(schedule: Schedule) -> list[tuple[int, ...]]:
                                             f"{loc[1]} contributions it already has: "
                                             f"{_mask_names(new & values[i])} would be counted twice")
                     new |= values[i]
+            # Write-after-read: writers wait for readers of earlier steps only. Readers of
+            # this step read the value after step s-1 (the step semantics), so they need not
+            # precede this step's writers, and making them would deadlock a same-step
+            # exchange (A->B and B->A of one chunk). Writers of later steps wait for them.
+            same_step = [r for r in readers.get(loc, ()) if schedule.transfers[r].step == step]
             for i in writers:
                 deps[i].extend(last_writers.get(loc, ()))
-                deps[i].extend(r for r in readers.get(loc, ()) if r != i)
+                deps[i].extend(r for r in readers.get(loc, ()) if schedule.transfers[r].step != step)
             state[loc] = new
             last_writers[loc] = writers
-            readers[loc] = []
+            readers[loc] = same_step
     for ci, c in enumerate(schedule.chunks):
         for rank, need in blocks[c.block].required:
             have = state.get((rank, ci), 0)
@@ -169,8 +175,14 @@ def verify(schedule: Schedule) -> list[tuple[int, ...]]:
 
 
 def _paths(schedule: Schedule, topo: Topology, router: Router) -> list[tuple[int, ...]]:
-    """Each transfer's path as link indices; checks the links exist and the ends are right."""
+    """Each transfer's path as link indices; checks the links exist, the ends are right and
+    the path is one the data plane allows (the rules the router and the bounds apply)."""
     link_index = {(l.src, l.dst): k for k, l in enumerate(topo.links)}
+    plane = router.topo
+    plane_links = set(plane.link_by_pair)
+    copies: dict[str, list[str]] = {}
+    for node in plane.nodes:
+        copies.setdefault(physical_id(node.id), []).append(node.id)
     gpus = topo.gpus
     if len(gpus) != schedule.collective.ranks:
         raise ScheduleError(f"the schedule is for {schedule.collective.ranks} GPUs, the topology has {len(gpus)}")
@@ -188,6 +200,13 @@ def _paths(schedule: Schedule, topo: Topology, router: Router) -> list[tuple[int
                 if k is None:
                     raise ScheduleError(f"transfer {i}: no link {a} -> {b} in topology {topo.name}")
                 ks.append(k)
+            here = set(copies.get(nodes[0], ()))
+            for b in nodes[1:]:
+                here = {v for v in copies.get(b, ()) if any((u, v) in plane_links for u in here)}
+            if not here:
+                raise ScheduleError(f"transfer {i}: path {' -> '.join(nodes)} is not allowed on the data plane "
+                                    f"of {topo.name} (GPU-to-GPU traffic over PCIe/CPU where a scale-up "
+                                    f"fabric joins the GPUs, or the network inside a lone server)")
             memo[nodes] = tuple(ks)
         out.append(memo[nodes])
     return out

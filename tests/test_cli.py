@@ -218,3 +218,17 @@ def test_quickstart(run_cli, tmp_path, plan_validator):
     report = json.loads((out / "report.json").read_text())
     assert {r["collective"] for r in report["rows"]} == {"allgather", "reduce-scatter", "allreduce", "broadcast",
                                                          "alltoall"}
+
+
+def test_gpus_joined_only_through_a_nic_are_rejected(tmp_path, run_cli):
+    # One server whose GPUs meet only through their NICs: physically connected, but a lone
+    # server's collectives do not use its network, so no collective could run.
+    doc = {"nodes": [{"id": "g0", "type": "gpu", "server": 0}, {"id": "g1", "type": "gpu", "server": 0},
+                     {"id": "n0", "type": "nic", "server": 0}, {"id": "n1", "type": "nic", "server": 0},
+                     {"id": "leaf", "type": "switch"}],
+           "links": [{"src": "g0", "dst": "n0", "bandwidth": 50}, {"src": "g1", "dst": "n1", "bandwidth": 50},
+                     {"src": "n0", "dst": "leaf", "bandwidth": 50}, {"src": "n1", "dst": "leaf", "bandwidth": 50}]}
+    path = tmp_path / "nic-only.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = run_cli("topology", "validate", path)
+    assert result.exit_code == 2 and "paths collectives may use" in result.stderr and "nodes[1]" in result.stderr

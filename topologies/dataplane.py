@@ -8,6 +8,8 @@ Two rules, both what NCCL-family runtimes do:
    node (kind `pcie` or `cpu`) is split into an `^up` copy (GPU -> NIC direction) and a
    `^down` copy (NIC -> GPU direction), so a host path can join a GPU to a NIC but never a
    GPU to a GPU.
+3. A NIC moves data between its server and the network, never from the host back to the
+   host: every NIC is split the same way.
 Split copies keep the capacity of the physical link each, so flows on the data plane
 are a relaxation of the physical ones: bounds computed on it stay valid. The router
 maps data-plane paths back to physical nodes; the simulator charges physical links.
@@ -33,14 +35,16 @@ def _scale_up_connected(topo: Topology, server: int) -> bool:
     gpus = set(topo.servers[server])
     if len(gpus) < 2:
         return False
-    g = nx.Graph()
+    # Directed: with one-way links, GPUs joined one way only still need the host fabric back.
+    g = nx.DiGraph()
     g.add_nodes_from(gpus)
     for l in topo.links:
         a, b = topo.node_by_id[l.src], topo.node_by_id[l.dst]
         if any(n.type == "nic" or n.kind in HOST_KINDS or (n.type != "gpu" and n.server != server) for n in (a, b)):
             continue
         g.add_edge(l.src, l.dst)
-    comp = nx.node_connected_component(g, next(iter(gpus)))
+    first = next(iter(gpus))
+    comp = next(c for c in nx.strongly_connected_components(g) if first in c)
     return gpus <= comp
 
 
@@ -51,33 +55,59 @@ def data_plane(topo: Topology) -> Topology:
     if len(topo.servers) == 1:
         (server,) = topo.servers
         keep = {g for g in topo.gpus} | {n.id for n in nodes if n.type == "switch" and n.server == server}
+        # Also whatever the GPUs reach without a NIC: an explicit file may leave the switch
+        # that joins its GPUs without a server index, and dropping it would cut them apart.
+        node_type = {n.id: n.type for n in nodes}
+        neighbours: dict[str, list[str]] = {}
+        for l in links:
+            neighbours.setdefault(l.src, []).append(l.dst)
+            neighbours.setdefault(l.dst, []).append(l.src)
+        stack = list(keep)
+        while stack:
+            for v in neighbours.get(stack.pop(), ()):
+                if v not in keep and node_type[v] != "nic":
+                    keep.add(v)
+                    stack.append(v)
         nodes = [n for n in nodes if n.id in keep]
         links = [l for l in links if l.src in keep and l.dst in keep]
     split_servers = {s for s in topo.servers if _scale_up_connected(topo, s)}
     host = {n.id for n in nodes if n.kind in HOST_KINDS and n.server in split_servers}
-    if not host:
+    nics = {n.id for n in nodes if n.type == "nic"}
+    if not host and not nics:
         if len(nodes) == len(topo.nodes):
             return topo
         return build_topology(topo.name, nodes, links)
-    node_type = {n.id: n.type for n in nodes}
+    by_id = {n.id: n for n in nodes}
     new_nodes: list[Node] = []
     for n in nodes:
-        if n.id in host:
+        if n.id in host or n.id in nics:
             new_nodes += [Node(n.id + UP, n.type, n.server, n.kind), Node(n.id + DOWN, n.type, n.server, n.kind)]
         else:
             new_nodes.append(n)
     new_links: list[Link] = []
     for l in links:
-        a_host, b_host = l.src in host, l.dst in host
-        if a_host and b_host:
-            for suffix in (UP, DOWN):
-                new_links.append(Link(l.src + suffix, l.dst + suffix, l.bandwidth, l.latency, l.kind, l.count))
-        elif b_host:  # into the host fabric: from a GPU goes up, from a NIC goes down
-            suffix = UP if node_type[l.src] == "gpu" else DOWN
-            new_links.append(Link(l.src, l.dst + suffix, l.bandwidth, l.latency, l.kind, l.count))
-        elif a_host:  # out of the host fabric: to a NIC from up, to a GPU from down
-            suffix = UP if node_type[l.dst] != "gpu" else DOWN
-            new_links.append(Link(l.src + suffix, l.dst, l.bandwidth, l.latency, l.kind, l.count))
-        else:
-            new_links.append(l)
+        for a, b in _link_copies(by_id[l.src], by_id[l.dst], host, nics):
+            new_links.append(Link(a, b, l.bandwidth, l.latency, l.kind, l.count))
     return build_topology(topo.name, new_nodes, new_links)
+
+
+def _link_copies(a: Node, b: Node, host: set[str], nics: set[str]) -> list[tuple[str, str]]:
+    """The data-plane copies of the physical link a -> b.
+
+    `^up` copies carry traffic from GPUs towards the network, `^down` copies the way back.
+    Host-to-host links carry both; a host-to-NIC link only goes up and a NIC-to-host link
+    only down, so a NIC never turns host traffic around (no hairpin through a NIC).
+    """
+    a_host, b_host, a_nic, b_nic = a.id in host, b.id in host, a.id in nics, b.id in nics
+    if a_host and b_host:
+        return [(a.id + UP, b.id + UP), (a.id + DOWN, b.id + DOWN)]
+    if a_nic and b_nic:
+        return [(a.id + UP, b.id + DOWN)]
+    if b_host or b_nic:
+        inside = a.type == "gpu" or a_host or (b_nic and a.server is not None and a.server == b.server)
+        source = a.id + UP if a_host else a.id + DOWN if a_nic else a.id
+        return [(source, b.id + (UP if inside else DOWN))]
+    if a_host or a_nic:
+        inside = b.type == "gpu" or (a_nic and b.server is not None and b.server == a.server)
+        return [(a.id + (DOWN if inside else UP), b.id)]
+    return [(a.id, b.id)]

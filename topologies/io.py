@@ -16,6 +16,7 @@ from planner.errors import InputError
 from planner.loader import expect_list, expect_mapping, expect_type, read_document
 from planner.units import parse_bandwidth, parse_nonnegative
 from topologies import fabrics
+from topologies.dataplane import data_plane
 from topologies.presets import SERVER_PRESETS
 from topologies.types import NODE_TYPES, Link, Node, Topology, build_topology
 
@@ -162,20 +163,23 @@ def _generate(raw: Any, source: str | None, name: str) -> Topology:
 
 
 def validate_topology(topo: Topology, source: str | None = None) -> None:
-    """At least one GPU, and every GPU reaches every other (through any nodes)."""
+    """At least one GPU; every GPU reaches every other, through any nodes and also on the
+    data plane (the paths collectives may use, topologies/dataplane.py)."""
     if not topo.gpus:
         raise InputError("the topology has no GPU (no node of type gpu)", source=source, field="nodes")
     if len(topo.gpus) == 1:
         return
-    g = nx.DiGraph()
-    g.add_nodes_from(n.id for n in topo.nodes)
-    g.add_edges_from((l.src, l.dst) for l in topo.links)
-    comp = next(c for c in nx.strongly_connected_components(g) if topo.gpus[0] in c)
-    for gpu in topo.gpus:
-        if gpu not in comp:
-            i = next(i for i, n in enumerate(topo.nodes) if n.id == gpu)
-            raise InputError(f"GPU {gpu!r} cannot reach or be reached by GPU {topo.gpus[0]!r}",
-                             source=source, field=f"nodes[{i}]")
+    for graph, how in ((topo, ""), (data_plane(topo), " over paths collectives may use (no GPU-to-GPU "
+                                                        "traffic through PCIe/CPU or through a NIC and back)")):
+        g = nx.DiGraph()
+        g.add_nodes_from(n.id for n in graph.nodes)
+        g.add_edges_from((l.src, l.dst) for l in graph.links)
+        comp = next(c for c in nx.strongly_connected_components(g) if topo.gpus[0] in c)
+        for gpu in topo.gpus:
+            if gpu not in comp:
+                i = next(i for i, n in enumerate(topo.nodes) if n.id == gpu)
+                raise InputError(f"GPU {gpu!r} cannot reach or be reached by GPU {topo.gpus[0]!r}{how}",
+                                 source=source, field=f"nodes[{i}]")
 
 
 def topology_to_dict(topo: Topology) -> dict:
@@ -193,8 +197,10 @@ def topology_to_dict(topo: Topology) -> dict:
     for l in topo.links:
         if (l.src, l.dst) in emitted:
             continue
-        d = {"src": l.src, "dst": l.dst, "bandwidth": l.bandwidth / l.count, "latency": l.latency}
-        if l.count != 1:
+        per_link = l.bandwidth / l.count
+        exact = per_link * l.count == l.bandwidth  # else write the total: the bandwidth must survive
+        d = {"src": l.src, "dst": l.dst, "bandwidth": per_link if exact else l.bandwidth, "latency": l.latency}
+        if l.count != 1 and exact:
             d["count"] = l.count
         if l.kind:
             d["kind"] = l.kind
