@@ -21,17 +21,14 @@ The bound is max(bandwidth term, latency term).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-import networkx as nx
+import numpy as np
 
 from planner.collectives import Collective
-from topologies.dataplane import data_plane
+from planner.flows import MBPS_PER_GBPS, FlowNetwork
 from topologies.types import Topology
-
-SCALE = 1000  # capacities in MB/s, integers
 
 
 @dataclass(frozen=True)
@@ -49,86 +46,52 @@ class Bound:
         return out
 
 
-def _graph(topo: Topology, reverse: bool = False) -> nx.DiGraph:
-    topo = data_plane(topo)
-    g = nx.DiGraph()
-    g.add_nodes_from(n.id for n in topo.nodes)
-    for l in topo.links:
-        # Rounded up to whole MB/s (after dropping float noise): rounding down would
-        # understate a link and let the bound exceed what a schedule achieves.
-        cap = math.ceil(round(l.bandwidth * SCALE, 6))
-        a, b = (l.dst, l.src) if reverse else (l.src, l.dst)
-        g.add_edge(a, b, capacity=cap)
-    return g
-
-
-def _cut_capacity(g: nx.DiGraph, s_side: set[str]) -> int:
-    return sum(d["capacity"] for u, v, d in g.edges(data=True) if u in s_side and v not in s_side)
-
-
 def gather_throughput(topo: Topology, reverse: bool = False) -> tuple[Fraction, frozenset[str]]:
     """x* (MB/s per GPU) = min over S missing a GPU of cap(out of S)/|S ∩ GPUs|, and the S.
 
-    Dinkelbach iteration; each round runs one max-flow per GPU. Exact (rational).
+    Dinkelbach iteration from the best single-GPU cut; each round runs one max-flow per GPU
+    (super-source feeding x to every other GPU, sink v; a cut below (N-1)x names a better
+    S). Exact rational arithmetic on integer capacities. O(rounds x N x max-flow).
     """
-    g = _graph(topo, reverse)
-    gpus = list(topo.gpus)
+    net = FlowNetwork(topo, reverse)
+    gpus = net.gpus
     n = len(gpus)
     if n < 2:
         return Fraction(0), frozenset()
-    all_nodes = set(g.nodes)
-    best_v = min(gpus, key=lambda v: sum(d["capacity"] for _, _, d in g.in_edges(v, data=True)))
-    best_set = frozenset(all_nodes - {best_v})
-    x = Fraction(_cut_capacity(g, set(best_set)), n - 1)
+    is_gpu = np.zeros(net.size, dtype=bool)
+    is_gpu[gpus] = True
+    worst = min(gpus, key=net.in_capacity)
+    best_side = np.ones(net.size, dtype=bool)
+    best_side[worst] = False
+    x = Fraction(net.cut_capacity(best_side), n - 1)
     while True:
         p, q = x.numerator, x.denominator
-        h = nx.DiGraph()
-        h.add_nodes_from(g.nodes)
-        h.add_edges_from((u, v, {"capacity": d["capacity"] * q}) for u, v, d in g.edges(data=True))
         improved = None
         for v in gpus:
-            hv = h.copy()
-            for u in gpus:
-                if u != v:
-                    hv.add_edge("__src__", u, capacity=p)
-            value, (side, _) = nx.minimum_cut(hv, "__src__", v)
+            value, side = net.max_flow([(u, p) for u in gpus if u != v], [v], scale=q)
             if value < p * (n - 1):
-                s_side = set(side) - {"__src__"}
-                k = sum(1 for u in gpus if u in s_side)
-                ratio = Fraction(_cut_capacity(g, s_side), k)
+                ratio = Fraction(net.cut_capacity(side), int(is_gpu[side].sum()))
                 if improved is None or ratio < improved[0]:
-                    improved = (ratio, frozenset(s_side))
+                    improved = (ratio, side)
         if improved is None or improved[0] >= x:
-            return x, best_set
-        x, best_set = improved
+            break
+        x, best_side = improved
+    cut = frozenset(net.node_ids[i] for i in np.flatnonzero(best_side))
+    return x * net.unit_mbps, cut
 
 
-def _max_flow(g: nx.DiGraph, sources: list[str], sinks: list[str], blocked: set[str] = frozenset()) -> int:
-    """Max flow from a node set to another; nodes in `blocked` do not forward."""
-    h = g.copy()
-    h.remove_edges_from([(u, v) for u, v in g.edges() if u in blocked and u not in sources])
-    for s in sources:
-        h.add_edge("__src__", s)
-    for t in sinks:
-        h.add_edge(t, "__dst__")
-    return int(nx.maximum_flow_value(h, "__src__", "__dst__"))
+def _flow_mbps(net: FlowNetwork, sources: list[int], sinks: list[int], blocked: list[int] = ()) -> int:
+    value, _ = net.max_flow([(s, None) for s in sources], sinks, blocked=blocked)
+    return value * net.unit_mbps
 
 
-def _latency_term(topo: Topology, pairs: list[tuple[int, int]]) -> float:
-    if not pairs:
+def _latency_term(need: np.ndarray, net: FlowNetwork) -> float:
+    """Longest least-latency path from i to j over the pairs with need[i, j] (N x N bools)."""
+    sources = np.flatnonzero(need.any(axis=1))
+    if len(sources) == 0:
         return 0.0
-    g = nx.DiGraph()
-    for l in data_plane(topo).links:
-        g.add_edge(l.src, l.dst, latency=l.latency)
-    gpus = topo.gpus
-    worst = 0.0
-    by_src: dict[int, list[int]] = {}
-    for a, b in pairs:
-        by_src.setdefault(a, []).append(b)
-    for a, targets in by_src.items():
-        dist = nx.single_source_dijkstra_path_length(g, gpus[a], weight="latency")
-        worst = max(worst, max(dist[gpus[b]] for b in targets))
-    return worst
+    dist = net.latency_from([net.gpus[i] for i in sources])[:, net.gpus]
+    return float(np.max(np.where(need[sources], dist, 0.0)))
 
 
 def _us(nbytes: float, mbps: float) -> float:
@@ -140,76 +103,67 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
     """The best lower bound this module can prove for `coll` on `topo`."""
     n = coll.ranks
     m = coll.size
-    all_pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
-    detail: list[tuple[str, object]] = []
     if n < 2:
         return Bound(0.0, 0.0, 0.0, "a single GPU moves nothing")
+    detail: list[tuple[str, object]] = []
+    net = FlowNetwork(topo)
+    need = ~np.eye(n, dtype=bool)
     if coll.kind in ("allgather", "reduce-scatter"):
         x, cut = gather_throughput(topo, reverse=coll.kind == "reduce-scatter")
         bw = _us(m / n, x)
         k = sum(1 for g in topo.gpus if g in cut)
         derivation = ("min-cut: (M/N) / min_S cap(out of S)/|S∩GPUs|" if coll.kind == "allgather"
                       else "min-cut on the reversed graph: (M/N) / min_S cap(into S)/|S∩GPUs|")
-        detail += [("optimal_throughput_GBps_per_gpu", float(x) / SCALE),
-                   ("optimal_algbw_GBps", float(x) * n / SCALE), ("cut_gpus", k)]
-        pairs = all_pairs
+        detail += [("optimal_throughput_GBps_per_gpu", float(x) / MBPS_PER_GBPS),
+                   ("optimal_algbw_GBps", float(x) * n / MBPS_PER_GBPS), ("cut_gpus", k)]
     elif coll.kind in ("broadcast", "reduce"):
-        g = _graph(topo, reverse=coll.kind == "reduce")
-        root = topo.gpus[coll.root]
-        flow = min(_max_flow(g, [root], [v]) for v in topo.gpus if v != root)
+        flows = FlowNetwork(topo, reverse=coll.kind == "reduce")
+        root = flows.gpus[coll.root]
+        flow = min(_flow_mbps(flows, [root], [v]) for v in flows.gpus if v != root)
         bw = _us(m, flow)
         derivation = "M / min over GPUs v of maxflow(root -> v)" + (" on the reversed graph" if coll.kind == "reduce" else "")
-        detail.append(("min_root_flow_GBps", flow / SCALE))
-        pairs = ([(coll.root, b) for b in range(n) if b != coll.root] if coll.kind == "broadcast"
-                 else [(a, coll.root) for a in range(n) if a != coll.root])
+        detail.append(("min_root_flow_GBps", flow / MBPS_PER_GBPS))
+        need = np.zeros((n, n), dtype=bool)
+        if coll.kind == "broadcast":
+            need[coll.root] = True
+        else:
+            need[:, coll.root] = True
+        need[coll.root, coll.root] = False
     elif coll.kind == "allreduce":
-        g = _graph(topo)
-        gr = _graph(topo, reverse=True)
-        gpus = list(topo.gpus)
-        others = {v: [u for u in gpus if u != v] for v in gpus}
-        egress = sum(_max_flow(g, [v], others[v], set(gpus)) for v in gpus)
-        ingress = sum(_max_flow(gr, [v], others[v], set(gpus)) for v in gpus)
+        back = FlowNetwork(topo, reverse=True)
+        gpus = net.gpus
+        egress = sum(_flow_mbps(net, [v], [u for u in gpus if u != v], gpus) for v in gpus)
+        ingress = sum(_flow_mbps(back, [v], [u for u in gpus if u != v], gpus) for v in gpus)
         gossip = _us(2 * (n - 1) * m, min(egress, ingress))
         g0 = gpus[0]
-        cut = min(min(_max_flow(g, [g0], [v]), _max_flow(g, [v], [g0])) for v in gpus[1:])
+        cut = min(min(_flow_mbps(net, [g0], [v]), _flow_mbps(net, [v], [g0])) for v in gpus[1:])
         cut_us = _us(m, cut)
         bw = max(gossip, cut_us)
         derivation = ("max(2(N-1)M / total GPU egress (directed gossip, reductions at GPUs), "
                       "M / min cut splitting the GPUs)")
         detail += [("gossip_term_us", gossip), ("cut_term_us", cut_us)]
-        pairs = all_pairs
     else:
-        mat = coll.matrix()
-        g = _graph(topo)
-        gr = _graph(topo, reverse=True)
-        gpus = list(topo.gpus)
-        blocked = set(gpus)
+        mat = np.array(coll.matrix(), dtype=float)
+        back = FlowNetwork(topo, reverse=True)
+        gpus = net.gpus
         worst = (0.0, "")
-        for i, v in enumerate(gpus):
-            others = [u for u in gpus if u != v]
-            out_bytes = sum(mat[i])
-            in_bytes = sum(mat[j][i] for j in range(n))
-            for nbytes, graph, what in ((out_bytes, g, "egress"), (in_bytes, gr, "ingress")):
-                if nbytes > 0:
-                    t = _us(nbytes, _max_flow(graph, [v], others, blocked))
-                    if t > worst[0]:
-                        worst = (t, f"GPU {i} {what}")
-        servers = list(topo.servers.values())
-        if len(servers) > 1:
+        groups = [([i], f"GPU {i}") for i in range(n)]
+        if len(topo.servers) > 1:
             rank = topo.rank_of
-            for s, members in enumerate(servers):
-                inside = {rank[u] for u in members}
-                outside_gpus = [u for u in gpus if rank[u] not in inside]
-                out_bytes = sum(mat[i][j] for i in inside for j in range(n) if j not in inside)
-                in_bytes = sum(mat[j][i] for i in inside for j in range(n) if j not in inside)
-                for nbytes, graph, what in ((out_bytes, g, "egress"), (in_bytes, gr, "ingress")):
-                    if nbytes > 0:
-                        t = _us(nbytes, _max_flow(graph, list(members), outside_gpus, blocked))
-                        if t > worst[0]:
-                            worst = (t, f"server {s} {what}")
+            groups += [([rank[g] for g in members], f"server {s}") for s, members in topo.servers.items()]
+        for members, name in groups:
+            inside = np.zeros(n, dtype=bool)
+            inside[members] = True
+            outside = [gpus[j] for j in np.flatnonzero(~inside)]
+            for nbytes, flows, what in ((mat[inside][:, ~inside].sum(), net, "egress"),
+                                        (mat[~inside][:, inside].sum(), back, "ingress")):
+                if nbytes > 0:
+                    t = _us(nbytes, _flow_mbps(flows, [gpus[i] for i in members], outside, gpus))
+                    if t > worst[0]:
+                        worst = (t, f"{name} {what}")
         bw = worst[0]
         derivation = "max over GPUs and servers of bytes to send (receive) / max-flow egress (ingress)"
         detail.append(("binding", worst[1]))
-        pairs = [(i, j) for i in range(n) for j in range(n) if i != j and mat[i][j] > 0]
-    lat = _latency_term(topo, pairs)
+        need = mat > 0
+    lat = _latency_term(need, net)
     return Bound(max(bw, lat), bw, lat, derivation, tuple(detail))

@@ -51,3 +51,9 @@ class ScheduleError(PlannerError):
     """A schedule is wrong: data missing, counted twice, or a link that does not exist."""
 
     exit_code = 1
+
+
+class ScheduleTooLarge(PlannerError):
+    """A schedule too large to verify and time; reported like bad input (exit 2)."""
+
+    exit_code = 2

@@ -23,13 +23,16 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from planner.errors import ScheduleError
+import numpy as np
+
+from planner.errors import ScheduleError, ScheduleTooLarge
 from planner.schedule import Schedule
 from topologies.dataplane import physical_id
 from topologies.routing import Router
 from topologies.types import Topology
 
 _EPS = 1e-9
+MAX_TRANSFERS = 5_000_000  # beyond this a schedule is refused rather than left to run for hours
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,9 @@ def verify(schedule: Schedule) -> list[tuple[int, ...]]:
     """
     coll = schedule.collective
     n = coll.ranks
+    if len(schedule.transfers) > MAX_TRANSFERS:
+        raise ScheduleTooLarge(f"the schedule has {len(schedule.transfers)} transfers; the simulator checks at most "
+                               f"{MAX_TRANSFERS} (use fewer channels or larger chunks)")
     _check_chunks(schedule)
     blocks = coll.blocks
     state: dict[tuple[int, int], int] = {}  # (rank, chunk) -> contribution mask
@@ -212,41 +218,52 @@ def _paths(schedule: Schedule, topo: Topology, router: Router) -> list[tuple[int
     return out
 
 
-def _max_min_rates(active: list[int], paths: list[tuple[int, ...]], capacity: list[float]) -> dict[int, float]:
-    """Max-min fair rates (bytes/us) by progressive filling. O(links x flows) worst case."""
-    users: dict[int, list[int]] = {}
-    for f in active:
-        for k in paths[f]:
-            users.setdefault(k, []).append(f)
-    remaining = {k: capacity[k] for k in users}
-    unfrozen_count = {k: len(v) for k, v in users.items()}
-    rates: dict[int, float] = {}
-    while len(rates) < len(active):
-        bottleneck = min((remaining[k] / unfrozen_count[k], k) for k in users if unfrozen_count[k] > 0)
-        share = bottleneck[0]
-        tight = [k for k in users if unfrozen_count[k] > 0 and remaining[k] / unfrozen_count[k] <= share * (1 + 1e-12)]
-        for k in tight:
-            for f in users[k]:
-                if f in rates:
-                    continue
-                rates[f] = share
-                for k2 in paths[f]:
-                    remaining[k2] -= share
-                    unfrozen_count[k2] -= 1
-    return rates
+def _max_min_rates(flow_of_entry: np.ndarray, link_of_entry: np.ndarray, nflows: int,
+                   capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Max-min fair rates (bytes/us) by progressive filling, vectorised.
+
+    Entries pair a flow with a link of its path. Each round fixes the flows of the links
+    with the smallest fair share. O(rounds x entries); rounds = distinct rate levels.
+    Returns (rate per flow, the links used, their load).
+    """
+    links, local = np.unique(link_of_entry, return_inverse=True)
+    remaining = capacity[links].astype(float)
+    count = np.bincount(local, minlength=len(links)).astype(float)
+    rate = np.zeros(nflows)
+    frozen = np.zeros(nflows, dtype=bool)
+    while not frozen.all():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(count > 0, remaining / count, np.inf)
+        level = share.min()
+        tight = share <= level * (1 + 1e-12)
+        hit = np.zeros(nflows, dtype=bool)
+        hit[flow_of_entry[tight[local]]] = True
+        hit &= ~frozen
+        rate[hit] = level
+        frozen |= hit
+        taken = np.bincount(local[hit[flow_of_entry]], minlength=len(links))
+        remaining -= taken * level
+        count -= taken
+    load = np.bincount(local, weights=rate[flow_of_entry], minlength=len(links))
+    return rate, links, load
 
 
 def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
              options: SimOptions = SimOptions()) -> SimResult:
-    """Verify the schedule and compute its completion time (us) on `topo`."""
+    """Verify the schedule and compute its completion time (us) on `topo`.
+
+    Event-driven; each event recomputes the fair rates of the flows in flight (vectorised).
+    """
     deps = verify(schedule)
     router = router or Router(topo)
     paths = _paths(schedule, topo, router)
-    capacity = [l.bandwidth * 1e3 for l in topo.links]  # GB/s -> bytes/us
+    capacity = np.array([l.bandwidth * 1e3 for l in topo.links])  # GB/s -> bytes/us
     latency = [l.latency for l in topo.links]
-    transfers = schedule.transfers
-    nt = len(transfers)
-    size = [schedule.chunk_bytes(t.chunk) for t in transfers]
+    nt = len(schedule.transfers)
+    size = np.array([schedule.chunk_bytes(t.chunk) for t in schedule.transfers], dtype=float)
+    path_len = np.array([len(p) for p in paths], dtype=np.int64)
+    path_ptr = np.concatenate([[0], np.cumsum(path_len)])
+    path_links = np.fromiter((k for p in paths for k in p), dtype=np.int64, count=int(path_ptr[-1]))
     alpha = [sum(latency[k] for k in paths[i]) + options.overhead_us for i in range(nt)]
     dependents: list[list[int]] = [[] for _ in range(nt)]
     waiting = [len(d) for d in deps]
@@ -259,27 +276,30 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
     ready_heap = [(0.0, i) for i in range(nt) if waiting[i] == 0]
     heapq.heapify(ready_heap)
     finish_heap: list[tuple[float, int]] = []  # (time the transfer is done incl. latency, id)
-    active: dict[int, float] = {}  # id -> bytes left
-    rates: dict[int, float] = {}
-    now = 0.0
+    left = size.copy()
+    active = np.zeros(0, dtype=np.int64)  # transfers whose bytes are flowing
+    rate = np.zeros(0)
+    now = end = 0.0
     done = 0
-    end = 0.0
     peak_util, busiest = 0.0, None
+    inf = float("inf")
     while done < nt:
-        t_flow = min((left / rates[f] + now for f, left in active.items()), default=float("inf"))
-        t_ready = ready_heap[0][0] if ready_heap else float("inf")
-        t_finish = finish_heap[0][0] if finish_heap else float("inf")
+        t_flow = now + float((left[active] / rate).min()) if len(active) else inf
+        t_ready = ready_heap[0][0] if ready_heap else inf
+        t_finish = finish_heap[0][0] if finish_heap else inf
         t_next = min(t_flow, t_ready, t_finish)
-        if t_next == float("inf"):
+        if t_next == inf:
             raise ScheduleError("the schedule deadlocks: some transfers never become ready")
-        for f in active:
-            active[f] -= rates[f] * (t_next - now)
-        now = t_next
         changed = False
-        for f in [f for f, left in active.items() if left <= _EPS * max(1.0, size[f])]:
-            del active[f]
-            heapq.heappush(finish_heap, (now + alpha[f], f))
-            changed = True
+        if len(active):
+            left[active] -= rate * (t_next - now)
+            over = left[active] <= _EPS * np.maximum(1.0, size[active])
+            if over.any():
+                for f in active[over].tolist():
+                    heapq.heappush(finish_heap, (t_next + alpha[f], f))
+                active, rate = active[~over], rate[~over]
+                changed = True
+        now = t_next
         while finish_heap and finish_heap[0][0] <= now:
             _, f = heapq.heappop(finish_heap)
             finish[f] = now
@@ -290,25 +310,27 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
                 ready_at[g] = max(ready_at[g], now)
                 if waiting[g] == 0:
                     heapq.heappush(ready_heap, (ready_at[g], g))
+        started = []
         while ready_heap and ready_heap[0][0] <= now:
             _, f = heapq.heappop(ready_heap)
             start[f] = now
             if size[f] <= 0 or not paths[f]:
                 heapq.heappush(finish_heap, (now + alpha[f], f))
             else:
-                active[f] = size[f]
-                changed = True
-        if changed and active:
-            rates = _max_min_rates(list(active), paths, capacity)
-            load: dict[int, float] = {}
-            for f, r in rates.items():
-                for k in paths[f]:
-                    load[k] = load.get(k, 0.0) + r
-            for k, v in load.items():
-                if v / capacity[k] > peak_util:
-                    peak_util, busiest = v / capacity[k], (topo.links[k].src, topo.links[k].dst)
-        elif not active:
-            rates = {}
-    return SimResult(time_us=end, transfers=nt, steps=schedule.num_steps, bytes_moved=sum(size),
+                started.append(f)
+        if started:
+            active = np.concatenate([active, np.array(started, dtype=np.int64)])
+            changed = True
+        if changed and len(active):
+            lengths = path_len[active]
+            flow_of_entry = np.repeat(np.arange(len(active)), lengths)
+            offsets = np.repeat(path_ptr[active] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+            link_of_entry = path_links[offsets + np.arange(len(flow_of_entry))]
+            rate, links, load = _max_min_rates(flow_of_entry, link_of_entry, len(active), capacity)
+            util = load / capacity[links]
+            k = int(util.argmax())
+            if util[k] > peak_util:
+                peak_util, busiest = float(util[k]), (topo.links[links[k]].src, topo.links[links[k]].dst)
+    return SimResult(time_us=end, transfers=nt, steps=schedule.num_steps, bytes_moved=float(size.sum()),
                      max_link_utilization=peak_util, busiest_link=busiest,
                      start_us=tuple(start), finish_us=tuple(finish))

@@ -13,6 +13,9 @@ from topologies.routing import Router
 from topologies.types import Topology
 
 _EXACT_RING_SEARCH_LIMIT = 16  # GPUs per server up to which the best cycle is searched exactly
+# Transfers a baseline may emit: beyond this, channels / pipeline parts are reduced so the
+# schedule stays small enough to verify and simulate in well under a minute.
+TRANSFER_BUDGET = 2_500_000
 
 
 def _hop_widths(topo: Topology, router: Router, gpus: tuple[str, ...]) -> list[list[float]]:
@@ -122,9 +125,11 @@ def ring(collective: Collective, topo: Topology, channels: int | None = None,
     if collective.kind not in ("allgather", "reduce-scatter", "allreduce"):
         raise InputError(f"the ring method does not do {collective.kind}", field="method")
     n = collective.ranks
-    channels = channels or default_channels(topo)
-    if channels < 1:
+    requested = channels or default_channels(topo)
+    if requested < 1:
         raise InputError("channels must be >= 1", field="channels")
+    phases = 2 if collective.kind == "allreduce" else 1
+    channels = max(1, min(requested, TRANSFER_BUDGET // max(1, phases * n * (n - 1))))
     rings = ring_orders(topo, channels, router)
     chunks = tuple(Chunk(b, c / channels, (c + 1) / channels) for b in range(n) for c in range(channels))
     transfers: list[Transfer] = []
@@ -150,8 +155,8 @@ def ring(collective: Collective, topo: Topology, channels: int | None = None,
                     block = order[(i - s) % n]
                     transfers.append(Transfer(chunk_id(block, c), order[i], order[(i + 1) % n], offset + s,
                                               channel=c))
-    return Schedule(collective, chunks, tuple(transfers), algorithm="ring",
-                    params=(("channels", channels),))
+    params = (("channels", channels),) + ((("channels_reduced_from", requested),) if channels < requested else ())
+    return Schedule(collective, chunks, tuple(transfers), algorithm="ring", params=params)
 
 
 def direct_alltoall(collective: Collective, topo: Topology) -> Schedule:
@@ -188,6 +193,7 @@ def chain(collective: Collective, topo: Topology, channels: int | None = None, p
         chains.append(order[k:] + order[:k])
     if parts is None:
         parts = _pipeline_parts(collective.size / channels, n, chains[0], topo, router)
+        parts = max(1, min(parts, TRANSFER_BUDGET // max(1, channels * (n - 1))))
     total = channels * parts
     chunks = tuple(Chunk(0, i / total, (i + 1) / total) for i in range(total))
     transfers = []

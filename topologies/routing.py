@@ -35,9 +35,16 @@ class Router:
         self._is_gpu = {n.id: n.type == "gpu" for n in self.topo.nodes}
         self._index = {n.id: _trailing_int(physical_id(n.id)) for n in self.topo.nodes if n.type != "gpu"}
         self._memo: dict[tuple[str, bool], tuple[dict, dict]] = {}
+        self._routes: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def route(self, src: str, dst: str) -> tuple[str, ...]:
-        """Physical node sequence from `src` to `dst` (both included)."""
+        """Physical node sequence from `src` to `dst` (both included). Memoised per pair."""
+        key = (src, dst)
+        if key not in self._routes:
+            self._routes[key] = self._route(src, dst)
+        return self._routes[key]
+
+    def _route(self, src: str, dst: str) -> tuple[str, ...]:
         for through_gpus in (False, True):
             key = (src, through_gpus)
             if key not in self._memo:
