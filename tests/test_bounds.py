@@ -9,7 +9,7 @@ import pytest
 from planner.bounds import lower_bound
 from planner.collectives import Collective
 from planner.simulator import simulate
-from tests.helpers import BASELINE_CASES, build_baseline, explicit
+from helpers import BASELINE_CASES, build_baseline, explicit
 from topologies import fabrics
 from topologies.io import load_topology, parse_topology, validate_topology
 from topologies.presets import NVLINK4_GBPS, PCIE5_X16_GBPS

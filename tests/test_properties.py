@@ -20,7 +20,7 @@ from planner.errors import ScheduleError
 from planner.schedule import Schedule
 from planner.simulator import simulate, verify
 from solvers import baselines
-from tests.helpers import BASELINE_CASES, build_baseline
+from helpers import BASELINE_CASES, build_baseline
 from topologies import fabrics
 from topologies.io import parse_topology, topology_to_dict, validate_topology
 from topologies.routing import Router

@@ -17,7 +17,7 @@ from planner.pipeline import schedule_from_json, schedule_to_json
 from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import simulate, verify
 from solvers import baselines
-from tests.helpers import BASELINE_CASES, alltoallv, build_baseline, explicit, schedule
+from helpers import BASELINE_CASES, alltoallv, build_baseline, explicit, schedule
 from topologies.io import load_topology, parse_topology
 from topologies.routing import Router
 
