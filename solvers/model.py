@@ -12,7 +12,7 @@ import math
 import numbers
 from array import array
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 from scipy import sparse
@@ -279,6 +279,20 @@ class MatrixForm:
     var_lb: np.ndarray
     var_ub: np.ndarray
     integrality: np.ndarray
+
+    def variables(self) -> Iterator[tuple[int, float, float, bool]]:
+        """(index, lower bound, upper bound, is integer) of every variable."""
+        for j, (lb, ub, integer) in enumerate(zip(self.var_lb.tolist(), self.var_ub.tolist(),
+                                                  self.integrality.tolist())):
+            yield j, lb, ub, bool(integer)
+
+    def rows(self) -> Iterator[tuple[int, float, float, list[tuple[int, float]]]]:
+        """(index, lower bound, upper bound, [(variable, coefficient)]) of every non-empty row."""
+        indptr, indices, coefs = self.A.indptr.tolist(), self.A.indices.tolist(), self.A.data.tolist()
+        for row, (lb, ub) in enumerate(zip(self.row_lb.tolist(), self.row_ub.tolist())):
+            start, end = indptr[row], indptr[row + 1]
+            if start != end:
+                yield row, lb, ub, list(zip(indices[start:end], coefs[start:end]))
 
 
 def _first_non_finite(coefs: Iterable[float]) -> float | None:

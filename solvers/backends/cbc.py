@@ -108,16 +108,10 @@ def _to_pulp(form: MatrixForm):
             ub if math.isfinite(ub) else None,
             pulp.LpInteger if integer else pulp.LpContinuous,
         )
-        for j, (lb, ub, integer) in enumerate(
-            zip(form.var_lb.tolist(), form.var_ub.tolist(), form.integrality.tolist())
-        )
+        for j, lb, ub, integer in form.variables()
     ]
-    indptr, indices, coefs = form.A.indptr.tolist(), form.A.indices.tolist(), form.A.data.tolist()
-    for row, (lb, ub) in enumerate(zip(form.row_lb.tolist(), form.row_ub.tolist())):
-        start, end = indptr[row], indptr[row + 1]
-        if start == end:
-            continue
-        terms = [(xs[j], coef) for j, coef in zip(indices[start:end], coefs[start:end])]
+    for row, lb, ub, entries in form.rows():
+        terms = [(xs[j], coef) for j, coef in entries]
         if lb == ub:
             sides = [(pulp.LpConstraintEQ, lb, f"c{row}")]
         else:

@@ -38,19 +38,10 @@ class MPSolverBackend(Backend):
         solver = pywraplp.Solver.CreateSolver(self.solver_id)
         if solver is None:
             return self._result(form, started, Termination.error, message=f"OR-Tools has no {self.solver_id} support")
-        xs = [
-            solver.Var(lb, ub, bool(integer), f"x{j}")
-            for j, (lb, ub, integer) in enumerate(
-                zip(form.var_lb.tolist(), form.var_ub.tolist(), form.integrality.tolist())
-            )
-        ]
-        indptr, indices, coefs = form.A.indptr.tolist(), form.A.indices.tolist(), form.A.data.tolist()
-        for row, (lb, ub) in enumerate(zip(form.row_lb.tolist(), form.row_ub.tolist())):
-            start, end = indptr[row], indptr[row + 1]
-            if start == end:
-                continue
+        xs = [solver.Var(lb, ub, integer, f"x{j}") for j, lb, ub, integer in form.variables()]
+        for row, lb, ub, entries in form.rows():
             constraint = solver.RowConstraint(lb, ub, f"c{row}")
-            for j, coef in zip(indices[start:end], coefs[start:end]):
+            for j, coef in entries:
                 constraint.SetCoefficient(xs[j], coef)
         objective = solver.Objective()
         for j in np.flatnonzero(form.c).tolist():
