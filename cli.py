@@ -208,7 +208,7 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
         except Exception as exc:  # the registry's UnknownSolver lists the available names
             raise InputError(str(exc), field="--solver") from None
     c = Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix)
-    result = plan_collective(c, t, method, topology_name=topo)
+    result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver)
     doc = result.plan.to_json(reproducible)
     if output:
         write_plan(result.plan, output, reproducible)

@@ -13,11 +13,14 @@ Bandwidth terms (exact integer max-flow arithmetic; capacities in MB/s, rounded 
   ingress); also every element crosses every cut that splits the GPUs, both ways.
 - alltoall(v): bytes each GPU and each server must send / receive over its max-flow
   egress / ingress to the other GPUs.
-Latency term: the longest shortest-latency path any required data must travel.
+Latency: required data from i to j takes at least the least-latency path from i to j, so
+T >= the longest such path (latency term). And the transfer carrying the last byte over the
+binding cut stops flowing no earlier than the bandwidth term and then pays its path
+latency, at least the shortest such path: T >= bandwidth term + shortest path latency.
 All flows are computed on the data plane (topologies/dataplane.py), a relaxation of the
 physical links under the routing rules the simulator applies, so the bounds hold for
 every schedule the simulator accepts.
-The bound is max(bandwidth term, latency term).
+The bound is max(bandwidth term + shortest path latency, latency term).
 """
 from __future__ import annotations
 
@@ -85,13 +88,14 @@ def _flow_mbps(net: FlowNetwork, sources: list[int], sinks: list[int], blocked: 
     return value * net.unit_mbps
 
 
-def _latency_term(need: np.ndarray, net: FlowNetwork) -> float:
-    """Longest least-latency path from i to j over the pairs with need[i, j] (N x N bools)."""
+def _latency_terms(need: np.ndarray, net: FlowNetwork) -> tuple[float, float]:
+    """(longest, shortest) least-latency path from i to j over the pairs with need[i, j]."""
     sources = np.flatnonzero(need.any(axis=1))
     if len(sources) == 0:
-        return 0.0
+        return 0.0, 0.0
     dist = net.latency_from([net.gpus[i] for i in sources])[:, net.gpus]
-    return float(np.max(np.where(need[sources], dist, 0.0)))
+    rows = need[sources]
+    return float(np.max(np.where(rows, dist, 0.0))), float(np.min(np.where(rows, dist, np.inf)))
 
 
 def _us(nbytes: float, mbps: float) -> float:
@@ -165,5 +169,6 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
         derivation = "max over GPUs and servers of bytes to send (receive) / max-flow egress (ingress)"
         detail.append(("binding", worst[1]))
         need = mat > 0
-    lat = _latency_term(need, net)
-    return Bound(max(bw, lat), bw, lat, derivation, tuple(detail))
+    lat, shortest = _latency_terms(need, net)
+    detail.append(("min_path_latency_us", shortest))
+    return Bound(max(bw + shortest, lat), bw, lat, derivation, tuple(detail))

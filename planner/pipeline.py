@@ -42,8 +42,8 @@ def methods_for(kind: str) -> list[str]:
     return [name for name, (kinds, _) in METHODS.items() if kind in kinds]
 
 
-def plan_collective(coll: Collective, topo: Topology, method: str = "auto",
-                    topology_name: str | None = None) -> CollectiveResult:
+def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topology_name: str | None = None,
+                    time_limit_s: float | None = None, solver: str | None = None) -> CollectiveResult:
     """Build, verify, time and bound a schedule for `coll` on `topo`."""
     applicable = methods_for(coll.kind)
     if method == "auto":
@@ -79,7 +79,8 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto",
     if method == "auto" and len(tried) > 1:
         metrics["candidates"] = {n: t for t, n, *_ in tried}
     problem = {**coll.describe(), "topology": topology_name or topo.name, "gpus": topo.num_gpus,
-               "servers": len(topo.servers), "method_requested": method}
+               "servers": len(topo.servers), "method_requested": method, "time_limit_s": time_limit_s,
+               "solver_requested": solver}
     if coll.kind == "alltoallv":
         problem["traffic"] = [list(row) for row in coll.traffic]
     plan = Plan(kind="collective", problem=problem, method=name, metrics=metrics, bound=bound.to_json(),

@@ -60,7 +60,20 @@ def _normalise(value: Any) -> Any:
 
 
 def dumps(doc: dict) -> str:
-    return json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    """Indented JSON with sorted keys; arrays of plain values (a transfer row, a chunk)
+    stay on one line so large schedules remain readable."""
+    return _dump(doc, 0) + "\n"
+
+
+def _dump(value: Any, depth: int) -> str:
+    if isinstance(value, dict) and value:
+        pad = " " * (depth + 1)
+        items = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {_dump(value[k], depth + 1)}" for k in sorted(value)]
+        return "{\n" + ",\n".join(items) + "\n" + " " * depth + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) and v for v in value):
+        pad = " " * (depth + 1)
+        return "[\n" + ",\n".join(pad + _dump(v, depth + 1) for v in value) + "\n" + " " * depth + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -236,11 +236,13 @@ def test_latency_term_is_the_farthest_shortest_path():
     assert lower_bound(only, line).latency_us == rel(0.5)  # only g0 -> g1 has data
 
 
-def test_bound_is_the_larger_term_and_one_gpu_moves_nothing():
+def test_bound_combines_the_terms_and_one_gpu_moves_nothing():
     topo = load_topology("dgx1")
     for size in (64, M):
         b = lower_bound(Collective("allreduce", 8, size), topo)
-        assert b.time_us == max(b.bandwidth_us, b.latency_us)
+        shortest = dict(b.detail)["min_path_latency_us"]
+        assert shortest == rel(0.7)  # one NVLink hop
+        assert b.time_us == max(b.bandwidth_us + shortest, b.latency_us)
         j = b.to_json()
         assert j["lower_bound_us"] == b.time_us and "derivation" in j and "gossip_term_us" in j
     single = fabrics.ring(1, 10.0)

@@ -489,3 +489,16 @@ def test_json_round_trip_with_paths_deps_and_odd_chunks():
     back = _roundtrip(sched)
     assert back == sched
     assert simulate(back, topo) == res
+
+
+def test_one_step_allgather_meets_the_latency_aware_bound():
+    # Every GPU sends its block to every other in one step: on an NVSwitch server this is
+    # exactly bandwidth term + one path latency, which the bound now claims.
+    topo = load_topology("dgx-a100")
+    coll = Collective("allgather", 8, 1 << 20)
+    chunks = tuple(Chunk(b, 0.0, 1.0) for b in range(8))
+    transfers = tuple(Transfer(b, b, r, 0) for b in range(8) for r in range(8) if r != b)
+    sim = simulate(Schedule(coll, chunks, transfers), topo)
+    bound = lower_bound(coll, topo)
+    assert sim.time_us == approx(bound.time_us)
+    assert bound.time_us == approx(bound.bandwidth_us + 1.4)
