@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 
 import click
@@ -27,6 +28,18 @@ def handles_errors(fn):
     return wrapper
 
 
+def as_options(build):
+    """Run `build`; an InputError about a field becomes one about the matching option."""
+    from planner.errors import InputError
+
+    try:
+        return build()
+    except InputError as exc:
+        if exc.source is None and exc.field in ("size", "root", "traffic"):
+            raise InputError(exc.message, field=f"--{exc.field}") from None
+        raise
+
+
 def _echo_json(doc) -> None:
     from planner.plan import dumps
 
@@ -38,7 +51,29 @@ reproducible_option = click.option("--reproducible", is_flag=True,
                                    help="Write wall-clock fields as 0 so the same input gives the same bytes.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PlannerGroup(click.Group):
+    """Usage errors in one line too (option and problem), exit 2, like every bad input."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as asked
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
+        except click.UsageError as exc:
+            click.echo(f"planner: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            click.echo("planner: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            click.echo(f"planner: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=PlannerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="planner")
 def main() -> None:
     """Optimization-based planner for GPU clusters."""
@@ -70,14 +105,17 @@ def topology_list(as_json: bool) -> None:
 @json_option
 @handles_errors
 def topology_show(topo: str, as_json: bool) -> None:
-    """GPUs, servers, per-GPU bandwidth, bisection and the levels of TOPO."""
+    """GPUs, servers, per-GPU bandwidth, bisection and the levels of TOPO.
+
+    With --json: the explicit form (nodes, links; loads back as a description) plus a
+    `summary` the loader ignores."""
     from topologies.io import load_topology, topology_to_dict
     from topologies.render import render_text, summary
 
     t = load_topology(topo)
     info = summary(t)
     if as_json:
-        _echo_json({**topology_to_dict(t), **info})
+        _echo_json({**topology_to_dict(t), "summary": info})
     else:
         click.echo(render_text(t, info))
 
@@ -188,18 +226,18 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
     if coll == "alltoallv":
         if not traffic:
             raise InputError("alltoallv needs --traffic FILE", field="--traffic")
+        if size is not None:
+            raise InputError("alltoallv takes its sizes from --traffic, not --size", field="--size")
         matrix = load_traffic(traffic, t.num_gpus)
-        nbytes = sum(map(sum, matrix))
+        nbytes = 1  # the collective takes its size from the matrix
     else:
         if traffic:
             raise InputError(f"--traffic is for alltoallv, not {coll}", field="--traffic")
         if size is None:
             raise InputError("missing --size (e.g. 1GiB)", field="--size")
         nbytes = parse_size(size, field="--size")
-        if coll in ("allgather", "reduce-scatter", "allreduce", "alltoall") and nbytes % t.num_gpus:
-            raise InputError(f"{nbytes} bytes do not divide into {t.num_gpus} equal blocks", field="--size")
-    if time_limit <= 0:
-        raise InputError("must be positive", field="--time-limit")
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError("must be a positive number of seconds", field="--time-limit")
     if solver is not None:
         from solvers.registry import get
 
@@ -207,7 +245,7 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
             get(solver)  # unknown or unavailable names fail here, before any work
         except Exception as exc:  # the registry's UnknownSolver lists the available names
             raise InputError(str(exc), field="--solver") from None
-    c = Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix)
+    c = as_options(lambda: Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix).require_whole_blocks())
     result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver)
     doc = result.plan.to_json(reproducible)
     if output:
@@ -244,10 +282,12 @@ def simulate(plan_file: str, topo: str, as_json: bool) -> None:
     report = replay_plan(plan_file, load_topology(topo))
     if as_json:
         _echo_json(report)
-        return
-    if not report["correct"]:
+    elif not report["correct"]:
         click.echo(f"{plan_file}: INCORRECT: {report['error']}")
+    if not report["correct"]:
         sys.exit(1)
+    if as_json:
+        return
     click.echo(f"{plan_file}: correct; time {report['time_us']:.2f} us, algbw {report['algbw_GBps']:.2f} GB/s, "
                f"bound {report['lower_bound_us']:.2f} us, ratio {report['ratio_to_bound']:.3f}")
 
@@ -264,7 +304,7 @@ def quickstart(topo: str, size: str, out_dir: str, as_json: bool, reproducible: 
     """Plan the baseline collectives on a default cluster; write plans and a report."""
     from planner.quickstart import run_quickstart
 
-    report = run_quickstart(topo, size, out_dir, reproducible)
+    report = as_options(lambda: run_quickstart(topo, size, out_dir, reproducible))
     if as_json:
         _echo_json(report)
         return

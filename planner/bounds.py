@@ -30,7 +30,7 @@ from fractions import Fraction
 import numpy as np
 
 from planner.collectives import Collective
-from planner.flows import MBPS_PER_GBPS, FlowNetwork
+from topologies.flows import MBPS_PER_GBPS, FlowNetwork
 from topologies.types import Topology
 
 

@@ -8,7 +8,8 @@ full set (each contribution exactly once) where the result must be.
 SIZE conventions (nccl-tests'): allgather output, reduce-scatter input and allreduce
 buffer are the full N-block buffer M per GPU, each block M/N; broadcast/reduce move one
 M-byte buffer; alltoall's SIZE is the send buffer per GPU, M/N to each peer; alltoallv
-takes a G x G byte matrix.
+takes a G x G byte matrix, and its SIZE is the largest row sum (the biggest send buffer),
+so its algbw compares with alltoall's.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from planner.errors import InputError
 
 COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall", "alltoallv")
 REDUCTIONS = ("reduce-scatter", "allreduce", "reduce")
+BLOCKED = ("allgather", "reduce-scatter", "allreduce", "alltoall")  # SIZE splits into N blocks
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,20 @@ class Collective:
             raise InputError("a collective needs at least one GPU", field="topology")
         if not 0 <= self.root < self.ranks:
             raise InputError(f"root {self.root} is not a rank (0..{self.ranks - 1})", field="root")
+        if self.kind == "alltoallv" and self.traffic is not None:
+            object.__setattr__(self, "size", max(sum(r) - r[i] for i, r in enumerate(self.traffic)))
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0:
+            raise InputError(f"size must be a positive whole number of bytes, got {self.size!r}", field="size")
         if self.kind == "alltoallv":
             if self.traffic is None or len(self.traffic) != self.ranks or any(len(r) != self.ranks for r in self.traffic):
                 raise InputError(f"alltoallv needs a {self.ranks}x{self.ranks} traffic matrix", field="traffic")
+
+    def require_whole_blocks(self) -> "Collective":
+        """Input check: SIZE must split into N equal whole blocks where the collective cuts
+        it so (the simulator itself would take fractional bytes)."""
+        if self.kind in BLOCKED and self.size % self.ranks:
+            raise InputError(f"{self.size} bytes do not divide into {self.ranks} equal blocks", field="size")
+        return self
 
     @property
     def is_reduction(self) -> bool:

@@ -67,10 +67,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     time_us, name, schedule, sim, synthesis = tried[0]
     bound = lower_bound(coll, topo)
     metrics = {
-        "time_us": time_us,
-        "algbw_GBps": coll.size / time_us / 1e3 if time_us > 0 else 0.0,
-        "lower_bound_us": bound.time_us,
-        "ratio_to_bound": time_us / bound.time_us if bound.time_us > 0 else 1.0,
+        **quality_metrics(coll, time_us, bound.time_us),
         "synthesis_seconds": synthesis,
         "transfers": sim.transfers,
         "steps": sim.steps,
@@ -93,6 +90,12 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     return CollectiveResult(plan, schedule, sim)
 
 
+def quality_metrics(coll: Collective, time_us: float, bound_us: float) -> dict:
+    """The contract's time figures: time, algbw (SIZE / time), bound, ratio to bound."""
+    return {"time_us": time_us, "algbw_GBps": coll.size / time_us / 1e3 if time_us > 0 else 0.0,
+            "lower_bound_us": bound_us, "ratio_to_bound": time_us / bound_us if bound_us > 0 else 1.0}
+
+
 def schedule_to_json(schedule: Schedule) -> dict:
     transfers = []
     for t in schedule.transfers:
@@ -112,12 +115,14 @@ def schedule_from_json(body: dict, coll: Collective, source: str | None = None) 
     try:
         chunks = tuple(Chunk(int(b), float(lo), float(hi)) for b, lo, hi in body["chunks"])
         transfers = []
-        for row in body["transfers"]:
+        for i, row in enumerate(body["transfers"]):
             chunk, src, dst, step, red, chan = (int(x) for x in row[:6])
             deps = tuple(int(d) for d in row[6]) if len(row) > 6 else ()
             path = tuple(str(p) for p in row[7]) if len(row) > 7 else None
+            if path is not None and len(path) < 2:
+                raise ValueError(f"transfer {i} has a path of {len(path)} node(s)")
             transfers.append(Transfer(chunk, src, dst, step, bool(red), chan, path, deps))
-    except (KeyError, TypeError, ValueError) as exc:
+        params = tuple(sorted(dict(body.get("params", {})).items()))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"malformed schedule ({exc.__class__.__name__}: {exc})", source=source, field="plan") from None
-    params = tuple(sorted(body.get("params", {}).items()))
     return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params)

@@ -77,16 +77,26 @@ def _dump(value: Any, depth: int) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write all of `text` or nothing: a temporary file in the same folder, then a rename."""
+    """Write all of `text` or nothing: a temporary file in the same folder, then a rename.
+    The file gets the mode a plain open() would give; an unwritable place is bad input."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise InputError(f"cannot write here ({exc.strerror or exc.__class__.__name__})", source=str(path),
+                         field="-o") from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from planner.collectives import Collective
-from planner.errors import InputError
 from planner.pipeline import plan_collective
 from planner.plan import dumps, write_plan, write_text_atomic
 from planner.report import comparison_table
@@ -18,14 +17,15 @@ QUICKSTART_COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast
 def run_quickstart(topo_arg: str, size_arg: str, out_dir: str, reproducible: bool = False) -> dict:
     topo = load_topology(topo_arg)
     size = parse_size(size_arg, field="--size")
-    if size % topo.num_gpus:
-        raise InputError(f"{size} bytes do not divide into {topo.num_gpus} equal blocks", field="--size")
     out = Path(out_dir)
+    label = Path(topo_arg).stem if Path(topo_arg).suffix else topo_arg
+    collectives = [Collective(kind, topo.num_gpus, size).require_whole_blocks() for kind in QUICKSTART_COLLECTIVES]
     rows = []
     plans = []
-    for kind in QUICKSTART_COLLECTIVES:
-        result = plan_collective(Collective(kind, topo.num_gpus, size), topo, "auto", topology_name=topo_arg)
-        name = f"{kind}-{topo_arg}.plan.json"
+    for coll in collectives:
+        kind = coll.kind
+        result = plan_collective(coll, topo, "auto", topology_name=topo_arg)
+        name = f"{kind}-{label}.plan.json"
         plans.append((out / name, result.plan))
         doc = result.plan.to_json(reproducible)
         rows.append({"collective": kind, "method": doc["method"], "plan_file": name, **{
@@ -34,6 +34,7 @@ def run_quickstart(topo_arg: str, size_arg: str, out_dir: str, reproducible: boo
     table = comparison_table(rows, title=f"planner quickstart: {topo_arg} ({topo.num_gpus} GPUs), "
                                            f"{size_arg} per GPU")
     report = {"topology": topo_arg, "gpus": topo.num_gpus, "size_bytes": size, "rows": rows, "table": table}
+    # Written only once every plan was made: a failure leaves no partial output.
     for path, plan in plans:
         write_plan(plan, path, reproducible)
     write_text_atomic(out / "report.md", table + "\n")

@@ -4,20 +4,22 @@ from __future__ import annotations
 from planner.bounds import lower_bound
 from planner.collectives import Collective
 from planner.errors import InputError, ScheduleError
-from planner.pipeline import schedule_from_json
+from planner.pipeline import quality_metrics, schedule_from_json
 from planner.plan import read_plan
 from planner.simulator import simulate
 from topologies.types import Topology
 
 
-def collective_from_problem(problem: dict, source: str) -> Collective:
+def collective_from_problem(problem: object, source: str) -> Collective:
+    if not isinstance(problem, dict):
+        raise InputError("expected a mapping", source=source, field="problem")
     try:
         traffic = problem.get("traffic")
         return Collective(problem["collective"], int(problem["ranks"]), int(problem["size_bytes"]),
                           root=int(problem.get("root", 0)),
                           traffic=tuple(tuple(int(x) for x in row) for row in traffic) if traffic else None)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"incomplete problem ({exc})", source=source, field="problem") from None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"incomplete problem ({exc.__class__.__name__}: {exc})", source=source, field="problem") from None
     except InputError as exc:
         raise exc.within(source, "problem") from None
 
@@ -32,6 +34,8 @@ def replay_plan(path: str, topo: Topology) -> dict:
     if coll.ranks != topo.num_gpus:
         raise InputError(f"the plan is for {coll.ranks} GPUs, topology {topo.name} has {topo.num_gpus}",
                          source=path, field="problem.ranks")
+    if not isinstance(doc.get("plan"), dict):
+        raise InputError("expected the schedule as a mapping", source=path, field="plan")
     schedule = schedule_from_json(doc["plan"], coll, path)
     report: dict = {"plan": path, "collective": coll.kind, "topology": topo.name}
     try:
@@ -39,9 +43,11 @@ def replay_plan(path: str, topo: Topology) -> dict:
     except ScheduleError as exc:
         return {**report, "correct": False, "error": str(exc)}
     bound = lower_bound(coll, topo)
-    recorded = doc.get("metrics", {}).get("time_us")
-    report.update({"correct": True, "time_us": sim.time_us, "algbw_GBps": coll.size / sim.time_us / 1e3,
-                   "lower_bound_us": bound.time_us, "ratio_to_bound": sim.time_us / bound.time_us,
+    metrics = doc.get("metrics")
+    recorded = metrics.get("time_us") if isinstance(metrics, dict) else None
+    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
+        recorded = None
+    report.update({"correct": True, **quality_metrics(coll, sim.time_us, bound.time_us),
                    "transfers": sim.transfers, "recorded_time_us": recorded,
                    "matches_recorded": recorded is not None and abs(recorded - sim.time_us) <= 1e-6 * max(1.0, sim.time_us)})
     return report

@@ -284,7 +284,8 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
     peak_util, busiest = 0.0, None
     inf = float("inf")
     while done < nt:
-        t_flow = now + float((left[active] / rate).min()) if len(active) else inf
+        to_go = left[active] / rate if len(active) else None
+        t_flow = now + float(to_go.min()) if len(active) else inf
         t_ready = ready_heap[0][0] if ready_heap else inf
         t_finish = finish_heap[0][0] if finish_heap else inf
         t_next = min(t_flow, t_ready, t_finish)
@@ -292,8 +293,13 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
             raise ScheduleError("the schedule deadlocks: some transfers never become ready")
         changed = False
         if len(active):
-            left[active] -= rate * (t_next - now)
-            over = left[active] <= _EPS * np.maximum(1.0, size[active])
+            step = t_next - now
+            left[active] -= rate * step
+            # Flows due by this event end now, whatever float rounding of `now` left over;
+            # otherwise a few bytes could remain with a step too small to advance time.
+            over = (to_go <= step * (1 + 1e-9)) | (left[active] <= _EPS * np.maximum(1.0, size[active]))
+            if t_next == t_flow:
+                over[int(to_go.argmin())] = True
             if over.any():
                 for f in active[over].tolist():
                     heapq.heappush(finish_heap, (t_next + alpha[f], f))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 
 from planner.errors import InputError
 
@@ -17,7 +18,9 @@ _SIZE_UNITS = {
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
     "k": 1024, "m": 1024**2, "g": 1024**3,
 }
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*([A-Za-z]*)\s*$")
+MAX_SIZE = 1 << 50  # 1 PiB: beyond any buffer a GPU holds
+MIN_BANDWIDTH_GBPS, MAX_BANDWIDTH_GBPS = 1e-3, 1e6  # 1 MB/s .. 1 PB/s
 
 # Bandwidth units, case-sensitive: B is bytes, b is bits. Multipliers to GB/s.
 _BW_UNITS = {
@@ -43,14 +46,16 @@ def parse_size(value: object, *, source: str | None = None, field: str | None = 
             raise InputError(
                 f"cannot read size {value!r} (use bytes or a unit: KiB, MiB, GiB, KB, MB, GB)",
                 source=source, field=field)
-        x = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-        if x != int(x):
+        x = Fraction(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+        if x.denominator != 1:
             raise InputError(f"size {value!r} is not a whole number of bytes", source=source, field=field)
         n = int(x)
     else:
         raise InputError(f"expected a size, got {type(value).__name__}", source=source, field=field)
     if n <= 0:
         raise InputError(f"size must be positive, got {value!r}", source=source, field=field)
+    if n > MAX_SIZE:
+        raise InputError(f"size {value!r} is over the limit of 1 PiB", source=source, field=field)
     return n
 
 
@@ -73,6 +78,8 @@ def parse_bandwidth(value: object, *, source: str | None = None, field: str | No
         raise InputError(f"expected a bandwidth in GB/s, got {type(value).__name__}", source=source, field=field)
     if not math.isfinite(bw) or bw <= 0:
         raise InputError(f"bandwidth must be positive, got {value!r}", source=source, field=field)
+    if not MIN_BANDWIDTH_GBPS <= bw <= MAX_BANDWIDTH_GBPS:
+        raise InputError(f"bandwidth {value!r} is outside 0.001 .. 1e6 GB/s", source=source, field=field)
     return bw
 
 

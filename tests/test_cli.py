@@ -100,15 +100,20 @@ def test_bad_traffic(matrix, field, tmp_path, run_cli):
     assert result.exit_code == 2 and field in result.stderr and str(path) in result.stderr
 
 
-def test_show_hgx_h100x4_json(run_cli):
+def test_show_hgx_h100x4_json(run_cli, tmp_path):
     result = run_cli("topology", "show", "hgx-h100x4", "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    assert doc["num_gpus"] == 32 and len(doc["gpus"]) == 32 and len(doc["servers"]) == 4
-    assert {row["by_kind_GBps"]["nvlink"] for row in doc["per_gpu"]} == {450.0}
-    assert doc["bisection"]["GBps"] == pytest.approx(800.0)
-    # the explicit form is printed too, and loads back
+    summary = doc["summary"]
+    assert summary["num_gpus"] == 32 and len(summary["gpus"]) == 32 and len(summary["servers"]) == 4
+    assert {row["by_kind_GBps"]["nvlink"] for row in summary["per_gpu"]} == {450.0}
+    assert summary["bisection"]["GBps"] == pytest.approx(800.0)
+    # the explicit form is printed too, and loads back as a description
     assert {"nodes", "links"} <= set(doc) and sum(1 for n in doc["nodes"] if n["type"] == "gpu") == 32
+    path = tmp_path / "shown.json"
+    path.write_text(result.stdout)
+    again = json.loads(run_cli("topology", "show", path, "--json").stdout)
+    assert again["summary"]["per_gpu"] == summary["per_gpu"] and again["links"] == doc["links"]
 
 
 def test_show_text_has_levels(run_cli):
@@ -121,8 +126,8 @@ def test_import_nccl_matches_preset(run_cli, tmp_path):
     out = tmp_path / "imported.yaml"
     result = run_cli("topology", "import-nccl", DATA / "dgx-a100-nccl-topo.xml", "-o", out)
     assert result.exit_code == 0, result.output
-    imported = json.loads(run_cli("topology", "show", out, "--json").stdout)
-    preset = json.loads(run_cli("topology", "show", "dgx-a100", "--json").stdout)
+    imported = json.loads(run_cli("topology", "show", out, "--json").stdout)["summary"]
+    preset = json.loads(run_cli("topology", "show", "dgx-a100", "--json").stdout)["summary"]
     assert imported["num_gpus"] == 8
     keys = ("by_kind_GBps", "injection_GBps", "network_GBps", "network_share_GBps")
     assert [{k: r[k] for k in keys} for r in imported["per_gpu"]] == [{k: r[k] for k in keys} for r in preset["per_gpu"]]
@@ -232,3 +237,114 @@ def test_gpus_joined_only_through_a_nic_are_rejected(tmp_path, run_cli):
     path.write_text(yaml.safe_dump(doc))
     result = run_cli("topology", "validate", path)
     assert result.exit_code == 2 and "paths collectives may use" in result.stderr and "nodes[1]" in result.stderr
+
+
+def _plan(run_cli, tmp_path, *args):
+    out = tmp_path / "p.json"
+    assert run_cli("collective", *args, "-o", out).exit_code == 0
+    return out, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda d: d.pop("plan"), "plan"),
+    (lambda d: d.update(problem=[1, 2]), "problem"),
+    (lambda d: d["problem"].pop("ranks"), "problem"),
+    (lambda d: d["plan"].update(params=[1]), "plan"),
+    (lambda d: d["plan"]["transfers"][0].extend([[], []]), "plan"),
+    (lambda d: d["plan"].update(transfers="x"), "plan"),
+    (lambda d: d["problem"].update(size_bytes=-8), "size"),
+    (lambda d: d.update(schema="other/v9"), "schema"),
+])
+def test_simulate_rejects_malformed_plans(mutate, field, run_cli, tmp_path):
+    out, doc = _plan(run_cli, tmp_path, "allgather", "--topology", "dgx-a100", "--size", "1MiB")
+    mutate(doc)
+    out.write_text(json.dumps(doc))
+    result = run_cli("simulate", out, "--topology", "dgx-a100")
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and field in result.stderr and str(out) in result.stderr
+
+
+def test_simulate_tolerates_odd_recorded_metrics(run_cli, tmp_path):
+    out, doc = _plan(run_cli, tmp_path, "allgather", "--topology", "dgx-a100", "--size", "1MiB")
+    doc["metrics"] = ["not", "a", "mapping"]
+    out.write_text(json.dumps(doc))
+    report = json.loads(run_cli("simulate", out, "--topology", "dgx-a100", "--json").stdout)
+    assert report["correct"] and report["recorded_time_us"] is None and not report["matches_recorded"]
+
+
+def test_simulate_json_of_an_incorrect_plan_exits_1(run_cli, tmp_path):
+    out, doc = _plan(run_cli, tmp_path, "allgather", "--topology", "dgx-a100", "--size", "1MiB")
+    doc["plan"]["transfers"].pop()
+    out.write_text(json.dumps(doc))
+    result = run_cli("simulate", out, "--topology", "dgx-a100", "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["correct"] is False
+
+
+def test_one_gpu_plan(run_cli, tmp_path):
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump({"nodes": [{"id": "g", "type": "gpu"}]}))
+    out, doc = _plan(run_cli, tmp_path, "allreduce", "--topology", one, "--size", "4KiB")
+    assert doc["metrics"]["time_us"] == 0.0
+    assert json.loads(run_cli("simulate", out, "--topology", one, "--json").stdout)["correct"]
+
+
+@pytest.mark.parametrize("args,field", [
+    (("allgather", "--topology", "dgx-a100", "--size", "9" * 400), "--size"),
+    (("allgather", "--topology", "dgx-a100", "--size", "2PiB"), "--size"),
+    (("allgather", "--topology", "dgx-a100", "--size", "1MiB", "--time-limit", "nan"), "--time-limit"),
+    (("allgather", "--topology", "dgx-a100", "--size", "1MiB", "--time-limit", "abc"), "--time-limit"),
+    (("allgather", "--topology", "hgx-h100x100000", "--size", "1MiB"), "servers"),
+])
+def test_more_bad_arguments(args, field, run_cli):
+    result = run_cli("collective", *args)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and field in result.stderr
+
+
+def test_alltoallv_takes_no_size(run_cli, tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps([[0 if i == j else 8 for j in range(8)] for i in range(8)]))
+    result = run_cli("collective", "alltoallv", "--topology", "dgx-a100", "--traffic", path, "--size", "1MiB")
+    assert result.exit_code == 2 and "--size" in result.stderr
+    doc = json.loads(run_cli("collective", "alltoallv", "--topology", "dgx-a100", "--traffic", path, "--json").stdout)
+    assert doc["problem"]["size_bytes"] == 7 * 8  # the largest send buffer, as alltoall's SIZE
+
+
+def test_unwritable_output(run_cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("collective", "allgather", "--topology", "dgx-a100", "--size", "1MiB", "-o", blocker / "p.json")
+    assert result.exit_code == 2 and "-o" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("quickstart", "-o", blocker / "sub")
+    assert result.exit_code == 2 and "-o" in result.stderr
+
+
+def test_plan_file_mode_follows_umask(run_cli, tmp_path):
+    import os
+    import stat
+
+    out, _ = _plan(run_cli, tmp_path, "allgather", "--topology", "dgx-a100", "--size", "1MiB")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def test_reserved_node_id_suffix(run_cli, tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"nodes": [{"id": "g", "type": "gpu"}, {"id": "g^up", "type": "gpu"}],
+                                    "links": [{"src": "g", "dst": "g^up", "bandwidth": 1}]}))
+    result = run_cli("topology", "validate", path)
+    assert result.exit_code == 2 and "nodes[1].id" in result.stderr
+
+
+def test_quickstart_names_plans_after_a_topology_file(run_cli, tmp_path):
+    topo = tmp_path / "my-pair.yaml"
+    topo.write_text(yaml.safe_dump({"generator": {"preset": "dgx-a100", "servers": 2}}))
+    out = tmp_path / "qs"
+    assert run_cli("quickstart", "--topology", topo, "--size", "16MiB", "-o", out).exit_code == 0
+    assert sorted(p.name for p in out.glob("*.plan.json"))[0] == "allgather-my-pair.plan.json"
+
+
+def test_usage_errors_are_one_line(run_cli):
+    for args in (("collective", "bogus"), ("topology", "validate", "/"), ("nope",)):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -8,7 +8,7 @@ import planner.simulator as simulator
 import solvers.baselines as baselines
 from planner.collectives import Collective
 from planner.errors import ScheduleTooLarge
-from planner.flows import FlowNetwork
+from topologies.flows import FlowNetwork
 from topologies import fabrics
 from topologies.io import load_topology
 from topologies.types import Link, Node, build_topology

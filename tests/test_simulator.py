@@ -502,3 +502,15 @@ def test_one_step_allgather_meets_the_latency_aware_bound():
     bound = lower_bound(coll, topo)
     assert sim.time_us == approx(bound.time_us)
     assert bound.time_us == approx(bound.bandwidth_us + 1.4)
+
+
+def test_late_small_transfer_does_not_stall_the_clock():
+    # A small chunk that starts after ~1 s of simulated time: the float rounding of the
+    # clock must not leave a few bytes that can never finish (this used to hang).
+    topo = parse_topology({"nodes": [{"id": "a", "type": "gpu"}, {"id": "b", "type": "gpu"}],
+                           "links": [{"src": "a", "dst": "b", "bandwidth": 450}]})
+    coll = Collective("alltoallv", 2, 1, traffic=((0, 450_000_001_024), (0, 0)))
+    big = Chunk(0, 0.0, 1 - 1024 / 450_000_001_024)
+    small = Chunk(0, big.hi, 1.0)
+    sched = Schedule(coll, (big, small), (Transfer(0, 0, 1, 0), Transfer(1, 0, 1, 1)))
+    assert simulate(sched, topo).time_us == approx(450_000_001_024 / 450e3)

@@ -101,3 +101,18 @@ def test_unknown_preset_message():
     with pytest.raises(InputError) as err:
         load_topology("hgx-h999")
     assert "hgx-h100" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["dgx1x2", "mi250x2", "hgx-h100x2", "dgx-a100x2", "mi300xx2"])
+def test_routes_between_gpus_of_one_server_stay_inside(name):
+    from topologies.routing import Router
+
+    topo = load_topology(name)
+    router = Router(topo)
+    for server, gpus in topo.servers.items():
+        for a in gpus:
+            for b in gpus:
+                if a != b:
+                    path = router.route(a, b)
+                    assert all(topo.node_by_id[v].server == server for v in path), path
+                    assert not any(topo.node_by_id[v].type == "nic" for v in path), path

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from planner.errors import InputError
 from topologies.presets import SERVER_PRESETS, ServerBuilder
@@ -17,6 +18,7 @@ from topologies.types import Link, Node, Topology, build_topology
 NIC_LATENCY_US = 1.0     # NIC + first switch hop
 SPINE_LATENCY_US = 0.5   # leaf <-> spine hop
 FABRICS = ("rail-optimized", "fat-tree")
+MAX_GPUS = 65_536  # larger clusters are refused up front rather than built for minutes
 
 
 def cluster(preset: str, servers: int, fabric: str = "rail-optimized", leaf_size: int | None = None,
@@ -26,6 +28,9 @@ def cluster(preset: str, servers: int, fabric: str = "rail-optimized", leaf_size
         raise InputError(f"unknown preset {preset!r} (known: {', '.join(SERVER_PRESETS)})", field="preset")
     if not isinstance(servers, int) or isinstance(servers, bool) or servers < 1:
         raise InputError(f"servers must be a positive integer, got {servers!r}", field="servers")
+    if servers * SERVER_PRESETS[preset].gpus > MAX_GPUS:
+        raise InputError(f"{servers} servers of {preset} are {servers * SERVER_PRESETS[preset].gpus} GPUs; "
+                         f"the limit is {MAX_GPUS}", field="servers")
     if fabric not in FABRICS:
         raise InputError(f"unknown fabric {fabric!r} (known: {', '.join(FABRICS)})", field="fabric")
     if not (isinstance(oversubscription, (int, float)) and oversubscription >= 1):
@@ -91,6 +96,8 @@ def _check_dims(dims: list[int]) -> list[int]:
 
 def _grid(dims: list[int], wrap: bool) -> tuple[int, set[tuple[int, int]]]:
     dims = _check_dims(dims)
+    if math.prod(dims) > MAX_GPUS:
+        raise InputError(f"{math.prod(dims)} GPUs is over the limit of {MAX_GPUS}", field="dims")
     coords = list(itertools.product(*[range(d) for d in dims]))
     index = {c: i for i, c in enumerate(coords)}
     pairs: set[tuple[int, int]] = set()
@@ -130,6 +137,8 @@ def fully_connected(gpus: int, bandwidth: float, latency: float = 0.0, name: str
     """Every GPU linked to every other by its own link."""
     if not isinstance(gpus, int) or gpus < 1:
         raise InputError(f"gpus must be a positive integer, got {gpus!r}", field="gpus")
+    if gpus > 4096:
+        raise InputError(f"{gpus} fully connected GPUs is over the limit of 4096", field="gpus")
     pairs = {(i, j) for i in range(gpus) for j in range(gpus) if i != j}
     return _direct(name or f"full{gpus}", gpus, pairs, bandwidth, latency)
 

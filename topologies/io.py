@@ -6,6 +6,7 @@ optionally followed by extra `nodes` and `links`.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from topologies.dataplane import data_plane
 from topologies.presets import SERVER_PRESETS
 from topologies.types import NODE_TYPES, Link, Node, Topology, build_topology
 
-_TOP_FIELDS = ("name", "nodes", "links", "generator", "description")
+_TOP_FIELDS = ("name", "nodes", "links", "generator", "description", "summary")  # summary: show's, ignored
+RESERVED_SUFFIXES = ("^up", "^down")  # the data plane's names for split nodes
 _NODE_FIELDS = ("id", "type", "server", "kind")
 _LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "bidirectional", "kind", "count")
 _CLUSTER_FIELDS = ("preset", "servers", "fabric", "leaf_size", "oversubscription")
@@ -90,6 +92,9 @@ def _parse_node(raw: Any, source: str | None, where: str) -> Node:
     expect_type(node_id, str, source=source, field=f"{where}.id", what="a string id")
     if not node_id:
         raise InputError("node id must not be empty", source=source, field=f"{where}.id")
+    if node_id.endswith(RESERVED_SUFFIXES):
+        raise InputError(f"node id {node_id!r} ends in a reserved suffix ({', '.join(RESERVED_SUFFIXES)})",
+                         source=source, field=f"{where}.id")
     if raw["type"] not in NODE_TYPES:
         raise InputError(f"unknown node type {raw['type']!r} (use {' | '.join(NODE_TYPES)})",
                          source=source, field=f"{where}.type")
@@ -167,6 +172,13 @@ def validate_topology(topo: Topology, source: str | None = None) -> None:
     data plane (the paths collectives may use, topologies/dataplane.py)."""
     if not topo.gpus:
         raise InputError("the topology has no GPU (no node of type gpu)", source=source, field="nodes")
+    for i, l in enumerate(topo.links):
+        if not (math.isfinite(l.bandwidth) and l.bandwidth > 0):
+            raise InputError(f"link {l.src} -> {l.dst} has bandwidth {l.bandwidth!r}", source=source,
+                             field=f"links[{i}].bandwidth")
+        if not (math.isfinite(l.latency) and l.latency >= 0):
+            raise InputError(f"link {l.src} -> {l.dst} has latency {l.latency!r}", source=source,
+                             field=f"links[{i}].latency")
     if len(topo.gpus) == 1:
         return
     for graph, how in ((topo, ""), (data_plane(topo), " over paths collectives may use (no GPU-to-GPU "

@@ -3,26 +3,8 @@ from __future__ import annotations
 
 import networkx as nx
 
+from topologies.flows import MBPS_PER_GBPS, FlowNetwork
 from topologies.types import Topology
-
-
-def _flow_graph(topo: Topology) -> nx.DiGraph:
-    g = nx.DiGraph()
-    g.add_nodes_from(n.id for n in topo.nodes)
-    for l in topo.links:
-        g.add_edge(l.src, l.dst, capacity=l.bandwidth)
-    return g
-
-
-def max_flow_between(topo: Topology, sources: list[str], sinks: list[str], graph: nx.DiGraph | None = None) -> float:
-    """Max flow (GB/s) from a set of nodes to another set."""
-    g = (graph or _flow_graph(topo)).copy()
-    for s in sources:
-        g.add_edge("__source__", s)  # no capacity attribute = infinite
-    for t in sinks:
-        g.add_edge(t, "__sink__")
-    value, _ = nx.maximum_flow(g, "__source__", "__sink__")
-    return float(value)
 
 
 def server_members(topo: Topology, server: int) -> set[str]:
@@ -84,7 +66,8 @@ def gpu_bandwidths(topo: Topology) -> list[dict]:
 
 
 def bisection_bandwidth(topo: Topology) -> dict:
-    """Min over standard splits of the GPU set into halves of the max flow across (GB/s).
+    """Min over standard splits of the GPU set into halves of the max flow across (GB/s),
+    on the data plane (the paths collectives may use, as the bounds see them).
 
     Splits tried: servers in halves (first/second), and ranks in halves. The true
     bisection (min over all balanced splits) is NP-hard in general; this is an upper
@@ -93,7 +76,8 @@ def bisection_bandwidth(topo: Topology) -> dict:
     gpus = list(topo.gpus)
     if len(gpus) < 2:
         return {"GBps": 0.0, "split": "none"}
-    graph = _flow_graph(topo)
+    net = FlowNetwork(topo)
+    index = dict(zip(topo.gpus, net.gpus))
     splits = []
     servers = list(topo.servers.values())
     if len(servers) >= 2:
@@ -103,7 +87,8 @@ def bisection_bandwidth(topo: Topology) -> dict:
     splits.append(("ranks", gpus[:half], gpus[half:]))
     best = None
     for name, a, b in splits:
-        value = min(max_flow_between(topo, a, b, graph), max_flow_between(topo, b, a, graph))
+        one_way = [net.max_flow([(index[g], None) for g in x], [index[g] for g in y])[0] for x, y in ((a, b), (b, a))]
+        value = min(one_way) * net.unit_mbps / MBPS_PER_GBPS
         if best is None or value < best[0]:
             best = (value, name)
     return {"GBps": round(best[0], 6), "split": best[1]}

@@ -34,7 +34,8 @@ class Router:
         self._order = {n.id: i for i, n in enumerate(self.topo.nodes)}
         self._is_gpu = {n.id: n.type == "gpu" for n in self.topo.nodes}
         self._index = {n.id: _trailing_int(physical_id(n.id)) for n in self.topo.nodes if n.type != "gpu"}
-        self._memo: dict[tuple[str, bool], tuple[dict, dict]] = {}
+        self._memo: dict[tuple[str, bool, int | None], tuple[dict, dict]] = {}
+        self._members: dict[int, set[str]] = {}
         self._routes: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def route(self, src: str, dst: str) -> tuple[str, ...]:
@@ -45,14 +46,27 @@ class Router:
         return self._routes[key]
 
     def _route(self, src: str, dst: str) -> tuple[str, ...]:
-        for through_gpus in (False, True):
-            key = (src, through_gpus)
+        server = self.physical.server_of_gpu.get(src)
+        attempts = [(False, None), (True, None)]
+        if len(self.physical.servers) > 1 and server == self.physical.server_of_gpu.get(dst):
+            # Two GPUs of one server talk inside it, forwarded by GPUs if need be, before
+            # their traffic may leave through a NIC and come back.
+            attempts = [(False, server), (True, server)] + attempts
+        for through_gpus, confine in attempts:
+            key = (src, through_gpus, confine)
             if key not in self._memo:
-                self._memo[key] = self._widest_shortest(src, through_gpus)
+                self._memo[key] = self._widest_shortest(src, through_gpus, confine)
             width, parents = self._memo[key]
             if dst in width:
                 return tuple(physical_id(v) for v in self._walk_back(src, dst, width, parents))
         raise InputError(f"no route from {src!r} to {dst!r}", source=self.topo.name, field="links")
+
+    def _inside(self, server: int) -> set[str]:
+        if server not in self._members:
+            gpus = set(self.physical.servers[server])
+            self._members[server] = gpus | {n.id for n in self.topo.nodes
+                                            if n.type == "switch" and n.server == server}
+        return self._members[server]
 
     def _walk_back(self, src: str, dst: str, width: dict, parents: dict) -> list[str]:
         """From `dst` back to `src` on tight edges keeping the widest bottleneck; at each
@@ -67,12 +81,14 @@ class Router:
             path.append(max(options)[2])
         return path[::-1]
 
-    def _widest_shortest(self, src: str, through_gpus: bool) -> tuple[dict, dict]:
-        """Dijkstra on (latency, hops), then the widest bottleneck on the tight-edge DAG.
+    def _widest_shortest(self, src: str, through_gpus: bool, confine: int | None = None) -> tuple[dict, dict]:
+        """Dijkstra on (latency, hops), then the widest bottleneck on the tight-edge DAG;
+        with `confine`, only through the GPUs and switches of that server.
 
         Returns (width to each reached node, its tight in-edges). O(E log V).
         """
         out = self.topo.out_links
+        allowed = self._inside(confine) if confine is not None else None
         dist: dict[str, tuple[float, int]] = {src: (0.0, 0)}
         settled: list[str] = []
         heap = [((0.0, 0), self._order[src], src)]
@@ -86,6 +102,8 @@ class Router:
             if u != src and self._is_gpu[u] and not through_gpus:
                 continue  # a GPU ends a route; it does not forward
             for link in out[u]:
+                if allowed is not None and link.dst not in allowed:
+                    continue
                 nd = (d[0] + link.latency, d[1] + 1)
                 if link.dst not in dist or nd < dist[link.dst]:
                     dist[link.dst] = nd

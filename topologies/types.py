@@ -95,17 +95,6 @@ class Topology:
     def link(self, src: str, dst: str) -> Link | None:
         return self.link_by_pair.get((src, dst))
 
-    def to_networkx(self):
-        """A networkx DiGraph with `capacity` (GB/s) and `latency` (us) on edges."""
-        import networkx as nx
-
-        g = nx.DiGraph()
-        for n in self.nodes:
-            g.add_node(n.id, type=n.type, server=n.server, kind=n.kind)
-        for l in self.links:
-            g.add_edge(l.src, l.dst, capacity=l.bandwidth, latency=l.latency, kind=l.kind)
-        return g
-
 
 def merge_parallel_links(links: list[Link]) -> tuple[Link, ...]:
     """Parallel links between the same ordered pair add up; kept in first-seen order.

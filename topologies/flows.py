@@ -24,6 +24,12 @@ MBPS_PER_GBPS = 1000
 _INT32_MAX = 2**31 - 1
 
 
+def _whole_mbps_up(gbps: float) -> int:
+    """Whole MB/s at or above `gbps` (at least 1); float noise below 1e-12 relative is
+    not rounded up a whole unit (15.75 GB/s is 15750 MB/s, not 15751)."""
+    return max(1, math.ceil(gbps * MBPS_PER_GBPS * (1 - 1e-12)))
+
+
 class FlowNetwork:
     """The data plane of `topo` (reversed if asked) as integer arrays."""
 
@@ -31,7 +37,7 @@ class FlowNetwork:
         plane = data_plane(topo)
         self.node_ids = [n.id for n in plane.nodes]
         self.index = {nid: i for i, nid in enumerate(self.node_ids)}
-        mbps = [math.ceil(round(l.bandwidth * MBPS_PER_GBPS, 6)) for l in plane.links]
+        mbps = [_whole_mbps_up(l.bandwidth) for l in plane.links]
         self.unit_mbps = reduce(math.gcd, mbps, 0) or 1
         tails = [self.index[l.src] for l in plane.links]
         heads = [self.index[l.dst] for l in plane.links]
