@@ -79,10 +79,15 @@ def _check_chunks(schedule: Schedule) -> None:
 
 
 def verify(schedule: Schedule) -> list[tuple[int, ...]]:
-    """Check the schedule's data movement; return each transfer's dependency list.
+    """Check the schedule's data movement; return each transfer's dependency list
+    (the transfers it starts after). O(transfers + chunks x ranks). Raises ScheduleError
+    naming the first fault."""
+    return _analyse(schedule)[0]
 
-    O(transfers + chunks x ranks). Raises ScheduleError naming the first fault.
-    """
+
+def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """verify's work; also each transfer's same-step readers, whose reads must have
+    streamed out before the transfer's write is complete."""
     coll = schedule.collective
     n = coll.ranks
     if len(schedule.transfers) > MAX_TRANSFERS:
@@ -97,6 +102,7 @@ def verify(schedule: Schedule) -> list[tuple[int, ...]]:
     last_writers: dict[tuple[int, int], list[int]] = {}
     readers: dict[tuple[int, int], list[int]] = {}
     deps: list[list[int]] = [list(t.deps) for t in schedule.transfers]
+    done_after: list[list[int]] = [[] for _ in schedule.transfers]
     by_step: dict[int, list[int]] = {}
     for i, t in enumerate(schedule.transfers):
         if not (0 <= t.src < n and 0 <= t.dst < n) or t.src == t.dst:
@@ -152,14 +158,15 @@ def verify(schedule: Schedule) -> list[tuple[int, ...]]:
                                             f"{loc[1]} contributions it already has: "
                                             f"{_mask_names(new & values[i])} would be counted twice")
                     new |= values[i]
-            # Write-after-read: writers wait for readers of earlier steps only. Readers of
-            # this step read the value after step s-1 (the step semantics), so they need not
-            # precede this step's writers, and making them would deadlock a same-step
-            # exchange (A->B and B->A of one chunk). Writers of later steps wait for them.
+            # Write-after-read: writers start after the readers of earlier steps. A reader of
+            # this step reads the value from before the step, so the writer may stream at
+            # the same time (a same-step exchange A<->B must not wait in a circle) but is
+            # only complete — its data in place — once that read has streamed out.
             same_step = [r for r in readers.get(loc, ()) if schedule.transfers[r].step == step]
             for i in writers:
                 deps[i].extend(last_writers.get(loc, ()))
                 deps[i].extend(r for r in readers.get(loc, ()) if schedule.transfers[r].step != step)
+                done_after[i].extend(r for r in same_step if r != i)
             state[loc] = new
             last_writers[loc] = writers
             readers[loc] = same_step
@@ -177,7 +184,7 @@ def verify(schedule: Schedule) -> list[tuple[int, ...]]:
     for b, block in enumerate(blocks):
         if b not in blocks_with_chunks and any(rank_mask not in block.initial for rank_mask in block.required):
             raise ScheduleError(f"block {block.name} must move but the schedule has no chunk of it")
-    return [tuple(sorted(set(d))) for d in deps]
+    return [tuple(sorted(set(d))) for d in deps], [tuple(sorted(set(d))) for d in done_after]
 
 
 def _paths(schedule: Schedule, topo: Topology, router: Router) -> list[tuple[int, ...]]:
@@ -254,7 +261,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
 
     Event-driven; each event recomputes the fair rates of the flows in flight (vectorised).
     """
-    deps = verify(schedule)
+    deps, done_after = _analyse(schedule)
     router = router or Router(topo)
     paths = _paths(schedule, topo, router)
     capacity = np.array([l.bandwidth * 1e3 for l in topo.links])  # GB/s -> bytes/us
@@ -276,6 +283,23 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
     ready_heap = [(0.0, i) for i in range(nt) if waiting[i] == 0]
     heapq.heapify(ready_heap)
     finish_heap: list[tuple[float, int]] = []  # (time the transfer is done incl. latency, id)
+    streamed = [-1.0] * nt  # when each transfer's bytes finished flowing (-1: not yet)
+    held: dict[int, list[int]] = {}  # reader -> writers whose completion waits for it
+
+    def streamed_out(f: int, t: float) -> None:
+        """f's bytes are through at t: it completes after its latency once the same-step
+        reads of the place it writes have streamed out too."""
+        streamed[f] = t
+        waits = [r for r in done_after[f] if streamed[r] < 0]
+        if waits:
+            for r in waits:
+                held.setdefault(r, []).append(f)
+        else:
+            heapq.heappush(finish_heap, (max([t + alpha[f]] + [streamed[r] for r in done_after[f]]), f))
+        for w in held.pop(f, ()):
+            if all(streamed[r] >= 0 for r in done_after[w]):
+                heapq.heappush(finish_heap, (max([streamed[w] + alpha[w]] + [streamed[r] for r in done_after[w]]), w))
+
     left = size.copy()
     active = np.zeros(0, dtype=np.int64)  # transfers whose bytes are flowing
     rate = np.zeros(0)
@@ -302,7 +326,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
                 over[int(to_go.argmin())] = True
             if over.any():
                 for f in active[over].tolist():
-                    heapq.heappush(finish_heap, (t_next + alpha[f], f))
+                    streamed_out(f, t_next)
                 active, rate = active[~over], rate[~over]
                 changed = True
         now = t_next
@@ -321,7 +345,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
             _, f = heapq.heappop(ready_heap)
             start[f] = now
             if size[f] <= 0 or not paths[f]:
-                heapq.heappush(finish_heap, (now + alpha[f], f))
+                streamed_out(f, now)
             else:
                 started.append(f)
         if started:

@@ -514,3 +514,21 @@ def test_late_small_transfer_does_not_stall_the_clock():
     small = Chunk(0, big.hi, 1.0)
     sched = Schedule(coll, (big, small), (Transfer(0, 0, 1, 0), Transfer(1, 0, 1, 1)))
     assert simulate(sched, topo).time_us == approx(450_000_001_024 / 450e3)
+
+
+def test_a_write_completes_after_the_same_step_read_of_its_place():
+    # Step 1: rank 1 forwards its chunk to rank 2 (a slow path) while rank 0 copies a new
+    # value into rank 1 (a fast path). The copy streams at once but is complete only when
+    # the forward has read the old value out.
+    topo = parse_topology({"nodes": [{"id": f"g{i}", "type": "gpu"} for i in range(3)],
+                           "links": [{"src": "g0", "dst": "g1", "bandwidth": 100.0},
+                                     {"src": "g1", "dst": "g2", "bandwidth": 10.0},
+                                     {"src": "g0", "dst": "g2", "bandwidth": 10.0}]})
+    coll = Collective("broadcast", 3, 1000, root=0)
+    sched = Schedule(coll, (Chunk(0, 0.0, 1.0),), (Transfer(0, 0, 1, 0), Transfer(0, 1, 2, 1),
+                                                   Transfer(0, 0, 1, 1, channel=1)))
+    res = simulate(sched, topo)
+    first = 1000 / 1e5
+    assert res.start_us[2] == approx(first) and res.start_us[1] == approx(first)
+    assert res.finish_us[1] == approx(first + 1000 / 1e4)
+    assert res.finish_us[2] == approx(res.finish_us[1])  # held until the read streamed out
