@@ -348,3 +348,20 @@ def test_usage_errors_are_one_line(run_cli):
     for args in (("collective", "bogus"), ("topology", "validate", "/"), ("nope",)):
         result = run_cli(*args)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_simulate_says_msccl_xml_is_not_read_yet(run_cli, tmp_path):
+    path = tmp_path / "algo.xml"
+    path.write_text("<algo name='x'/>")
+    result = run_cli("simulate", path, "--topology", "dgx-a100")
+    assert result.exit_code == 2 and "not read yet" in result.stderr
+
+
+def test_import_nccl_with_a_zero_bandwidth_link_writes_nothing(run_cli, tmp_path):
+    text = (DATA / "dgx-a100-nccl-topo.xml").read_text().replace(
+        '<gpu dev="0" sm="80" rank="0" gdr="1">', '<gpu dev="0" sm="80" rank="0" gdr="1"><c2c bw="0" count="1"/>', 1)
+    assert "c2c" in text
+    src, out = tmp_path / "c2c.xml", tmp_path / "out.yaml"
+    src.write_text(text)
+    result = run_cli("topology", "import-nccl", src, "-o", out)
+    assert result.exit_code == 2 and "bandwidth" in result.stderr and not out.exists()

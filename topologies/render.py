@@ -45,6 +45,18 @@ def render_text(topo: Topology, info: dict | None = None) -> str:
     servers = info["servers"]
     lines = [f"{topo.name}: {topo.num_gpus} GPUs in {len(servers)} server(s), "
              f"{len(topo.nodes)} nodes, {len(topo.links)} directed links"]
+    lines.append("servers (GPU ranks):")
+    ranks = topo.rank_of
+    items = list(servers.items())
+    shown = items if len(items) <= 8 else items[:4] + [None] + items[-2:]
+    for item in shown:
+        if item is None:
+            lines.append(f"  ... {len(items) - 6} more")
+            continue
+        s, gpus = item
+        r = [ranks[g] for g in gpus]
+        span = f"{r[0]}-{r[-1]}" if r == list(range(r[0], r[-1] + 1)) else ",".join(map(str, r))
+        lines.append(f"  server {s}: ranks {span} ({len(gpus)} GPUs: {gpus[0]} .. {gpus[-1]})")
     distinct = Counter((tuple(sorted(r["by_kind_GBps"].items())), r["network_GBps"], r["network_share_GBps"])
                        for r in info["per_gpu"])
     lines.append("per-GPU bandwidth (GB/s per direction):")
