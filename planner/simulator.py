@@ -7,9 +7,10 @@ collective requires. Chunks of a block must partition it.
 
 Time (`simulate`): the alpha-beta model with shared links. A transfer is ready when its
 dependencies are done (derived from the step semantics: read-after-write,
-write-after-write, write-after-read; the previous transfer on the same connection
-(src, dst, channel), which runs in order like a runtime's thread block; plus explicit
-`deps`). It then streams its bytes along
+write-after-write, write-after-read; plus explicit `deps`) and the previous transfer on
+its connection (src, dst, channel) has streamed its bytes out: a connection sends in
+order, like a runtime's thread block, with several sends in flight (as NCCL's FIFO slots
+allow), so it does not wait for each to arrive. It then streams its bytes along
 its path; concurrent transfers share every link max-min fairly (progressive filling,
 recomputed at each event), so a link never carries more than its bandwidth. It completes
 when its last byte has crossed, plus the path latency (the alpha term: sum of link
@@ -79,15 +80,16 @@ def _check_chunks(schedule: Schedule) -> None:
 
 
 def verify(schedule: Schedule) -> list[tuple[int, ...]]:
-    """Check the schedule's data movement; return each transfer's dependency list
+    """Check the schedule's data movement; return each transfer's data dependencies
     (the transfers it starts after). O(transfers + chunks x ranks). Raises ScheduleError
     naming the first fault."""
     return _analyse(schedule)[0]
 
 
-def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """verify's work; also each transfer's same-step readers, whose reads must have
-    streamed out before the transfer's write is complete."""
+def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], list[int]]:
+    """verify's work; also each transfer's same-step readers (whose reads must have
+    streamed out before the transfer's write is complete) and the transfer before it on
+    its connection (-1 if none), whose bytes must have left before it starts."""
     coll = schedule.collective
     n = coll.ranks
     if len(schedule.transfers) > MAX_TRANSFERS:
@@ -103,6 +105,7 @@ def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int,
     readers: dict[tuple[int, int], list[int]] = {}
     deps: list[list[int]] = [list(t.deps) for t in schedule.transfers]
     done_after: list[list[int]] = [[] for _ in schedule.transfers]
+    queued_after: list[int] = [-1] * len(schedule.transfers)
     by_step: dict[int, list[int]] = {}
     for i, t in enumerate(schedule.transfers):
         if not (0 <= t.src < n and 0 <= t.dst < n) or t.src == t.dst:
@@ -123,7 +126,7 @@ def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int,
             t = schedule.transfers[i]
             conn = (t.src, t.dst, t.channel)
             if conn in last_on_connection:
-                deps[i].append(last_on_connection[conn])
+                queued_after[i] = last_on_connection[conn]
             last_on_connection[conn] = i
         for i in ids:
             t = schedule.transfers[i]
@@ -184,7 +187,7 @@ def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int,
     for b, block in enumerate(blocks):
         if b not in blocks_with_chunks and any(rank_mask not in block.initial for rank_mask in block.required):
             raise ScheduleError(f"block {block.name} must move but the schedule has no chunk of it")
-    return [tuple(sorted(set(d))) for d in deps], [tuple(sorted(set(d))) for d in done_after]
+    return ([tuple(sorted(set(d))) for d in deps], [tuple(sorted(set(d))) for d in done_after], queued_after)
 
 
 def _paths(schedule: Schedule, topo: Topology, router: Router) -> list[tuple[int, ...]]:
@@ -261,7 +264,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
 
     Event-driven; each event recomputes the fair rates of the flows in flight (vectorised).
     """
-    deps, done_after = _analyse(schedule)
+    deps, done_after, queued_after = _analyse(schedule)
     router = router or Router(topo)
     paths = _paths(schedule, topo, router)
     capacity = np.array([l.bandwidth * 1e3 for l in topo.links])  # GB/s -> bytes/us
@@ -273,10 +276,13 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
     path_links = np.fromiter((k for p in paths for k in p), dtype=np.int64, count=int(path_ptr[-1]))
     alpha = [sum(latency[k] for k in paths[i]) + options.overhead_us for i in range(nt)]
     dependents: list[list[int]] = [[] for _ in range(nt)]
-    waiting = [len(d) for d in deps]
+    next_on_connection: list[int] = [-1] * nt
+    waiting = [len(d) + (queued_after[i] >= 0) for i, d in enumerate(deps)]
     for i, ds in enumerate(deps):
         for d in ds:
             dependents[d].append(i)
+        if queued_after[i] >= 0:
+            next_on_connection[queued_after[i]] = i
     ready_at = [0.0] * nt
     start = [0.0] * nt
     finish = [0.0] * nt
@@ -286,10 +292,19 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
     streamed = [-1.0] * nt  # when each transfer's bytes finished flowing (-1: not yet)
     held: dict[int, list[int]] = {}  # reader -> writers whose completion waits for it
 
+    def release(g: int, t: float) -> None:
+        waiting[g] -= 1
+        ready_at[g] = max(ready_at[g], t)
+        if waiting[g] == 0:
+            heapq.heappush(ready_heap, (ready_at[g], g))
+
     def streamed_out(f: int, t: float) -> None:
-        """f's bytes are through at t: it completes after its latency once the same-step
-        reads of the place it writes have streamed out too."""
+        """f's bytes are through at t: the next transfer on its connection may start; f
+        completes after its latency once the same-step reads of the place it writes
+        have streamed out too."""
         streamed[f] = t
+        if next_on_connection[f] >= 0:
+            release(next_on_connection[f], t)
         waits = [r for r in done_after[f] if streamed[r] < 0]
         if waits:
             for r in waits:
@@ -336,10 +351,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
             done += 1
             end = max(end, now)
             for g in dependents[f]:
-                waiting[g] -= 1
-                ready_at[g] = max(ready_at[g], now)
-                if waiting[g] == 0:
-                    heapq.heappush(ready_heap, (ready_at[g], g))
+                release(g, now)
         started = []
         while ready_heap and ready_heap[0][0] <= now:
             _, f = heapq.heappop(ready_heap)

@@ -133,30 +133,35 @@ def ring(collective: Collective, topo: Topology, channels: int | None = None,
     rings = ring_orders(topo, channels, router)
     chunks = tuple(Chunk(b, c / channels, (c + 1) / channels) for b in range(n) for c in range(channels))
     transfers: list[Transfer] = []
-
-    def chunk_id(block: int, c: int) -> int:
-        return block * channels + c
-
+    do_rs = collective.kind in ("reduce-scatter", "allreduce")
+    do_ag = collective.kind in ("allgather", "allreduce")
     for c, order in enumerate(rings):
-        if n == 1:
-            break
-        do_rs = collective.kind in ("reduce-scatter", "allreduce")
-        do_ag = collective.kind in ("allgather", "allreduce")
+        # position i's unit: part c of the block of the rank at position i
+        units = [[order[i] * channels + c] for i in range(n)]
         if do_rs:
-            for s in range(n - 1):
-                for i in range(n):
-                    block = order[(i - s - 1) % n]
-                    transfers.append(Transfer(chunk_id(block, c), order[i], order[(i + 1) % n], s,
-                                              reduce=True, channel=c))
-        offset = n - 1 if do_rs else 0
+            transfers += ring_phase(order, units, 0, reduce=True, channel=c)
         if do_ag:
-            for s in range(n - 1):
-                for i in range(n):
-                    block = order[(i - s) % n]
-                    transfers.append(Transfer(chunk_id(block, c), order[i], order[(i + 1) % n], offset + s,
-                                              channel=c))
+            transfers += ring_phase(order, units, n - 1 if do_rs else 0, reduce=False, channel=c)
     params = (("channels", channels),) + ((("channels_reduced_from", requested),) if channels < requested else ())
     return Schedule(collective, chunks, tuple(transfers), algorithm="ring", params=params)
+
+
+def ring_phase(order: list[int], units: list[list[int]], first_step: int, reduce: bool,
+               channel: int = 0) -> list[Transfer]:
+    """One ring pass over the ranks in `order` (k-1 steps from `first_step`).
+
+    `units[q]` are the chunks that belong to ring position q. Reduce-scatter (`reduce`):
+    position q's unit ends at position q combined over the ring; allgather: position q's
+    unit starts at q and ends everywhere. O(k^2 x unit size) transfers.
+    """
+    k = len(order)
+    out = []
+    for t in range(k - 1):
+        for i in range(k):
+            for chunk in units[(i - t - (1 if reduce else 0)) % k]:
+                out.append(Transfer(chunk, order[i], order[(i + 1) % k], first_step + t, reduce=reduce,
+                                    channel=channel))
+    return out
 
 
 def direct_alltoall(collective: Collective, topo: Topology) -> Schedule:

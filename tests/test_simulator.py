@@ -298,8 +298,9 @@ def test_transfers_on_one_connection_run_one_after_the_other():
         ts = [Transfer(0, 0, 1, steps[0]), Transfer(1, 0, 1, steps[1])]
         res = simulate(schedule(coll, ts, _split(coll, 2)), pair())
         assert res.finish_us[0] == approx(one)
-        assert res.start_us[1] == approx(one)  # waits for the first, latency included
-        assert res.time_us == approx(2 * one)
+        # waits for the first one's bytes to leave, not for them to arrive
+        assert res.start_us[1] == approx(B / 1e4)
+        assert res.time_us == approx(2 * B / 1e4 + 1.0)
     # another channel is another connection: no ordering between them
     ts = [Transfer(0, 0, 1, 0, channel=0), Transfer(1, 0, 1, 1, channel=1)]
     assert simulate(schedule(coll, ts, _split(coll, 2)), pair()).start_us == (0.0, 0.0)
@@ -376,9 +377,10 @@ def test_pipelined_relay():
     coll = Collective("broadcast", 3, B, root=0)
     sched = baselines.chain(coll, topo, channels=1, parts=2)
     res = simulate(sched, topo)
-    hop = B / 2 / 1e4 + 1.0
-    # chunk 1 follows chunk 0 on each connection; chunk 0 crosses hop 2 while chunk 1 crosses hop 1
-    assert res.time_us == approx(3 * hop)
+    stream, lat = B / 2 / 1e4, 1.0
+    # chunk 1 follows chunk 0 on each connection as soon as chunk 0's bytes have left;
+    # chunk 0 crosses hop 2 while chunk 1 crosses hop 1
+    assert res.time_us == approx(stream + 2 * (stream + lat))
 
 
 def test_same_step_exchange_does_not_deadlock():
@@ -440,7 +442,8 @@ def test_ring_and_chain_times_in_closed_form(n):
     assert ar.time_us == approx(2 * (n - 1) * hop)
     parts = 4
     bc = simulate(baselines.chain(Collective("broadcast", n, size), topo, channels=1, parts=parts), topo)
-    assert bc.time_us == approx((parts + n - 2) * (size / parts / (b * 1e3) + lat))
+    stream = size / parts / (b * 1e3)
+    assert bc.time_us == approx((parts - 1) * stream + (n - 1) * (stream + lat))
 
 
 def test_ring_allgather_is_optimal_on_dgx_a100():
