@@ -17,7 +17,8 @@ from planner.errors import InputError
 from planner.plan import Plan
 from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import SimResult, simulate
-from solvers import baselines
+from solvers import baselines, trees
+from solvers.hierarchical import hierarchical
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -25,10 +26,12 @@ Builder = Callable[[Collective, Topology, Router], Schedule]
 
 METHODS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ring": (("allgather", "reduce-scatter", "allreduce"), lambda c, t, r: baselines.ring(c, t, router=r)),
+    "tree": (("allreduce",), lambda c, t, r: trees.double_binary_tree(c, t, router=r)),
+    "hierarchical": (("allgather", "reduce-scatter", "allreduce"), lambda c, t, r: hierarchical(c, t, router=r)),
     "chain": (("broadcast", "reduce"), lambda c, t, r: baselines.chain(c, t, router=r)),
     "direct": (("alltoall", "alltoallv"), lambda c, t, r: baselines.direct_alltoall(c, t)),
 }
-HEURISTIC_METHODS = {"ring", "chain", "direct"}
+HEURISTIC_METHODS = {"ring", "tree", "hierarchical", "chain", "direct"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,16 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         candidates = [method]
     router = Router(topo)
     tried = []
+    skipped = {}
     for name in candidates:
         t0 = time.perf_counter()
-        schedule = METHODS[name][1](coll, topo, router)
+        try:
+            schedule = METHODS[name][1](coll, topo, router)
+        except InputError as exc:
+            if method != "auto" or exc.field != "method":
+                raise
+            skipped[name] = exc.message  # does not apply to this topology; auto moves on
+            continue
         synthesis = time.perf_counter() - t0
         sim = simulate(schedule, topo, router)
         tried.append((sim.time_us, name, schedule, sim, synthesis))
@@ -73,8 +83,10 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         "steps": sim.steps,
         "max_link_utilization": sim.max_link_utilization,
     }
-    if method == "auto" and len(tried) > 1:
+    if method == "auto" and len(tried) + len(skipped) > 1:
         metrics["candidates"] = {n: t for t, n, *_ in tried}
+        if skipped:
+            metrics["skipped"] = skipped
     problem = {**coll.describe(), "topology": topology_name or topo.name, "gpus": topo.num_gpus,
                "servers": len(topo.servers), "method_requested": method, "time_limit_s": time_limit_s,
                "solver_requested": solver}

@@ -1,0 +1,63 @@
+"""Hierarchical collectives on servers of equal size (the NCCL "2D" baseline).
+
+allreduce = intra-server reduce-scatter of slices, inter-server allreduce of each slice
+among the GPUs with the same local index (one rail each), intra-server allgather.
+allgather = inter-server allgather among same-index GPUs, then intra-server allgather of
+what each gathered; reduce-scatter is the mirror image. Every pass is a ring.
+"""
+from __future__ import annotations
+
+from planner.collectives import Collective
+from planner.errors import InputError
+from planner.schedule import Chunk, Schedule
+from solvers.baselines import _best_cycle, _hop_widths, ring_phase
+from topologies.routing import Router
+from topologies.types import Topology
+
+
+def hierarchical(collective: Collective, topo: Topology, router: Router | None = None) -> Schedule:
+    """Three ring passes (two for allgather / reduce-scatter). O(N^2 / k + N x k) transfers."""
+    if collective.kind not in ("allgather", "reduce-scatter", "allreduce"):
+        raise InputError(f"the hierarchical method does not do {collective.kind}", field="method")
+    servers = list(topo.servers.values())
+    sizes = {len(g) for g in servers}
+    if len(servers) < 2 or len(sizes) != 1:
+        raise InputError("the hierarchical method needs two or more servers with equal GPU counts",
+                         field="method")
+    router = router or Router(topo)
+    k, n_servers = sizes.pop(), len(servers)
+    rank = topo.rank_of
+    local = _best_cycle(_hop_widths(topo, router, servers[0]))  # intra-server ring order by local index
+    intra = [[rank[gpus[j]] for j in local] for gpus in servers]  # per server, ranks in ring order
+    inter = [[rank[gpus[j]] for gpus in servers] for j in range(k)]  # per local index, across servers
+    n = collective.ranks
+    chunks = tuple(Chunk(b, 0.0, 1.0) for b in range(n))
+    transfers = []
+    step = 0
+    if collective.kind == "allreduce":
+        # slice j = blocks j*S .. j*S+S-1; block j*S+s is owned by server s in the inter pass
+        slices = [list(range(j * n_servers, (j + 1) * n_servers)) for j in range(k)]
+        for s, order in enumerate(intra):
+            transfers += ring_phase(order, [slices[j] for j in local], step, reduce=True, channel=s)
+        step += k - 1
+        for j in range(k):
+            units = [[slices[j][s]] for s in range(n_servers)]
+            transfers += ring_phase(inter[j], units, step, reduce=True, channel=k + j)
+            transfers += ring_phase(inter[j], units, step + n_servers - 1, reduce=False, channel=k + j)
+        step += 2 * (n_servers - 1)
+        for s, order in enumerate(intra):
+            transfers += ring_phase(order, [slices[j] for j in local], step, reduce=False, channel=s)
+    else:
+        # bundle j = the blocks of the GPUs with local index j (their inter-server ring)
+        bundles = [[rank[gpus[j]] for gpus in servers] for j in range(k)]
+        inter_pass = [(inter[j], [[b] for b in bundles[j]], k + j) for j in range(k)]
+        intra_pass = [(order, [bundles[j] for j in local], s) for s, order in enumerate(intra)]
+        passes = ([(inter_pass, n_servers), (intra_pass, k)] if collective.kind == "allgather"
+                  else [(intra_pass, k), (inter_pass, n_servers)])
+        for group, length in passes:
+            for order, units, channel in group:
+                transfers += ring_phase(order, units, step, reduce=collective.kind == "reduce-scatter",
+                                        channel=channel)
+            step += length - 1
+    return Schedule(collective, chunks, tuple(transfers), algorithm="hierarchical",
+                    params=(("servers", n_servers), ("gpus_per_server", k)))
