@@ -17,7 +17,8 @@ from planner.errors import InputError
 from planner.plan import Plan
 from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import SimResult, simulate
-from solvers import baselines, trees
+from models.collective_milp import MAX_VARIABLES, milp_schedule
+from solvers import SolveResult, baselines, trees
 from solvers.hierarchical import hierarchical
 from topologies.routing import Router
 from topologies.types import Topology
@@ -45,19 +46,30 @@ def methods_for(kind: str) -> list[str]:
     return [name for name, (kinds, _) in METHODS.items() if kind in kinds]
 
 
+EXACT_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce")
+AUTO_MILP_MAX_GPUS = 16
+AUTO_MILP_MAX_BLOCK_BYTES = 256 << 10  # beyond this the message is bandwidth-bound: trees/rings do
+AUTO_MILP_MAX_VARIABLES = 30_000  # auto tries only models that solve in seconds; `milp` takes any
+
+
 def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topology_name: str | None = None,
                     time_limit_s: float | None = None, solver: str | None = None) -> CollectiveResult:
-    """Build, verify, time and bound a schedule for `coll` on `topo`."""
-    applicable = methods_for(coll.kind)
-    if method == "auto":
-        candidates = applicable
-    elif method not in METHODS:
-        raise InputError(f"unknown method {method!r} (known: auto, {', '.join(METHODS)})", field="method")
-    elif method not in applicable:
-        raise InputError(f"method {method!r} does not do {coll.kind} (use {', '.join(applicable) or 'none'})",
+    """Build, verify, time and bound a schedule for `coll` on `topo`.
+
+    Heuristic methods run as asked. `milp` (and `auto` on small, latency-bound instances)
+    first runs the applicable baselines, then solves the time-expanded model with the best
+    baseline's time as its horizon; the fastest simulated schedule is returned, and when
+    the model's schedule is not it, `fallback` says why.
+    """
+    heuristics = methods_for(coll.kind)
+    if method not in ("auto", "milp") and method not in METHODS:
+        raise InputError(f"unknown method {method!r} (known: auto, milp, {', '.join(METHODS)})", field="method")
+    if method == "milp" and coll.kind not in EXACT_KINDS:
+        raise InputError(f"method 'milp' does not do {coll.kind} (use {', '.join(heuristics)})", field="method")
+    if method in METHODS and method not in heuristics:
+        raise InputError(f"method {method!r} does not do {coll.kind} (use {', '.join(heuristics) or 'none'})",
                          field="method")
-    else:
-        candidates = [method]
+    candidates = heuristics if method in ("auto", "milp") else [method]
     router = Router(topo)
     tried = []
     skipped = {}
@@ -66,15 +78,44 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         try:
             schedule = METHODS[name][1](coll, topo, router)
         except InputError as exc:
-            if method != "auto" or exc.field != "method":
+            if method not in ("auto", "milp") or exc.field != "method":
                 raise
-            skipped[name] = exc.message  # does not apply to this topology; auto moves on
+            skipped[name] = exc.message  # does not apply to this topology; move on
             continue
         synthesis = time.perf_counter() - t0
         sim = simulate(schedule, topo, router)
         tried.append((sim.time_us, name, schedule, sim, synthesis))
+    milp_result, milp_model, fallback = None, None, None
+    wants_milp = method == "milp" or (method == "auto" and coll.kind in EXACT_KINDS
+                                      and 2 <= coll.ranks <= AUTO_MILP_MAX_GPUS
+                                      and coll.blocks[0].size <= AUTO_MILP_MAX_BLOCK_BYTES)
+    if wants_milp:
+        best_heuristic = min(tried, key=lambda x: (x[0], x[1]))
+        t0 = time.perf_counter()
+        try:
+            limit = AUTO_MILP_MAX_VARIABLES if method == "auto" else MAX_VARIABLES
+            outcome = milp_schedule(coll, topo, router, horizon_us=best_heuristic[0], parts=_milp_parts(coll),
+                                    solver=solver, time_limit_s=time_limit_s or 60.0, max_variables=limit)
+        except InputError as exc:
+            if exc.field != "method":
+                raise
+            fallback = f"milp: not applicable here ({exc.message})"
+        else:
+            milp_result = outcome.result
+            milp_model = {"variables": outcome.variables, "constraints": outcome.constraints,
+                          "horizon_epochs": outcome.epochs, "epoch_us": outcome.tau_us,
+                          "model_objective_epochs": outcome.result.objective}
+            if outcome.schedule is None:
+                fallback = (f"milp: {outcome.result.termination.value} within the horizon of the best baseline "
+                            f"({best_heuristic[1]}, {best_heuristic[0]:.3f} us); {outcome.result.message}".rstrip("; "))
+            else:
+                sim = simulate(outcome.schedule, topo, router)
+                tried.append((sim.time_us, "milp", outcome.schedule, sim, time.perf_counter() - t0))
     tried.sort(key=lambda x: (x[0], x[1]))
     time_us, name, schedule, sim, synthesis = tried[0]
+    if wants_milp and name != "milp" and fallback is None:
+        milp_time = next(t for t, n, *_ in tried if n == "milp")
+        fallback = f"milp: its schedule simulates at {milp_time:.3f} us, {name} at {time_us:.3f} us"
     bound = lower_bound(coll, topo)
     metrics = {
         **quality_metrics(coll, time_us, bound.time_us),
@@ -83,23 +124,39 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         "steps": sim.steps,
         "max_link_utilization": sim.max_link_utilization,
     }
-    if method == "auto" and len(tried) + len(skipped) > 1:
+    if method in ("auto", "milp"):
         metrics["candidates"] = {n: t for t, n, *_ in tried}
         if skipped:
             metrics["skipped"] = skipped
+    if milp_model:
+        metrics["milp_model"] = milp_model
     problem = {**coll.describe(), "topology": topology_name or topo.name, "gpus": topo.num_gpus,
                "servers": len(topo.servers), "method_requested": method, "time_limit_s": time_limit_s,
                "solver_requested": solver}
     if coll.kind == "alltoallv":
         problem["traffic"] = [list(row) for row in coll.traffic]
     plan = Plan(kind="collective", problem=problem, method=name, metrics=metrics, bound=bound.to_json(),
-                plan=schedule_to_json(schedule), solver=None,
-                fallback=None,
+                plan=schedule_to_json(schedule), solver=solver_json(milp_result) if milp_result else None,
+                fallback=fallback,
                 provenance={"planner_version": __version__, "heuristic": name in HEURISTIC_METHODS,
                             "verified_by": "planner.simulator", "auto_choice":
                                 (f"fastest simulated of {', '.join(n for _, n, *_ in tried)}"
-                                 if method == "auto" else "requested")})
+                                 if method in ("auto", "milp") else "requested")})
     return CollectiveResult(plan, schedule, sim)
+
+
+def _milp_parts(coll: Collective) -> int:
+    """Chunks per block in the model: one block moves whole in allgather-like collectives;
+    a broadcast or reduce of one buffer needs pieces to pipeline."""
+    return 1 if coll.kind in ("allgather", "reduce-scatter", "allreduce") else min(8, max(2, coll.ranks // 2))
+
+
+def solver_json(result: SolveResult) -> dict:
+    """The plan's `solver` entry; `unbounded` is not a plan status, so it reads `error`."""
+    doc = result.to_json()
+    if doc["status"] not in ("optimal", "feasible", "infeasible", "no_solution", "error"):
+        doc["status"] = "error"
+    return doc
 
 
 def quality_metrics(coll: Collective, time_us: float, bound_us: float) -> dict:
