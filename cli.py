@@ -202,17 +202,27 @@ COLLECTIVE_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "re
 @click.argument("coll", type=click.Choice(COLLECTIVE_KINDS))
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
 @click.option("--size", default=None, help="Bytes, with an optional unit: 4096, 64KiB, 1MiB, 1GiB.")
-@click.option("--method", default="auto", show_default=True, help="auto, ring, chain, direct.")
+@click.option("--method", default="auto", show_default=True,
+              help="auto, milp, ring, tree, hierarchical, chain, direct (docs/collectives.md).")
 @click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY).")
 @click.option("--root", default=0, show_default=True, help="Root rank of broadcast / reduce.")
 @click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds for exact methods.")
 @click.option("--solver", default=None, help="Solver backend for exact methods (see `planner solvers`).")
 @click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here.")
+@click.option("--export", "export_fmt", type=click.Choice(["msccl-xml", "msccl-exec-xml", "mscclpp-json"]),
+              default=None, help="Also write the schedule for a runtime (needs --export-file).")
+@click.option("--export-file", type=click.Path(dir_okay=False), default=None,
+              help="Where --export writes; written only after the file parses back to the same plan.")
 @json_option
 @reproducible_option
 @handles_errors
-def collective(coll, topo, size, method, traffic, root, time_limit, solver, output, as_json, reproducible):
-    """Plan a collective COLL on a topology; verified by the simulator."""
+def collective(coll, topo, size, method, traffic, root, time_limit, solver, output, export_fmt, export_file,
+               as_json, reproducible):
+    """Plan a collective COLL on a topology; verified by the simulator.
+
+    With --export FMT --export-file F the verified schedule is written for a runtime: it is
+    exported, parsed back, re-simulated, and written only when the data movement and the
+    time are the same (else exit 1 with the reason)."""
     from planner.collectives import Collective
     from planner.errors import InputError
     from planner.pipeline import plan_collective
@@ -238,6 +248,9 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
         nbytes = parse_size(size, field="--size")
     if not (math.isfinite(time_limit) and time_limit > 0):
         raise InputError("must be a positive number of seconds", field="--time-limit")
+    if bool(export_fmt) != bool(export_file):
+        raise InputError("--export and --export-file go together",
+                         field="--export-file" if export_fmt else "--export")
     if solver is not None:
         from solvers.registry import get
 
@@ -248,12 +261,26 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
     c = as_options(lambda: Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix).require_whole_blocks())
     result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver)
     doc = result.plan.to_json(reproducible)
+    exported = None
+    if export_fmt:
+        from planner.exports import round_trip
+        from planner.plan import write_text_atomic
+
+        try:
+            exported, _, _ = round_trip(result.schedule, export_fmt, t, result.sim.time_us)
+        except InputError as exc:  # the plan does not fit the format or the runtime's limits
+            raise InputError(exc.message, source=exc.source, field=f"--export {export_fmt}") from None
     if output:
         write_plan(result.plan, output, reproducible)
+    if exported is not None:
+        write_text_atomic(export_file, exported)
     if as_json:
         click.echo(dumps(doc), nl=False)
     else:
         _print_collective(doc, output)
+        if exported is not None:
+            click.echo(f"  {export_fmt} written to {export_file} (parsed back and re-simulated: same data movement, "
+                       f"same time)")
 
 
 def _print_collective(doc: dict, output: str | None) -> None:
@@ -272,14 +299,19 @@ def _print_collective(doc: dict, output: str | None) -> None:
 @main.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False))
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
+@click.option("--size", default=None,
+              help="MSCCL XML / MSCCL++ plans: SIZE in bytes (default: what the file says, else 1 MiB per chunk).")
 @json_option
 @handles_errors
-def simulate(plan_file: str, topo: str, as_json: bool) -> None:
-    """Check and time a collective plan on a topology."""
+def simulate(plan_file: str, topo: str, size: str | None, as_json: bool) -> None:
+    """Check and time a collective plan, an MSCCL XML (either dialect, any writer) or an
+    MSCCL++ execution plan on a topology."""
     from planner.replay import replay_plan
+    from planner.units import parse_size
     from topologies.io import load_topology
 
-    report = replay_plan(plan_file, load_topology(topo))
+    nbytes = parse_size(size, field="--size") if size is not None else None
+    report = replay_plan(plan_file, load_topology(topo), nbytes)
     if as_json:
         _echo_json(report)
     elif not report["correct"]:
@@ -290,6 +322,9 @@ def simulate(plan_file: str, topo: str, as_json: bool) -> None:
         return
     click.echo(f"{plan_file}: correct; time {report['time_us']:.2f} us, algbw {report['algbw_GBps']:.2f} GB/s, "
                f"bound {report['lower_bound_us']:.2f} us, ratio {report['ratio_to_bound']:.3f}")
+    problems = report.get("runtime_problems")
+    if problems:
+        click.echo(f"  but a runtime would object ({len(problems)} problem(s)); first: {problems[0]}")
 
 
 # ---------------------------------------------------------------- quickstart

@@ -1,6 +1,9 @@
 """Re-evaluating a written plan: rebuild its schedule, verify it, time it, bound it."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from planner.bounds import lower_bound
 from planner.collectives import Collective
 from planner.errors import InputError, ScheduleError
@@ -24,12 +27,54 @@ def collective_from_problem(problem: object, source: str) -> Collective:
         raise exc.within(source, "problem") from None
 
 
-def replay_plan(path: str, topo: Topology) -> dict:
+def _is_mscclpp_plan(path: str) -> bool:
+    """An MSCCL++ execution plan (JSON with `gpus`, no planner `schema`)."""
+    if not str(path).lower().endswith(".json"):
+        return False
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and "schema" not in doc and "gpus" in doc
+
+
+def replay_runtime_file(path: str, topo: Topology, size: int | None = None) -> dict:
+    """The report of `replay_plan` for an MSCCL XML (either dialect, any writer) or an
+    MSCCL++ execution plan: read into a Schedule, verified, timed and bounded. The report
+    adds `format`, `size_bytes` and, for XML, `runtime_problems` (the strict checker's
+    findings: what would keep a runtime from loading or running it)."""
+    from planner.exports import check_msccl_xml, import_msccl_xml, import_mscclpp_json
+
+    xml = str(path).lower().endswith(".xml")
+    report: dict = {"plan": path, "format": "msccl-xml" if xml else "mscclpp-json", "topology": topo.name}
+    try:
+        schedule = import_msccl_xml(Path(path), path, size=size) if xml else import_mscclpp_json(Path(path), path,
+                                                                                                  size=size)
+    except ScheduleError as exc:
+        return {**report, "correct": False, "error": str(exc)}
+    coll = schedule.collective
+    if coll.ranks != topo.num_gpus:
+        raise InputError(f"the schedule is for {coll.ranks} GPUs, topology {topo.name} has {topo.num_gpus}",
+                         source=path, field="ngpus")
+    report.update({"collective": coll.kind, "size_bytes": coll.size})
+    if xml:
+        report["runtime_problems"] = check_msccl_xml(Path(path).read_text(encoding="utf-8"))
+    try:
+        sim = simulate(schedule, topo)
+    except ScheduleError as exc:
+        return {**report, "correct": False, "error": str(exc)}
+    bound = lower_bound(coll, topo)
+    report.update({"correct": True, **quality_metrics(coll, sim.time_us, bound.time_us), "transfers": sim.transfers,
+                   "recorded_time_us": None, "matches_recorded": False})
+    return report
+
+
+def replay_plan(path: str, topo: Topology, size: int | None = None) -> dict:
     """A report dict: `correct`, and when correct the simulated time, bound and ratio,
-    plus whether the time matches what the plan recorded."""
-    if str(path).lower().endswith(".xml"):
-        raise InputError("MSCCL XML schedules are not read yet (the collective-schedules issue adds it); "
-                         "give a plan JSON", source=path, field="PLAN_OR_XML")
+    plus whether the time matches what the plan recorded. MSCCL XML and MSCCL++ plans go
+    to `replay_runtime_file` (`size`: their SIZE in bytes, when the file does not say)."""
+    if str(path).lower().endswith(".xml") or _is_mscclpp_plan(path):
+        return replay_runtime_file(path, topo, size)
     doc = read_plan(path)
     if doc["kind"] != "collective":
         raise InputError(f"simulate takes collective plans, this is a {doc['kind']} plan", source=path, field="kind")
