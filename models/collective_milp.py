@@ -134,13 +134,24 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
                 raise InputError(f"GPU {v} cannot receive within the horizon", field="method")
             model.add(quicksum(var for _, _, var in arrivals) == 1)
             model.add(makespan - quicksum((t + d) * var for t, d, var in arrivals) >= 0)
+    held: dict[tuple[int, int], list[object]] = {}  # (chunk, gpu) -> holds-it-by-epoch t (running total)
+    for (c, u), arrivals in into.items():
+        by_epoch: dict[int, list[object]] = {}
+        for t, d, var in arrivals:
+            by_epoch.setdefault(t + d, []).append(var)
+        running, last = [], None
+        for t in range(horizon + 1):
+            h = model.add_var(f"h{c}_{u}_{t}", 0, 1, integer=True)
+            model.add(h - (last if last is not None else 0) - quicksum(by_epoch.get(t, [])) == 0)
+            running.append(h)
+            last = h
+        held[(c, u)] = running
     for (c, e, t), var in x.items():  # send only what is held
         u = conns[e].src
         if u == sources[c]:
             continue
-        held = [v for (t2, d, v) in into.get((c, u), []) if t2 + d <= t]
-        if held:
-            model.add(var - quicksum(held) <= 0)
+        if (c, u) in held:
+            model.add(var - held[(c, u)][t] <= 0)
         else:
             model.add(var <= 0)
     load: dict[tuple[int, int], list[tuple[int, object]]] = {}
