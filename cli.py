@@ -273,7 +273,7 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
     if output:
         write_plan(result.plan, output, reproducible)
     if exported is not None:
-        write_text_atomic(export_file, exported)
+        write_text_atomic(export_file, exported, field="--export-file")
     if as_json:
         click.echo(dumps(doc), nl=False)
     else:

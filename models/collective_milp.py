@@ -18,6 +18,7 @@ always re-timed by the simulator, and its status and gap refer to the model.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from planner.collectives import Collective
@@ -87,11 +88,12 @@ def _earliest(n: int, conns: list[Connection], source: int) -> list[int]:
     return best
 
 
-MAX_VARIABLES = 2_000_000  # beyond this the model is refused rather than built for minutes
+MAX_VARIABLES = 400_000  # beyond this the model is refused rather than built for minutes
+MIN_SOLVE_S = 0.05  # the solver always gets at least this, even when building used the whole limit
 
 
 def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: list[list[int]], chunk_bytes: float,
-               horizon_us: float, reverse: bool, solver: str | None, time_limit_s: float,
+               horizon_us: float, reverse: bool, solver: str | None, deadline: float,
                max_variables: int = MAX_VARIABLES
                ) -> tuple[list[tuple[int, int, int, int]] | None, SolveResult, int, float, int, int]:
     """Chunk c starts at GPU sources[c] and must reach every GPU in receivers[c].
@@ -166,7 +168,8 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
         if sum(w for w, _ in terms) > CAPACITY_SCALE:
             model.add(quicksum(w * v for w, v in terms) <= CAPACITY_SCALE)
     model.minimize(makespan)
-    result = solve_model(model, solver, SolveOptions(time_limit_s=time_limit_s))
+    # the time limit covers building the model too: the solver gets what is left
+    result = solve_model(model, solver, SolveOptions(time_limit_s=max(MIN_SOLVE_S, deadline - time.perf_counter())))
     sends = None
     if result.has_solution:
         sends = sorted((c, conns[e].src, conns[e].dst, t) for (c, e, t), var in x.items() if result.value(var) > 0.5)
@@ -195,14 +198,18 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
         sources = [c // parts for c in range(len(chunks))]
     receivers = [[v for v in range(n) if v != s] for s in sources]
     reverse = coll.kind in ("reduce-scatter", "reduce")
-    budget = time_limit_s / (2 if coll.kind == "allreduce" else 1)
+    started = time.perf_counter()
+    halves = 2 if coll.kind == "allreduce" else 1
+    horizon_us = horizon_us / halves  # each half of an allreduce must fit in half the baseline's time
     transfers: list[Transfer] = []
     outcome = None
     passes = [True, False] if coll.kind == "allreduce" else [reverse]
     first_step = 0
-    for backwards in passes:
+    for i, backwards in enumerate(passes):
+        deadline = started + time_limit_s * (i + 1) / halves
         sends, result, horizon, tau, nvars, ncons = solve_copy(topo, router, sources, receivers, chunk_bytes,
-                                                                horizon_us, backwards, solver, budget, max_variables)
+                                                                horizon_us, backwards, solver, deadline,
+                                                                max_variables // halves)
         outcome = (result, horizon, tau, nvars, ncons, outcome)
         if sends is None:
             return MilpOutcome(None, result, horizon, tau, nvars, ncons)
@@ -233,13 +240,20 @@ def _duration(topo: Topology, router: Router, chunk_bytes: float, a: int, b: int
 
 
 def _combine(a: SolveResult, b: SolveResult) -> SolveResult:
-    """Two solves as one: optimal only if both were; times add; the larger gap."""
+    """Two solves (the halves of an allreduce) as one: times add, the larger gap. Never
+    `optimal`: each half may be, but splitting an allreduce at a barrier is itself a choice
+    the model did not optimise, so the best it can claim is `feasible`."""
     from dataclasses import replace
+
+    from solvers import Termination
 
     order = ["optimal", "feasible", "no_solution", "infeasible", "error"]
     worst = max(a.termination, b.termination, key=lambda t: order.index(t.value) if t.value in order else len(order))
+    if worst == Termination.optimal:
+        worst = Termination.feasible
     gaps = [g for g in (a.gap, b.gap) if g is not None]
     return replace(b, termination=worst, seconds=a.seconds + b.seconds, limit_hit=a.limit_hit or b.limit_hit,
+                   message="reduce-scatter and allgather halves solved separately (each to its own status)",
                    gap=max(gaps) if gaps else None,
                    objective=(a.objective or 0) + (b.objective or 0) if a.objective is not None and b.objective is not None else None,
                    dual_bound=(a.dual_bound or 0) + (b.dual_bound or 0) if a.dual_bound is not None and b.dual_bound is not None else None)

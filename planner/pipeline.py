@@ -18,7 +18,7 @@ from planner.plan import Plan
 from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import SimResult, simulate
 from models.collective_milp import MAX_VARIABLES, milp_schedule
-from solvers import SolveResult, baselines, trees
+from solvers import SolveResult, SolverError, baselines, trees
 from solvers.hierarchical import hierarchical
 from topologies.routing import Router
 from topologies.types import Topology
@@ -49,7 +49,8 @@ def methods_for(kind: str) -> list[str]:
 EXACT_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce")
 AUTO_MILP_MAX_GPUS = 16
 AUTO_MILP_MAX_BLOCK_BYTES = 256 << 10  # beyond this the message is bandwidth-bound: trees/rings do
-AUTO_MILP_MAX_VARIABLES = 30_000  # auto tries only models that solve in seconds; `milp` takes any
+AUTO_MILP_MAX_VARIABLES = 60_000  # auto tries only models that solve in seconds; `milp` takes larger
+MILP_VARIABLES_PER_SECOND = 20_000  # model size allowed per second of --time-limit (building costs ~1/3 of it)
 
 
 def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topology_name: str | None = None,
@@ -71,6 +72,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                          field="method")
     candidates = heuristics if method in ("auto", "milp") else [method]
     router = Router(topo)
+    search_started = time.perf_counter()
     tried = []
     skipped = {}
     for name in candidates:
@@ -89,30 +91,45 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     wants_milp = method == "milp" or (method == "auto" and coll.kind in EXACT_KINDS
                                       and 2 <= coll.ranks <= AUTO_MILP_MAX_GPUS
                                       and coll.blocks[0].size <= AUTO_MILP_MAX_BLOCK_BYTES)
+    if not tried:
+        raise InputError(f"no method applies to {coll.kind} here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+                         field="method")
     if wants_milp:
         best_heuristic = min(tried, key=lambda x: (x[0], x[1]))
         t0 = time.perf_counter()
         try:
-            limit = AUTO_MILP_MAX_VARIABLES if method == "auto" else MAX_VARIABLES
+            # a model is only worth building if it can be built and searched within the limit
+            limit = min(AUTO_MILP_MAX_VARIABLES if method == "auto" else MAX_VARIABLES,
+                        int(MILP_VARIABLES_PER_SECOND * (time_limit_s or 60.0)))
             outcome = milp_schedule(coll, topo, router, horizon_us=best_heuristic[0], parts=_milp_parts(coll),
                                     solver=solver, time_limit_s=time_limit_s or 60.0, max_variables=limit)
         except InputError as exc:
             if exc.field != "method":
                 raise
             fallback = f"milp: not applicable here ({exc.message})"
+        except SolverError as exc:  # e.g. an LP-only --solver for this integer model
+            raise InputError(f"{solver or 'the default solver'} cannot solve the collective model: {exc}",
+                             field="--solver") from None
         else:
             milp_result = outcome.result
             milp_model = {"variables": outcome.variables, "constraints": outcome.constraints,
                           "horizon_epochs": outcome.epochs, "epoch_us": outcome.tau_us,
                           "model_objective_epochs": outcome.result.objective}
             if outcome.schedule is None:
-                fallback = (f"milp: {outcome.result.termination.value} within the horizon of the best baseline "
-                            f"({best_heuristic[1]}, {best_heuristic[0]:.3f} us); {outcome.result.message}".rstrip("; "))
+                if outcome.result.limit_hit:
+                    why = "the time limit was hit before any solution"
+                elif outcome.result.termination.value == "infeasible":
+                    why = "no schedule fits the model's horizon (the best baseline's time, or the fastest delivery)"
+                else:
+                    why = f"the solver ended with {outcome.result.termination.value}"
+                fallback = f"milp: {why}; returned {best_heuristic[1]}"
             else:
                 sim = simulate(outcome.schedule, topo, router)
                 tried.append((sim.time_us, "milp", outcome.schedule, sim, time.perf_counter() - t0))
     tried.sort(key=lambda x: (x[0], x[1]))
     time_us, name, schedule, sim, synthesis = tried[0]
+    if method in ("auto", "milp"):
+        synthesis = time.perf_counter() - search_started  # the whole search: baselines, model, solve
     if wants_milp and name != "milp" and fallback is None:
         milp_time = next(t for t, n, *_ in tried if n == "milp")
         fallback = f"milp: its schedule simulates at {milp_time:.3f} us, {name} at {time_us:.3f} us"
@@ -130,13 +147,15 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
             metrics["skipped"] = skipped
     if milp_model:
         metrics["milp_model"] = milp_model
+        if name != "milp":  # `solver` describes the returned method's solve; the attempt is kept here
+            metrics["milp_model"]["solver"] = solver_json(milp_result)
     problem = {**coll.describe(), "topology": topology_name or topo.name, "gpus": topo.num_gpus,
                "servers": len(topo.servers), "method_requested": method, "time_limit_s": time_limit_s,
                "solver_requested": solver}
     if coll.kind == "alltoallv":
         problem["traffic"] = [list(row) for row in coll.traffic]
     plan = Plan(kind="collective", problem=problem, method=name, metrics=metrics, bound=bound.to_json(),
-                plan=schedule_to_json(schedule), solver=solver_json(milp_result) if milp_result else None,
+                plan=schedule_to_json(schedule), solver=solver_json(milp_result) if name == "milp" else None,
                 fallback=fallback,
                 provenance={"planner_version": __version__, "heuristic": name in HEURISTIC_METHODS,
                             "verified_by": "planner.simulator", "auto_choice":
@@ -146,9 +165,12 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
 
 
 def _milp_parts(coll: Collective) -> int:
-    """Chunks per block in the model: one block moves whole in allgather-like collectives;
-    a broadcast or reduce of one buffer needs pieces to pipeline."""
-    return 1 if coll.kind in ("allgather", "reduce-scatter", "allreduce") else min(8, max(2, coll.ranks // 2))
+    """Chunks per block in the model: one block moves whole in allgather-like collectives,
+    and in a latency-bound broadcast or reduce; a larger one-buffer collective is cut so
+    it can pipeline."""
+    if coll.kind in ("allgather", "reduce-scatter", "allreduce") or coll.size <= 64 << 10:
+        return 1
+    return min(8, max(2, coll.ranks // 2))
 
 
 def solver_json(result: SolveResult) -> dict:

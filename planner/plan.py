@@ -76,7 +76,7 @@ def _dump(value: Any, depth: int) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str, field: str = "-o") -> None:
     """Write all of `text` or nothing: a temporary file in the same folder, then a rename.
     The file gets the mode a plain open() would give; an unwritable place is bad input."""
     path = Path(path)
@@ -94,7 +94,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise InputError(f"cannot write here ({exc.strerror or exc.__class__.__name__})", source=str(path),
-                         field="-o") from None
+                         field=field) from None
     except BaseException:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)

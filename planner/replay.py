@@ -56,6 +56,11 @@ def replay_runtime_file(path: str, topo: Topology, size: int | None = None) -> d
     if coll.ranks != topo.num_gpus:
         raise InputError(f"the schedule is for {coll.ranks} GPUs, topology {topo.name} has {topo.num_gpus}",
                          source=path, field="ngpus")
+    if size is not None:
+        try:
+            coll.require_whole_blocks()
+        except InputError as exc:
+            raise InputError(exc.message, source=path, field="--size") from None
     report.update({"collective": coll.kind, "size_bytes": coll.size})
     if xml:
         report["runtime_problems"] = check_msccl_xml(Path(path).read_text(encoding="utf-8"))
@@ -75,6 +80,9 @@ def replay_plan(path: str, topo: Topology, size: int | None = None) -> dict:
     to `replay_runtime_file` (`size`: their SIZE in bytes, when the file does not say)."""
     if str(path).lower().endswith(".xml") or _is_mscclpp_plan(path):
         return replay_runtime_file(path, topo, size)
+    if size is not None:
+        raise InputError("a plan JSON carries its own size; --size is for MSCCL XML and MSCCL++ files",
+                         source=path, field="--size")
     doc = read_plan(path)
     if doc["kind"] != "collective":
         raise InputError(f"simulate takes collective plans, this is a {doc['kind']} plan", source=path, field="kind")

@@ -38,20 +38,21 @@ def hierarchical(collective: Collective, topo: Topology, router: Router | None =
         # slice j = blocks j*S .. j*S+S-1; block j*S+s is owned by server s in the inter pass
         slices = [list(range(j * n_servers, (j + 1) * n_servers)) for j in range(k)]
         for s, order in enumerate(intra):
-            transfers += ring_phase(order, [slices[j] for j in local], step, reduce=True, channel=s)
+            transfers += ring_phase(order, [slices[j] for j in local], step, reduce=True, channel=0)
         step += k - 1
         for j in range(k):
             units = [[slices[j][s]] for s in range(n_servers)]
-            transfers += ring_phase(inter[j], units, step, reduce=True, channel=k + j)
-            transfers += ring_phase(inter[j], units, step + n_servers - 1, reduce=False, channel=k + j)
+            transfers += ring_phase(inter[j], units, step, reduce=True, channel=1)
+            transfers += ring_phase(inter[j], units, step + n_servers - 1, reduce=False, channel=1)
         step += 2 * (n_servers - 1)
         for s, order in enumerate(intra):
-            transfers += ring_phase(order, [slices[j] for j in local], step, reduce=False, channel=s)
+            transfers += ring_phase(order, [slices[j] for j in local], step, reduce=False, channel=0)
     else:
         # bundle j = the blocks of the GPUs with local index j (their inter-server ring)
         bundles = [[rank[gpus[j]] for gpus in servers] for j in range(k)]
-        inter_pass = [(inter[j], [[b] for b in bundles[j]], k + j) for j in range(k)]
-        intra_pass = [(order, [bundles[j] for j in local], s) for s, order in enumerate(intra)]
+        # rings of different servers (or local indices) never share a connection: 2 channels do
+        inter_pass = [(inter[j], [[b] for b in bundles[j]], 1) for j in range(k)]
+        intra_pass = [(order, [bundles[j] for j in local], 0) for order in intra]
         passes = ([(inter_pass, n_servers), (intra_pass, k)] if collective.kind == "allgather"
                   else [(intra_pass, k), (inter_pass, n_servers)])
         for group, length in passes:
