@@ -43,7 +43,7 @@ def main() -> None:
                 wall = time.perf_counter() - t0
                 baselines = {m: t for m, t in plan.metrics["candidates"].items() if m != "milp"}
                 best = min(baselines, key=baselines.get)
-                solver = plan.solver or {}
+                solver = plan.solver or plan.metrics.get("milp_model", {}).get("solver") or {}
                 gap = solver.get("gap")
                 rows.append({"topology": name, "collective": kind, "per_gpu": size_text, "auto": plan.method,
                              "auto_us": plan.metrics["time_us"], "best_baseline": best,
