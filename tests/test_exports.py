@@ -17,7 +17,7 @@ from planner.exports.mscclpp_json import MAX_OPERATION
 from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import simulate
 from solvers import baselines
-from tests.helpers import build_baseline
+from helpers import build_baseline
 from topologies.io import load_topology
 
 TOPOLOGIES = ("dgx-a100", "dgx1", "hgx-h100x2")
