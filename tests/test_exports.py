@@ -157,7 +157,7 @@ def test_checker_and_import_catch_a_dependency_cycle():
 
 
 def two_gpu_topo():
-    from tests.helpers import explicit
+    from helpers import explicit
     return explicit("two", ["g0", "g1"], [("g0", "g1", 100, 1.0)])
 
 
@@ -229,7 +229,7 @@ def ring_allreduce_rccl_style(n: int = 4) -> str:
 
 
 def test_foreign_4_gpu_ring_allgather():
-    from tests.helpers import explicit
+    from helpers import explicit
 
     four = explicit("four", [f"g{i}" for i in range(4)], [(f"g{i}", "sw", 100, 0.5) for i in range(4)], ["sw"])
     s = import_msccl_xml(ring_allgather_msccl_tools(4), size=4 << 20)
