@@ -291,6 +291,13 @@ def _print_collective(doc: dict, output: str | None) -> None:
                f"bound {m['lower_bound_us']:.2f} us   ratio to bound {m['ratio_to_bound']:.3f}")
     click.echo(f"  {m['transfers']} transfers in {m['steps']} steps, verified by the simulator; "
                f"synthesis {m['synthesis_seconds']:.3f} s")
+    attempt = doc["solver"] or m.get("milp_model", {}).get("solver")
+    if attempt:
+        gap = "-" if attempt["gap"] is None else f"{attempt['gap']:.3g}"
+        click.echo(f"  solver {attempt['name']}: {attempt['status']}, gap {gap}, {attempt['seconds']:.2f} s"
+                   + (", time limit hit" if attempt["limit_hit"] else ""))
+    if doc["fallback"]:
+        click.echo(f"  fallback: {doc['fallback']}")
     if output:
         click.echo(f"  plan written to {output}")
 
