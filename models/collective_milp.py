@@ -66,9 +66,8 @@ def _connections(topo: Topology, router: Router, chunk_bytes: float, reverse: bo
             if any(p in gpu_set for p in path[1:-1]):
                 continue
             links = tuple(index[(u, v)] for u, v in zip(path, path[1:]))
-            width = min(topo.links[k].bandwidth for k in links) * 1e3
-            latency = sum(topo.links[k].latency for k in links)
-            raw.append((a, b, links, chunk_bytes / width + latency))
+            width, latency = router.figures(gpus[src], gpus[dst])
+            raw.append((a, b, links, chunk_bytes / (width * 1e3) + latency))
     tau = min(t for *_, t in raw)
     conns = []
     for a, b, links, t in raw:
@@ -95,10 +94,10 @@ MIN_SOLVE_S = 0.05  # the solver always gets at least this, even when building u
 def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: list[list[int]], chunk_bytes: float,
                horizon_us: float, reverse: bool, solver: str | None, deadline: float,
                max_variables: int = MAX_VARIABLES
-               ) -> tuple[list[tuple[int, int, int, int]] | None, SolveResult, int, float, int, int]:
+               ) -> tuple[list[tuple[int, int, int, int, int]] | None, SolveResult, int, float, int, int]:
     """Chunk c starts at GPU sources[c] and must reach every GPU in receivers[c].
 
-    Returns the sends (chunk, src, dst, epoch) of the best solution found (or None), the
+    Returns the sends (chunk, src, dst, epoch, epochs in flight) of the best solution found (or None), the
     solver result, the horizon in epochs, tau, and the model size.
     """
     n = topo.num_gpus
@@ -172,7 +171,8 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
     result = solve_model(model, solver, SolveOptions(time_limit_s=max(MIN_SOLVE_S, deadline - time.perf_counter())))
     sends = None
     if result.has_solution:
-        sends = sorted((c, conns[e].src, conns[e].dst, t) for (c, e, t), var in x.items() if result.value(var) > 0.5)
+        sends = sorted((c, conns[e].src, conns[e].dst, t, conns[e].epochs)
+                       for (c, e, t), var in x.items() if result.value(var) > 0.5)
     return sends, result, horizon, tau, model.num_vars, model.num_constraints
 
 
@@ -214,13 +214,12 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
         if sends is None:
             return MilpOutcome(None, result, horizon, tau, nvars, ncons)
         if backwards:
-            end = max(t + _duration(topo, router, chunk_bytes, a, b, tau, True) for c, a, b, t in sends)
-            for c, a, b, t in sends:
-                step = end - t - _duration(topo, router, chunk_bytes, a, b, tau, True)
-                transfers.append(Transfer(c, b, a, first_step + step, reduce=True, channel=c))
+            end = max(t + d for c, a, b, t, d in sends)
+            for c, a, b, t, d in sends:
+                transfers.append(Transfer(c, b, a, first_step + end - t - d, reduce=True, channel=c))
             first_step += end
         else:
-            transfers += [Transfer(c, a, b, first_step + t, channel=c) for c, a, b, t in sends]
+            transfers += [Transfer(c, a, b, first_step + t, channel=c) for c, a, b, t, d in sends]
     result, horizon, tau, nvars, ncons, earlier = outcome
     if earlier is not None:  # allreduce: report the weaker of the two solves
         result = _combine(earlier[0], result)
@@ -228,15 +227,6 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
     schedule = Schedule(coll, chunks, tuple(transfers), algorithm="milp",
                         params=(("parts", parts), ("epoch_us", tau), ("horizon_epochs", horizon)))
     return MilpOutcome(schedule, result, horizon, tau, nvars, ncons)
-
-
-def _duration(topo: Topology, router: Router, chunk_bytes: float, a: int, b: int, tau: float, reverse: bool) -> int:
-    gpus = topo.gpus
-    src, dst = (b, a) if reverse else (a, b)
-    path = router.route(gpus[src], gpus[dst])
-    links = [topo.link(u, v) for u, v in zip(path, path[1:])]
-    t = chunk_bytes / (min(l.bandwidth for l in links) * 1e3) + sum(l.latency for l in links)
-    return max(1, math.ceil(t / tau - 1e-9))
 
 
 def _combine(a: SolveResult, b: SolveResult) -> SolveResult:

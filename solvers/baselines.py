@@ -26,9 +26,8 @@ def _hop_widths(topo: Topology, router: Router, gpus: tuple[str, ...]) -> list[l
     for i, a in enumerate(gpus):
         for j, b in enumerate(gpus):
             if i != j:
-                path = router.route(a, b)
-                if not any(p in gpu_set for p in path[1:-1]):
-                    w[i][j] = min(topo.link(u, v).bandwidth for u, v in zip(path, path[1:]))
+                if not any(p in gpu_set for p in router.route(a, b)[1:-1]):
+                    w[i][j] = router.figures(a, b)[0]
     return w
 
 
@@ -217,12 +216,7 @@ def chain(collective: Collective, topo: Topology, channels: int | None = None, p
 
 def _pipeline_parts(channel_bytes: float, n: int, line: list[int], topo: Topology, router: Router) -> int:
     gpus = topo.gpus
-    widths, latencies = [], []
-    for a, b in zip(line, line[1:]):
-        path = router.route(gpus[a], gpus[b])
-        links = [topo.link(u, v) for u, v in zip(path, path[1:])]
-        widths.append(min(l.bandwidth for l in links))
-        latencies.append(sum(l.latency for l in links))
+    widths, latencies = zip(*(router.figures(gpus[a], gpus[b]) for a, b in zip(line, line[1:])))
     if n <= 2:
         return 1
     alpha = max(0.1, sum(latencies) / len(latencies))

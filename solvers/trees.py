@@ -82,14 +82,9 @@ def _parts_per_block(collective: Collective, topo: Topology, trees: list[BinaryT
     """Chunks per block that minimise the alpha-beta time of a pipelined tree:
     (slots + 2H) x (chunk / bandwidth + alpha) is least at slots = sqrt(2H x half / (B alpha))."""
     gpus = topo.gpus
-    widths, alphas = [], []
-    for v, up in trees[0].parent.items():
-        path = router.route(gpus[v], gpus[up])
-        links = [topo.link(a, b) for a, b in zip(path, path[1:])]
-        widths.append(min(l.bandwidth for l in links))
-        alphas.append(sum(l.latency for l in links))
-    if not widths:
+    if not trees[0].parent:
         return 1
+    widths, alphas = zip(*(router.figures(gpus[v], gpus[up]) for v, up in trees[0].parent.items()))
     height = trees[0].height[trees[0].root]
     alpha = max(0.1, sum(alphas) / len(alphas))
     half_us = collective.size / 2 / (min(widths) * 1e3 / 2)  # inner nodes send to two children

@@ -45,6 +45,12 @@ class Router:
             self._routes[key] = self._route(src, dst)
         return self._routes[key]
 
+    def figures(self, src: str, dst: str) -> tuple[float, float]:
+        """(bottleneck bandwidth GB/s, total latency us) of the route from `src` to `dst`."""
+        path = self.route(src, dst)
+        links = [self.physical.link(u, v) for u, v in zip(path, path[1:])]
+        return min(l.bandwidth for l in links), sum(l.latency for l in links)
+
     def _route(self, src: str, dst: str) -> tuple[str, ...]:
         server = self.physical.server_of_gpu.get(src)
         attempts = [(False, None), (True, None)]
