@@ -49,7 +49,15 @@ def _scale_up_connected(topo: Topology, server: int) -> bool:
 
 
 def data_plane(topo: Topology) -> Topology:
-    """The derived topology of allowed paths (see module doc). O(V + E)."""
+    """The derived topology of allowed paths (see module doc). O(V + E) once per topology:
+    the result is kept on the (immutable) topology, as functools.cached_property would."""
+    memo = topo.__dict__.get("_data_plane")
+    if memo is None:
+        memo = topo.__dict__["_data_plane"] = _derive(topo)
+    return memo
+
+
+def _derive(topo: Topology) -> Topology:
     nodes = list(topo.nodes)
     links = list(topo.links)
     if len(topo.servers) == 1:
