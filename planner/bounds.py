@@ -30,7 +30,7 @@ from fractions import Fraction
 import numpy as np
 
 from planner.collectives import Collective
-from topologies.flows import MBPS_PER_GBPS, FlowNetwork
+from topologies.flows import MBPS_PER_GBPS, FlowNetwork, min_gather_ratio
 from topologies.types import Topology
 
 
@@ -57,29 +57,10 @@ def gather_throughput(topo: Topology, reverse: bool = False) -> tuple[Fraction, 
     S). Exact rational arithmetic on integer capacities. O(rounds x N x max-flow).
     """
     net = FlowNetwork(topo, reverse)
-    gpus = net.gpus
-    n = len(gpus)
-    if n < 2:
+    if len(net.gpus) < 2:
         return Fraction(0), frozenset()
-    is_gpu = np.zeros(net.size, dtype=bool)
-    is_gpu[gpus] = True
-    worst = min(gpus, key=net.in_capacity)
-    best_side = np.ones(net.size, dtype=bool)
-    best_side[worst] = False
-    x = Fraction(net.cut_capacity(best_side), n - 1)
-    while True:
-        p, q = x.numerator, x.denominator
-        improved = None
-        for v in gpus:
-            value, side = net.max_flow([(u, p) for u in gpus if u != v], [v], scale=q)
-            if value < p * (n - 1):
-                ratio = Fraction(net.cut_capacity(side), int(is_gpu[side].sum()))
-                if improved is None or ratio < improved[0]:
-                    improved = (ratio, side)
-        if improved is None or improved[0] >= x:
-            break
-        x, best_side = improved
-    cut = frozenset(net.node_ids[i] for i in np.flatnonzero(best_side))
+    x, side = min_gather_ratio(net.size, net.tail, net.head, net.cap, net.gpus)
+    cut = frozenset(net.node_ids[i] for i in np.flatnonzero(side))
     return x * net.unit_mbps, cut
 
 

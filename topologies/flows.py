@@ -9,6 +9,7 @@ with Python integers instead: same answer, slower.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import reduce
 from typing import Sequence
 
@@ -28,6 +29,75 @@ def _whole_mbps_up(gbps: float) -> int:
     """Whole MB/s at or above `gbps` (at least 1); float noise below 1e-12 relative is
     not rounded up a whole unit (15.75 GB/s is 15750 MB/s, not 15751)."""
     return max(1, math.ceil(gbps * MBPS_PER_GBPS * (1 - 1e-12)))
+
+
+def dinic(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, source: int, sink: int,
+          keep: int | None = None) -> tuple[int, np.ndarray]:
+    """Max flow value from `source` to `sink` on the digraph given by arc arrays (parallel arcs
+    add up), and the source side of a min cut over the first `keep` nodes (all by default).
+    scipy's Dinic in int32 when the capacities fit, networkx with Python integers otherwise."""
+    keep = size if keep is None else keep
+    bound = min(int(caps[tails == source].sum()), int(caps[heads == sink].sum()))
+    if bound * 2 > _INT32_MAX or int(caps.max(initial=0)) > _INT32_MAX:
+        return _max_flow_exact(tails, heads, caps, source, sink, keep)
+    a = sp.csr_array((caps.astype(np.int32), (tails, heads)), shape=(size, size))
+    result = maximum_flow(a, source, sink, method="dinic")
+    residual = (a - result.flow).tocsr()
+    residual.data = (residual.data > 0).astype(np.int8)
+    residual.eliminate_zeros()
+    reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
+    side = np.zeros(size, dtype=bool)
+    side[reached] = True
+    return int(result.flow_value), side[:keep]
+
+
+def _max_flow_exact(tails, heads, caps, source, sink, keep) -> tuple[int, np.ndarray]:
+    g = nx.DiGraph()
+    for u, v, c in zip(tails.tolist(), heads.tolist(), caps.tolist()):
+        if g.has_edge(u, v):
+            g[u][v]["capacity"] += c
+        else:
+            g.add_edge(u, v, capacity=c)
+    if source not in g or sink not in g:
+        return 0, np.isin(np.arange(keep), [source])
+    value, (reach, _) = nx.minimum_cut(g, source, sink)
+    side = np.zeros(keep, dtype=bool)
+    side[[u for u in reach if u < keep]] = True
+    return int(value), side
+
+
+def min_gather_ratio(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray,
+                     gpus: list[int]) -> tuple[Fraction, np.ndarray]:
+    """min over node sets S missing a GPU of cap(out of S) / |S ∩ gpus|, and a minimising S.
+
+    Dinkelbach's iteration from the best single-GPU cut; each round runs one max-flow per
+    GPU v (a super-source feeding x to every other GPU, sink v: a cut below (N-1)x names a
+    better S). Exact rational arithmetic on integer capacities. O(rounds x N x max-flow).
+    """
+    n = len(gpus)
+    is_gpu = np.zeros(size, dtype=bool)
+    is_gpu[gpus] = True
+    into = np.bincount(heads, weights=caps, minlength=size)
+    worst = min(gpus, key=lambda g: (into[g], g))
+    side = np.ones(size, dtype=bool)
+    side[worst] = False
+    x = Fraction(int(caps[side[tails] & ~side[heads]].sum()), n - 1)
+    gpu_arr = np.array(gpus, dtype=np.int64)
+    while True:
+        p, q = x.numerator, x.denominator
+        improved = None
+        for v in gpus:
+            others = gpu_arr[gpu_arr != v]
+            value, cut = dinic(size + 1, np.concatenate([tails, np.full(n - 1, size)]),
+                               np.concatenate([heads, others]),
+                               np.concatenate([caps * q, np.full(n - 1, p)]), size, v, keep=size)
+            if value < p * (n - 1):
+                ratio = Fraction(int(caps[cut[tails] & ~cut[heads]].sum()), int(is_gpu[cut].sum()))
+                if improved is None or ratio < improved[0]:
+                    improved = (ratio, cut)
+        if improved is None or improved[0] >= x:
+            return x, side
+        x, side = improved
 
 
 class FlowNetwork:
@@ -81,30 +151,7 @@ class FlowNetwork:
         heads = np.concatenate([head, np.array([s for s, _ in sources], dtype=np.int64), np.full(len(sinks), t_node)])
         caps = np.concatenate([cap, np.array([big if c is None else c for _, c in sources], dtype=np.int64),
                                np.full(len(sinks), big, dtype=np.int64)])
-        if big * 2 > _INT32_MAX:
-            return self._max_flow_exact(tails, heads, caps, s_node, t_node, n)
-        a = sp.csr_array((caps.astype(np.int32), (tails, heads)), shape=(n + 2, n + 2))
-        result = maximum_flow(a, s_node, t_node, method="dinic")
-        residual = (a - result.flow).tocsr()
-        residual.data = (residual.data > 0).astype(np.int8)
-        residual.eliminate_zeros()
-        reached = breadth_first_order(residual, s_node, directed=True, return_predecessors=False)
-        side = np.zeros(n + 2, dtype=bool)
-        side[reached] = True
-        return int(result.flow_value), side[:n]
-
-    @staticmethod
-    def _max_flow_exact(tails, heads, caps, s_node, t_node, n) -> tuple[int, np.ndarray]:
-        g = nx.DiGraph()
-        for u, v, c in zip(tails.tolist(), heads.tolist(), caps.tolist()):
-            if g.has_edge(u, v):
-                g[u][v]["capacity"] += c
-            else:
-                g.add_edge(u, v, capacity=c)
-        value, (reach, _) = nx.minimum_cut(g, s_node, t_node)
-        side = np.zeros(n, dtype=bool)
-        side[[u for u in reach if u < n]] = True
-        return int(value), side
+        return dinic(n + 2, tails, heads, caps, s_node, t_node, n)
 
     def latency_from(self, sources: Sequence[int]) -> np.ndarray:
         """Least path latency (us) from each source to every node; rows follow `sources`.

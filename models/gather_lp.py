@@ -1,0 +1,183 @@
+"""Throughput LP for allgather / broadcast when switches cannot copy data.
+
+The cut bound (planner/bounds.py) lets every node of the data plane count its full
+capacity in every cut. A switch, NIC or PCIe bridge cannot replicate data, though: what
+leaves it must have entered it. This LP adds that, so its optimum is a tighter bound, and
+one that tree packing can reach (on loads that balance at every non-GPU node, complete
+edge splitting exists; see solvers/splitting.py):
+
+    max x   over arc loads 0 <= l_e <= c_e
+    s.t.    sum of l into w = sum of l out of w        for every non-GPU node w
+            l(out of Z) >= x |Z ∩ GPUs|                for every node set Z missing a GPU
+                                                       (broadcast: Z holds the root, x)
+
+The cut family is exponential, so cuts are generated: first each GPU's ingress and egress,
+then, per round, one most violated cut per GPU v from a max-flow on the current loads
+(a super-source feeding x to every other GPU, or to the root, sink v). Every schedule's
+time-averaged link loads satisfy all of these constraints, so T >= (M/N) / x (broadcast
+M / x) is a valid lower bound.
+
+`rounds`, `cuts` and the solver's status are returned; the loads come back as floats and
+`integral_loads` turns them into whole units that still balance at every non-GPU node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from solvers import registry
+from solvers.model import Model, quicksum
+from solvers.result import SolveOptions
+from topologies.flows import dinic
+
+MAX_ROUNDS = 200
+_SEPARATION_UNITS = 1 << 26  # total of the scaled loads used to find violated cuts
+
+
+@dataclass(frozen=True)
+class ThroughputLP:
+    x: float                 # optimal throughput (units of the capacities)
+    loads: np.ndarray        # l_e per arc
+    rounds: int
+    cuts: int
+    status: str
+
+
+def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, gpus: list[int],
+                  root: int | None = None, solver: str = "highs", tolerance: float = 1e-7) -> ThroughputLP:
+    """Solve the LP above by cut generation. `root` (a node index) asks for broadcast."""
+    n = len(gpus)
+    is_gpu = np.zeros(size, dtype=bool)
+    is_gpu[gpus] = True
+    model = Model("gather-throughput")
+    load = [model.add_var(f"l{e}", 0.0, float(c)) for e, c in enumerate(caps.tolist())]
+    x = model.add_var("x", 0.0, float(caps.sum()))
+    into: list[list[int]] = [[] for _ in range(size)]
+    out_of: list[list[int]] = [[] for _ in range(size)]
+    for e, (a, b) in enumerate(zip(tails.tolist(), heads.tolist())):
+        out_of[a].append(e)
+        into[b].append(e)
+    for w in range(size):
+        if not is_gpu[w] and (into[w] or out_of[w]):
+            model.add_constraint(quicksum(load[e] for e in into[w]) - quicksum(load[e] for e in out_of[w]), "==", 0)
+    seen: set[bytes] = set()
+
+    def add_cut(side: np.ndarray) -> bool:
+        key = np.packbits(side).tobytes()
+        if key in seen:
+            return False
+        seen.add(key)
+        crossing = np.flatnonzero(side[tails] & ~side[heads])
+        weight = 1 if root is not None else int(is_gpu[side].sum())
+        model.add_constraint(quicksum(load[e] for e in crossing.tolist()) - weight * x, ">=", 0)
+        return True
+
+    for v in gpus:
+        if root is None or v != root:
+            side = np.ones(size, dtype=bool)
+            side[v] = False
+            add_cut(side)
+        if root is None or v == root:
+            side = np.zeros(size, dtype=bool)
+            side[v] = True
+            add_cut(side)
+    model.maximize(x)
+    rounds = 0
+    while True:
+        rounds += 1
+        result = registry.solve(model, solver, SolveOptions())
+        if result.values is None:
+            raise RuntimeError(f"throughput LP: solver returned {result.termination}")
+        values = np.array(result.values)
+        ell, xv = values[:-1], float(values[-1])
+        if rounds > MAX_ROUNDS or xv <= 0:
+            break
+        added = 0
+        scale = _SEPARATION_UNITS / max(1.0, float(ell.sum()) + xv * n)
+        ell_int = np.floor(ell * scale).astype(np.int64)
+        feed = int(np.ceil(xv * scale))
+        for v in gpus:
+            if root is not None and v == root:
+                continue
+            sources = [root] if root is not None else [g for g in gpus if g != v]
+            need = feed * len(sources)
+            value, side = dinic(size + 1, np.concatenate([tails, np.full(len(sources), size)]),
+                                np.concatenate([heads, np.array(sources, dtype=np.int64)]),
+                                np.concatenate([ell_int, np.full(len(sources), feed)]), size, v, keep=size)
+            slack = len(tails) + len(sources)  # flooring loses under one unit per arc
+            if value < need - slack - tolerance * need:
+                added += add_cut(side)
+                # the other extreme min cut: everything that cannot reach v in the residual
+                added += add_cut(_sink_side_cut(size, tails, heads, ell_int, sources, feed, v))
+        if not added:
+            break
+    return ThroughputLP(xv, ell, rounds, len(seen), str(result.termination))
+
+
+def _sink_side_cut(size, tails, heads, caps, sources, feed, v) -> np.ndarray:
+    """The largest source side of a min cut: the complement of what reaches v in the
+    residual graph (found as the smallest sink side of the reversed problem)."""
+    n_src = len(sources)
+    rev_t = np.concatenate([heads, np.full(1, v)])
+    rev_h = np.concatenate([tails, np.full(1, size)])
+    rev_c = np.concatenate([caps, np.full(1, int(caps.sum()) + feed * n_src + 1)])
+    # reversed: v is the source, the super-source (size) the sink through the source arcs
+    rev_t = np.concatenate([rev_t[:-1], np.array(sources, dtype=np.int64)])
+    rev_h = np.concatenate([rev_h[:-1], np.full(n_src, size)])
+    rev_c = np.concatenate([rev_c[:-1], np.full(n_src, feed)])
+    _, reach = dinic(size + 1, rev_t, rev_h, rev_c, v, size, keep=size)
+    return ~reach
+
+
+def integral_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.ndarray, caps: np.ndarray,
+                   is_gpu: np.ndarray, scale: float) -> np.ndarray:
+    """Whole-unit loads, at most `loads x scale` (and the scaled capacity), balanced at every
+    non-GPU node: floors, then any excess into a node is taken off its inflowing arcs, which
+    may unbalance the nodes those arcs come from; GPUs absorb any imbalance."""
+    whole = np.minimum(np.floor(loads * scale + 1e-6), np.floor(caps * scale)).astype(np.int64)
+    whole = np.maximum(whole, 0)
+    into: list[list[int]] = [[] for _ in range(size)]
+    out_of: list[list[int]] = [[] for _ in range(size)]
+    for e, (a, b) in enumerate(zip(tails.tolist(), heads.tolist())):
+        out_of[a].append(e)
+        into[b].append(e)
+    work = [w for w in range(size) if not is_gpu[w]]
+    while work:
+        w = work.pop()
+        surplus = int(whole[into[w]].sum()) - int(whole[out_of[w]].sum())
+        arcs, ends = (into[w], tails) if surplus > 0 else (out_of[w], heads)
+        for e in sorted(arcs, key=lambda e: -whole[e]):
+            if surplus == 0:
+                break
+            cut = min(abs(surplus), int(whole[e]))
+            whole[e] -= cut
+            surplus -= cut if surplus > 0 else -cut
+            if cut and not is_gpu[ends[e]]:
+                work.append(int(ends[e]))
+    return whole
+
+
+def fill_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.ndarray, caps: np.ndarray,
+               gpus: list[int]) -> np.ndarray:
+    """`loads` plus a maximum GPU-to-GPU flow in the capacity they leave: still balanced at
+    every non-GPU node, and with as much slack as the links allow (more capacity never
+    hurts a cut condition, and slack lets the splitting keep it)."""
+    rank = {g: r for r, g in enumerate(gpus)}
+    src, snk = size + len(gpus), size + len(gpus) + 1
+    t = np.array([a for a in tails.tolist()], dtype=np.int64)
+    h = np.array([size + rank[b] if b in rank else b for b in heads.tolist()], dtype=np.int64)
+    room = np.maximum(caps - loads, 0)
+    big = int(room.sum()) + 1
+    gpu_arr = np.array(gpus, dtype=np.int64)
+    tt = np.concatenate([t, np.full(len(gpus), src), size + np.arange(len(gpus))])
+    hh = np.concatenate([h, gpu_arr, np.full(len(gpus), snk)])
+    cc = np.concatenate([room, np.full(len(gpus), big), np.full(len(gpus), big)])
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import maximum_flow
+    if big * 2 >= 2**31:
+        return loads
+    a = sp.csr_array((cc.astype(np.int32), (tt, hh)), shape=(snk + 1, snk + 1))
+    flow = maximum_flow(a, src, snk, method="dinic").flow.tocsr()
+    extra = np.asarray(flow[t, h]).ravel().astype(np.int64)
+    return loads + np.maximum(extra, 0)
