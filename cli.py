@@ -259,17 +259,12 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
         except Exception as exc:  # the registry's UnknownSolver lists the available names
             raise InputError(str(exc), field="--solver") from None
     c = as_options(lambda: Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix).require_whole_blocks())
-    result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver)
+    result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver,
+                             export=export_fmt)
     doc = result.plan.to_json(reproducible)
-    exported = None
+    exported = result.exported
     if export_fmt:
-        from planner.exports import round_trip
         from planner.plan import write_text_atomic
-
-        try:
-            exported, _, _ = round_trip(result.schedule, export_fmt, t, result.sim.time_us)
-        except InputError as exc:  # the plan does not fit the format or the runtime's limits
-            raise InputError(exc.message, source=exc.source, field=f"--export {export_fmt}") from None
     if output:
         write_plan(result.plan, output, reproducible)
     if exported is not None:

@@ -181,3 +181,36 @@ def fill_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.ndarra
     flow = maximum_flow(a, src, snk, method="dinic").flow.tocsr()
     extra = np.asarray(flow[t, h]).ravel().astype(np.int64)
     return loads + np.maximum(extra, 0)
+
+
+def arc_classes(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, labels: list) -> np.ndarray:
+    """Arcs grouped by colour refinement (1-dimensional Weisfeiler-Leman) of the nodes:
+    nodes start coloured by `labels`, then by the multiset of (capacity, neighbour colour)
+    over their in- and out-arcs, until stable. On the symmetric fabrics (identical servers,
+    rails, leaf groups) the classes are the orbits of the symmetry group."""
+    palette: dict = {}
+    color = np.array([palette.setdefault(l, len(palette)) for l in labels], dtype=np.int64)
+    t_list, h_list, c_list = tails.tolist(), heads.tolist(), caps.tolist()
+    for _ in range(size):
+        sig_in: list[list] = [[] for _ in range(size)]
+        sig_out: list[list] = [[] for _ in range(size)]
+        for a, b, c in zip(t_list, h_list, c_list):
+            sig_out[a].append((c, int(color[b])))
+            sig_in[b].append((c, int(color[a])))
+        palette = {}
+        new = np.array([palette.setdefault((int(color[v]), tuple(sorted(sig_in[v])), tuple(sorted(sig_out[v]))),
+                                           len(palette)) for v in range(size)], dtype=np.int64)
+        if len(palette) == len(set(color.tolist())):
+            break
+        color = new
+    keys: dict = {}
+    return np.array([keys.setdefault((int(color[a]), int(color[b]), c), len(keys))
+                     for a, b, c in zip(t_list, h_list, c_list)], dtype=np.int64)
+
+
+def symmetrize(loads: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Loads averaged over each arc class (a convex combination of symmetric images of a
+    solution when the classes are orbits; callers re-check the result)."""
+    sums = np.bincount(classes, weights=loads)
+    counts = np.bincount(classes)
+    return (sums / counts)[classes]

@@ -64,6 +64,22 @@ def gather_throughput(topo: Topology, reverse: bool = False) -> tuple[Fraction, 
     return x * net.unit_mbps, cut
 
 
+LP_BOUND_MAX_GPUS = 128  # the throughput LP's cut generation stays within seconds up to here
+
+
+def _switch_lp(topo: Topology, reverse: bool, root: int | None) -> float | None:
+    """The throughput LP's optimum in MB/s (models/gather_lp.py): arc loads balance at
+    every non-GPU node, since switches, NICs and PCIe bridges cannot copy data. None when
+    the data plane has no such node or the instance is too large."""
+    net = FlowNetwork(topo, reverse)
+    if len(net.gpus) > LP_BOUND_MAX_GPUS or net.size == len(net.gpus):
+        return None
+    from models.gather_lp import throughput_lp
+    lp = throughput_lp(net.size, net.tail, net.head, net.cap, net.gpus,
+                       root=None if root is None else net.gpus[root])
+    return lp.x * (1 + 1e-6) * net.unit_mbps  # the solver's tolerances must not overstate the bound
+
+
 def _flow_mbps(net: FlowNetwork, sources: list[int], sinks: list[int], blocked: list[int] = ()) -> int:
     value, _ = net.max_flow([(s, None) for s in sources], sinks, blocked=blocked)
     return value * net.unit_mbps
@@ -99,15 +115,27 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
         k = sum(1 for g in topo.gpus if g in cut)
         derivation = ("min-cut: (M/N) / min_S cap(out of S)/|S∩GPUs|" if coll.kind == "allgather"
                       else "min-cut on the reversed graph: (M/N) / min_S cap(into S)/|S∩GPUs|")
+        detail += [("cut_throughput_GBps_per_gpu", float(x) / MBPS_PER_GBPS), ("cut_gpus", k),
+                   ("cut_bound_us", bw)]
+        lp = _switch_lp(topo, coll.kind == "reduce-scatter", None)
+        if lp is not None and lp < float(x) * (1 - 1e-9):
+            x = lp
+            bw = _us(m / n, x)
+            derivation += "; tightened by the throughput LP (switches do not copy data)"
         detail += [("optimal_throughput_GBps_per_gpu", float(x) / MBPS_PER_GBPS),
-                   ("optimal_algbw_GBps", float(x) * n / MBPS_PER_GBPS), ("cut_gpus", k)]
+                   ("optimal_algbw_GBps", float(x) * n / MBPS_PER_GBPS)]
     elif coll.kind in ("broadcast", "reduce"):
         flows = FlowNetwork(topo, reverse=coll.kind == "reduce")
         root = flows.gpus[coll.root]
         flow = min(_flow_mbps(flows, [root], [v]) for v in flows.gpus if v != root)
         bw = _us(m, flow)
         derivation = "M / min over GPUs v of maxflow(root -> v)" + (" on the reversed graph" if coll.kind == "reduce" else "")
-        detail.append(("min_root_flow_GBps", flow / MBPS_PER_GBPS))
+        detail += [("min_root_flow_GBps", flow / MBPS_PER_GBPS), ("cut_bound_us", bw)]
+        lp = _switch_lp(topo, coll.kind == "reduce", coll.root)
+        if lp is not None and lp < flow * (1 - 1e-9):
+            bw = _us(m, lp)
+            derivation += "; tightened by the throughput LP (switches do not copy data)"
+            detail.append(("lp_root_rate_GBps", lp / MBPS_PER_GBPS))
         need = np.zeros((n, n), dtype=bool)
         if coll.kind == "broadcast":
             need[coll.root] = True

@@ -20,6 +20,7 @@ from planner.simulator import SimResult, simulate
 from models.collective_milp import MAX_VARIABLES, milp_schedule
 from solvers import SolveResult, SolverError, baselines, trees
 from solvers.hierarchical import hierarchical
+from solvers.tree_schedules import tree_schedule
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -31,6 +32,8 @@ METHODS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "hierarchical": (("allgather", "reduce-scatter", "allreduce"), lambda c, t, r: hierarchical(c, t, router=r)),
     "chain": (("broadcast", "reduce"), lambda c, t, r: baselines.chain(c, t, router=r)),
     "direct": (("alltoall", "alltoallv"), lambda c, t, r: baselines.direct_alltoall(c, t)),
+    "trees": (("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"),
+              lambda c, t, r: tree_schedule(c, t)),
 }
 HEURISTIC_METHODS = {"ring", "tree", "hierarchical", "chain", "direct"}
 
@@ -40,6 +43,10 @@ class CollectiveResult:
     plan: Plan
     schedule: Schedule
     sim: SimResult
+    exported: str | None = None  # the schedule in the asked export format, round-tripped
+
+
+TREES_AUTO_MAX_GPUS = 32  # auto packs trees up to here (seconds); `--method trees` goes further
 
 
 def methods_for(kind: str) -> list[str]:
@@ -54,13 +61,16 @@ MILP_VARIABLES_PER_SECOND = 20_000  # model size allowed per second of --time-li
 
 
 def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topology_name: str | None = None,
-                    time_limit_s: float | None = None, solver: str | None = None) -> CollectiveResult:
+                    time_limit_s: float | None = None, solver: str | None = None,
+                    export: str | None = None) -> CollectiveResult:
     """Build, verify, time and bound a schedule for `coll` on `topo`.
 
     Heuristic methods run as asked. `milp` (and `auto` on small, latency-bound instances)
     first runs the applicable baselines, then solves the time-expanded model with the best
     baseline's time as its horizon; the fastest simulated schedule is returned, and when
-    the model's schedule is not it, `fallback` says why.
+    the model's schedule is not it, `fallback` says why. With `export` (a format of
+    planner/exports), the plan returned is the fastest whose export round-trips; under
+    `auto` the others are listed in `skipped` with the reason.
     """
     heuristics = methods_for(coll.kind)
     if method not in ("auto", "milp") and method not in METHODS:
@@ -70,11 +80,14 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     if method in METHODS and method not in heuristics:
         raise InputError(f"method {method!r} does not do {coll.kind} (use {', '.join(heuristics) or 'none'})",
                          field="method")
+    skipped = {}
     candidates = heuristics if method in ("auto", "milp") else [method]
+    if method in ("auto", "milp") and "trees" in candidates and coll.ranks > TREES_AUTO_MAX_GPUS:
+        candidates = [c for c in candidates if c != "trees"]
+        skipped["trees"] = f"auto packs trees up to {TREES_AUTO_MAX_GPUS} GPUs (ask for --method trees)"
     router = Router(topo)
     search_started = time.perf_counter()
     tried = []
-    skipped = {}
     for name in candidates:
         t0 = time.perf_counter()
         try:
@@ -127,6 +140,9 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                 sim = simulate(outcome.schedule, topo, router)
                 tried.append((sim.time_us, "milp", outcome.schedule, sim, time.perf_counter() - t0))
     tried.sort(key=lambda x: (x[0], x[1]))
+    exported = None
+    if export:
+        tried, exported = _exportable(tried, export, topo, skipped)
     time_us, name, schedule, sim, synthesis = tried[0]
     if method in ("auto", "milp"):
         synthesis = time.perf_counter() - search_started  # the whole search: baselines, model, solve
@@ -161,7 +177,27 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                             "verified_by": "planner.simulator", "auto_choice":
                                 (f"fastest simulated of {', '.join(n for _, n, *_ in tried)}"
                                  if method in ("auto", "milp") else "requested")})
-    return CollectiveResult(plan, schedule, sim)
+    return CollectiveResult(plan, schedule, sim, exported)
+
+
+def _exportable(tried: list, fmt: str, topo: Topology, skipped: dict) -> tuple[list, str]:
+    """The candidates from the first whose export round-trips, and that export."""
+    from planner.exports import round_trip
+    from planner.exports.roundtrip import ExportMismatch
+
+    for i, (time_us, name, schedule, _, _) in enumerate(tried):
+        try:
+            if any(t.path is not None for t in schedule.transfers):
+                raise InputError("it routes transfers over chosen paths (NVLink, PCIe, NICs), which the "
+                                 "format cannot say: the runtime would pick its own routes")
+            text, _, _ = round_trip(schedule, fmt, topo, time_us)
+        except (InputError, ExportMismatch) as exc:
+            if i == len(tried) - 1:
+                raise InputError(exc.message, source=exc.source, field=f"--export {fmt}") from None
+            skipped[name] = f"its schedule does not export as {fmt}: {exc.message}"
+            continue
+        return tried[i:], text
+    raise AssertionError("unreachable")
 
 
 def _milp_parts(coll: Collective) -> int:

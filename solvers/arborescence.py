@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from topologies.flows import dinic
+from topologies.flows import flow_value
 
 
 class PackingError(RuntimeError):
@@ -88,30 +88,28 @@ def pack(n: int, arcs: dict[tuple[int, int], int], demand: dict[int, int]) -> li
         mem = np.array([member[j] for j in others])
         which, nodes = np.nonzero(mem)
         live = cap > 0
-        big = int(cap.sum()) + c_sum + 1
+        big = int(cap[live & (tails == x)].sum()) + c_sum + 1  # no flow can exceed what leaves x
         t = np.concatenate([tails[live], np.full(len(others), x), n + which])
         h = np.concatenate([heads[live], n + np.arange(len(others)), nodes])
         c = np.concatenate([cap[live], np.array([mult[j] for j in others], dtype=np.int64),
                             np.full(len(nodes), big, dtype=np.int64)])
-        value, _ = dinic(n + len(others), t, h, c, x, y)
+        value = flow_value(n + len(others), t, h, c, x, y)
         return value - c_sum
 
-    # Level-synchronous growth: every tree gains one level per round, so trees share the
-    # short arcs instead of the first ones taking them all and the last ones growing deep.
+    # Round robin, one node per tree per turn, candidates shallowest parent first: trees
+    # share the short arcs instead of the first ones taking them all and the last growing
+    # deep (depth is what a pipelined schedule pays for in start-up time).
     depth: list[list[int]] = [[0 if v == r else -1 for v in range(n)] for r in roots]
-    frontier: dict[int, list[int]] = {i: [roots[i]] for i in active}
     while active:
         for i in list(active):
-            grown: list[int] = []
-            for x in frontier[i]:
+            grew = False
+            members = sorted(np.flatnonzero(member[i]).tolist(), key=lambda v: (depth[i][v], v))
+            for x in members:
                 for y in succ[x]:
-                    if member[i][y]:
-                        continue
                     k = position[x, y]
-                    limit = min(mult[i], int(cap[k]))
-                    if limit <= 0:
+                    if member[i][y] or cap[k] <= 0:
                         continue
-                    mu = min(limit, headroom(i, x, y))
+                    mu = min(mult[i], int(cap[k]), headroom(i, x, y))
                     if mu <= 0:
                         continue
                     if mu < mult[i]:
@@ -121,24 +119,21 @@ def pack(n: int, arcs: dict[tuple[int, int], int], demand: dict[int, int]) -> li
                         member.append(member[i].copy())
                         parent.append(list(parent[i]))
                         depth.append(list(depth[i]))
-                        frontier[j] = list(frontier[i])
                         active.append(j)
                         mult[i] = mu
                     member[i][y] = True
                     parent[i][y] = x
                     depth[i][y] = depth[i][x] + 1
                     cap[k] -= mu
-                    grown.append(y)
-            if member[i].all():
-                active.remove(i)
-                del frontier[i]
-            elif grown:
-                frontier[i] = grown
-            elif len(frontier[i]) < int(member[i].sum()):
-                frontier[i] = sorted(np.flatnonzero(member[i]).tolist(), key=lambda v: (depth[i][v], v))
-            else:
+                    grew = True
+                    break
+                if grew:
+                    break
+            if not grew:
                 raise PackingError(f"tree rooted at {roots[i]} cannot span node(s) "
                                    f"{np.flatnonzero(~member[i]).tolist()[:5]}: the cut condition fails")
+            if member[i].all():
+                active.remove(i)
     return [PackedTree(roots[i], mult[i], tuple(parent[i])) for i in range(len(roots))]
 
 

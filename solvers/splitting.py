@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from topologies.flows import dinic
+from topologies.flows import flow_value
 
 from topologies.dataplane import physical_id
 
@@ -80,27 +80,51 @@ def remove_switches(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.nd
     heap = [(len(inn[w]) * len(out[w]), w) for w in range(size) if not is_gpu[w]]
     heapq.heapify(heap)
     done = np.zeros(size, dtype=bool)
-    while heap:
-        key, w = heapq.heappop(heap)
-        if done[w]:
-            continue
-        if key != len(inn[w]) * len(out[w]):
-            heapq.heappush(heap, (len(inn[w]) * len(out[w]), w))
-            continue
+    # Splits are applied in batches and the condition checked once per batch (a check
+    # is one max-flow per GPU); a batch that breaks it is undone and replayed node by
+    # node. The batch doubles after a success and restarts at one after a failure.
+    batch, pending, careful = 1, 0, 0
+    saved = None
+    while True:
+        w = _next_node(heap, done, inn, out)
+        if w is None or (check is not None and pending >= batch):
+            if check is not None and pending:
+                if check.holds(out):
+                    batch = min(batch * 2, 64)
+                else:
+                    out, inn, pool, heap, done = saved
+                    heapq.heapify(heap)
+                    careful, batch = pending, 1
+                pending, saved = 0, None
+                if w is not None:
+                    heapq.heappush(heap, (len(inn[w]) * len(out[w]), w))
+                continue
+            if w is None:
+                break
         done[w] = True
-        stats["nodes"] += 1
         touched = set(inn[w]) | set(out[w])
         plan, forced = _transport(w, inn[w], out[w], server_of, is_gpu)
         if check is None or forced:
             _apply(w, plan, out, inn, pool)
-        else:
+        elif careful:
+            careful -= 1
             stats["checked"] += 1
-            saved = _snapshot(w, out, inn, pool)
+            local = _snapshot(w, out, inn, pool)
             _apply(w, plan, out, inn, pool)
             if not check.holds(out):
-                _restore(saved, out, inn, pool)
+                _restore(local, out, inn, pool)
                 stats["pairwise"] += 1
                 _split_pairwise(w, out, inn, pool, server_of, check)
+        else:
+            if saved is None:
+                done[w] = False
+                saved = ([d.copy() for d in out], [d.copy() for d in inn],
+                         {k: [list(p) for p in v] for k, v in pool.items()}, list(heap) + [(0, w)], done.copy())
+                done[w] = True
+            pending += 1
+            stats["checked"] += 1
+            _apply(w, plan, out, inn, pool)
+        stats["nodes"] += 1
         for v in touched:
             if not is_gpu[v] and not done[v]:
                 heapq.heappush(heap, (len(inn[v]) * len(out[v]), v))
@@ -111,6 +135,19 @@ def remove_switches(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.nd
             arcs[rank[u], rank[v]] = sum(c for _, c in pieces)
             routes[rank[u], rank[v]] = tuple((tuple(p), c) for p, c in pieces)
     return GpuGraph(tuple(gpus), arcs, routes), stats
+
+
+def _next_node(heap, done, inn, out) -> int | None:
+    """The unsplit node with the fewest in x out pairs (lazy deletion from the heap)."""
+    while heap:
+        key, w = heapq.heappop(heap)
+        if done[w]:
+            continue
+        if key != len(inn[w]) * len(out[w]):
+            heapq.heappush(heap, (len(inn[w]) * len(out[w]), w))
+            continue
+        return w
+    return None
 
 
 class _Condition:
@@ -146,7 +183,7 @@ class _Condition:
         worst = 0
         for i, v in enumerate(self.gpus):
             self.stats["flows"] += 1
-            value, _ = dinic(self.size + 1, t, h, c, s0, v, keep=self.size)
+            value = flow_value(self.size + 1, t, h, c, s0, v)
             if value < self.total:
                 if not worst:
                     self.gpus.insert(0, self.gpus.pop(i))
@@ -260,21 +297,35 @@ def _proportional(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _round(us: list[int], ts: list[int], f: np.ndarray, a: np.ndarray, b: np.ndarray,
            mask: np.ndarray) -> list[tuple[tuple[int, int], int]]:
-    """Whole units: floors, then the largest remainders while rows and columns have room."""
+    """Whole units: the floors, then the units the floors leave on each row and column
+    routed by a bipartite max-flow, first over the pairs with a fractional part (the
+    rounding a transport polytope's integrality promises), then over any allowed pair."""
     whole = np.floor(f + 1e-9).astype(np.int64)
-    row_room = a.astype(np.int64) - whole.sum(axis=1)
-    col_room = b.astype(np.int64) - whole.sum(axis=0)
-    frac = np.where(mask > 0, f - whole, -1.0)
-    order = np.argsort(-frac, axis=None, kind="stable")
-    for flat in order.tolist():
-        i, j = divmod(flat, len(ts))
-        if frac[i, j] <= 1e-9:
+    rows, cols = len(us), len(ts)
+    row_room = np.maximum(np.round(f.sum(axis=1)).astype(np.int64) - whole.sum(axis=1), 0)
+    col_room = np.maximum(np.round(f.sum(axis=0)).astype(np.int64) - whole.sum(axis=0), 0)
+    row_room = np.minimum(row_room, a.astype(np.int64) - whole.sum(axis=1))
+    col_room = np.minimum(col_room, b.astype(np.int64) - whole.sum(axis=0))
+    for pairs in ((mask > 0) & (f - whole > 1e-9), mask > 0):
+        if row_room.sum() == 0 or col_room.sum() == 0:
             break
-        if row_room[i] > 0 and col_room[j] > 0:
-            whole[i, j] += 1
-            row_room[i] -= 1
-            col_room[j] -= 1
-    return [((us[i], ts[j]), int(whole[i, j])) for i in range(len(us)) for j in range(len(ts)) if whole[i, j] > 0]
+        ii, jj = np.nonzero(pairs)
+        if len(ii) == 0:
+            continue
+        src, snk = rows + cols, rows + cols + 1
+        big = int(row_room.sum()) + 1
+        t = np.concatenate([np.full(rows, src), ii, rows + np.arange(cols)])
+        h = np.concatenate([np.arange(rows), rows + jj, np.full(cols, snk)])
+        c = np.concatenate([row_room, np.full(len(ii), big), col_room])
+        import scipy.sparse as sp
+        from scipy.sparse.csgraph import maximum_flow
+        m = sp.csr_array((c.astype(np.int32), (t, h)), shape=(snk + 1, snk + 1))
+        flow = maximum_flow(m, src, snk, method="dinic").flow.tocsr()
+        moved = np.asarray(flow[ii, rows + jj]).ravel().astype(np.int64)
+        np.add.at(whole, (ii, jj), np.maximum(moved, 0))
+        row_room -= np.bincount(ii, weights=np.maximum(moved, 0), minlength=rows).astype(np.int64)
+        col_room -= np.bincount(jj, weights=np.maximum(moved, 0), minlength=cols).astype(np.int64)
+    return [((us[i], ts[j]), int(whole[i, j])) for i in range(rows) for j in range(cols) if whole[i, j] > 0]
 
 
 def _take(pieces: list[list], amount: int) -> list[tuple[tuple[int, ...], int]]:

@@ -51,6 +51,24 @@ def dinic(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, sou
     return int(result.flow_value), side[:keep]
 
 
+def flow_value(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, source: int, sink: int) -> int:
+    """Just the max-flow value of `dinic` (no cut): about 3x cheaper on small graphs."""
+    bound = min(int(caps[tails == source].sum()), int(caps[heads == sink].sum()))
+    if bound * 2 > _INT32_MAX or int(caps.max(initial=0)) > _INT32_MAX:
+        return _max_flow_exact(tails, heads, caps, source, sink, size)[0]
+    order = np.lexsort((heads, tails))
+    t, h, c = tails[order], heads[order], caps[order]
+    first = np.ones(len(t), dtype=bool)
+    first[1:] = (t[1:] != t[:-1]) | (h[1:] != h[:-1])
+    starts = np.flatnonzero(first)
+    c = np.add.reduceat(c, starts) if len(c) else c
+    t, h = t[starts], h[starts]
+    indptr = np.zeros(size + 1, dtype=np.int32)
+    np.cumsum(np.bincount(t, minlength=size), out=indptr[1:])
+    a = sp.csr_array((c.astype(np.int32), h.astype(np.int32), indptr), shape=(size, size))
+    return int(maximum_flow(a, source, sink, method="dinic").flow_value)
+
+
 def _max_flow_exact(tails, heads, caps, source, sink, keep) -> tuple[int, np.ndarray]:
     g = nx.DiGraph()
     for u, v, c in zip(tails.tolist(), heads.tolist(), caps.tolist()):

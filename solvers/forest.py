@@ -1,0 +1,217 @@
+"""Bandwidth-optimal broadcast trees by spanning-tree packing (the idea of ForestColl).
+
+`gather_forest` finds, for allgather (reduce-scatter: on the reversed graph), weighted
+out-trees rooted at every GPU whose union moves every GPU's data to every other GPU at
+the highest rate the data plane allows when switches cannot copy data:
+
+1. the throughput LP (models/gather_lp.py): optimal rate x and arc loads that balance at
+   every non-GPU node — the tight bound, at most the plain cut bound;
+2. the loads as whole units (a power-of-two scale keeps flows in int32), topped up with a
+   maximum GPU-to-GPU flow in what the links have left; the rate they carry is recomputed
+   exactly (Dinkelbach over max-flows, rational arithmetic);
+3. every non-GPU node removed by edge splitting (solvers/splitting.py), each split checked
+   to keep the packing condition, so the GPU-only graph carries the same rate exactly;
+4. out-trees packed into it (solvers/arborescence.py), multiplicity p per GPU where the
+   rate is p/q units: Edmonds' theorem says they exist, Lovasz's proof builds them;
+5. each tree arc mapped back to the data-plane paths it stands for; a tree whose arc spans
+   several paths is cut into sub-trees, one path per arc.
+
+`rooted_forest` does the same for broadcast (reduce: reversed) from one root.
+Every step is checked; the result's rate is exact for the rounded loads, and the caller
+compares it with the LP optimum and the cut bound.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from models.gather_lp import arc_classes, fill_loads, integral_loads, symmetrize, throughput_lp
+from solvers.arborescence import PackedTree, check_packing, pack
+from solvers.splitting import remove_switches
+from topologies.dataplane import data_plane, physical_id
+from topologies.flows import FlowNetwork, dinic, min_gather_ratio
+from topologies.types import Topology
+
+_INT_BUDGET = 1 << 29
+
+
+class ForestError(RuntimeError):
+    """A step of the construction failed its check (a bug, or an input it cannot handle)."""
+
+
+@dataclass(frozen=True)
+class RoutedTree:
+    """An out-tree over ranks carrying `weight` of its root's data; `paths[v]` is the
+    physical node path from parent[v] to v (None at the root)."""
+
+    root: int
+    weight: Fraction
+    parent: tuple[int, ...]
+    paths: tuple[tuple[str, ...] | None, ...]
+
+    def depth(self) -> tuple[int, ...]:
+        return PackedTree(self.root, 1, self.parent).depth()
+
+
+@dataclass(frozen=True)
+class Forest:
+    trees: tuple[RoutedTree, ...]
+    rate_mbps: Fraction         # data rate each root reaches every GPU with
+    lp_rate_mbps: float         # the throughput LP's optimum (switches do not copy)
+    cut_rate_mbps: Fraction     # the plain cut bound (switches may count fully)
+    reverse: bool
+    stats: dict = field(default_factory=dict)
+
+
+def gather_forest(topo: Topology, reverse: bool = False) -> Forest:
+    """Trees for allgather (reduce-scatter when `reverse`). See the module doc."""
+    return _forest(topo, reverse, root=None)
+
+
+def rooted_forest(topo: Topology, root: int, reverse: bool = False) -> Forest:
+    """Trees for broadcast from rank `root` (reduce into it when `reverse`)."""
+    return _forest(topo, reverse, root=root)
+
+
+def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
+    started = time.perf_counter()
+    stats: dict[str, object] = {}
+    net = FlowNetwork(topo, reverse)
+    plane = data_plane(topo)
+    gpus = net.gpus
+    n = len(gpus)
+    if n < 2:
+        raise ForestError("a forest needs at least two GPUs")
+    root_node = gpus[root] if root is not None else None
+    cut_rate = _cut_rate(net, root_node)
+    lp = throughput_lp(net.size, net.tail, net.head, net.cap, gpus, root=root_node)
+    stats.update(lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status)
+    if lp.x <= 0:
+        raise ForestError("the throughput LP found no positive rate")
+    t_lp = time.perf_counter()
+    into = np.bincount(net.head, weights=net.cap, minlength=net.size)
+    scale = 1 << max(0, int(math.floor(math.log2(_INT_BUDGET / max(1.0, float(into.max()) * n * n)))))
+    is_gpu = np.zeros(net.size, dtype=bool)
+    is_gpu[gpus] = True
+    caps_scaled = net.cap * scale
+    best = None
+    classes = arc_classes(net.size, net.tail, net.head, net.cap, [(nd.type, nd.kind) for nd in plane.nodes])
+    for loads in (symmetrize(lp.loads, classes), lp.loads):
+        whole = integral_loads(net.size, net.tail, net.head, loads, net.cap, is_gpu, scale)
+        whole = fill_loads(net.size, net.tail, net.head, whole, caps_scaled, gpus)
+        rate = _rate(net.size, net.tail, net.head, whole, gpus, root_node)
+        if best is None or rate > best[0]:
+            best = (rate, whole)
+        if rate * (1 + 1e-6) >= Fraction(lp.x) * scale:
+            break
+    rate, loads = best
+    t_loads = time.perf_counter()
+    p, q = rate.numerator, rate.denominator
+    demand = {g: p for g in gpus} if root_node is None else {root_node: p}
+    server_of = [nd.server for nd in plane.nodes]
+    graph, split_stats = remove_switches(net.size, net.tail, net.head, loads * q, gpus, server_of, demand)
+    stats.update({f"split_{k}": v for k, v in split_stats.items()})
+    t_split = time.perf_counter()
+    g = math.gcd(*graph.arcs.values()) if graph.arcs else 1
+    arcs = {k: c // g for k, c in graph.arcs.items()}
+    keys = sorted(arcs)
+    tails = np.array([a for a, _ in keys], dtype=np.int64)
+    heads = np.array([b for _, b in keys], dtype=np.int64)
+    caps = np.array([arcs[k] for k in keys], dtype=np.int64)
+    split_rate = _rate(n, tails, heads, caps, list(range(n)), root)
+    if split_rate * g != p:
+        raise ForestError(f"edge splitting lost rate: {float(split_rate * g)} of {p} units")
+    unit, caps, coarse_rate = _coarsen(n, tails, heads, caps, split_rate, root)
+    arcs = {k: int(c) for k, c in zip(keys, caps.tolist()) if c > 0}
+    sp, sq = coarse_rate.numerator, coarse_rate.denominator
+    demand_ranks = {r: sp for r in range(n)} if root is None else {root: sp}
+    packing_arcs = {k: c * sq for k, c in arcs.items()}
+    trees = pack(n, packing_arcs, demand_ranks)
+    check_packing(n, packing_arcs, demand_ranks, trees)
+    t_pack = time.perf_counter()
+    unit_mbps = Fraction(net.unit_mbps, scale)  # MB/s per unit of `loads`
+    routed = _routed(trees, graph, g * unit, sq, sp, net.node_ids, reverse)
+    final_rate = coarse_rate * unit * g / q  # in units of `loads`
+    stats.update(trees=len(routed), packed_trees=len(trees), coarsening=unit, lp_seconds=t_lp - started,
+                 loads_seconds=t_loads - t_lp, split_seconds=t_split - t_loads, pack_seconds=t_pack - t_split,
+                 seconds=time.perf_counter() - started, max_depth=max(max(t.depth()) for t in routed))
+    return Forest(tuple(routed), final_rate * unit_mbps, lp.x * net.unit_mbps, cut_rate, reverse, stats)
+
+
+COARSE_LOSS = Fraction(1, 2000)  # rate the packing may give up for fewer, coarser trees
+COARSE_MIN_TREES = 16  # units of demand per root kept at least
+
+
+def _coarsen(n: int, tails, heads, caps, rate: Fraction, root: int | None):
+    """Capacities in whole multiples of the largest power-of-two unit that keeps the rate
+    within COARSE_LOSS: trees then come in multiples of that unit, so far fewer distinct
+    trees split off during packing. Returns (unit, coarse capacities, coarse rate)."""
+    unit = 1 << max(0, int(math.floor(math.log2(max(1.0, float(rate) / COARSE_MIN_TREES)))))
+    while unit > 1:
+        coarse = caps // unit
+        coarse_rate = _rate(n, tails, heads, coarse, list(range(n)), root)
+        if coarse_rate * unit >= rate * (1 - COARSE_LOSS):
+            return unit, coarse, coarse_rate
+        unit //= 2
+    return 1, caps, rate
+
+
+def _cut_rate(net: FlowNetwork, root_node: int | None) -> Fraction:
+    if root_node is None:
+        x, _ = min_gather_ratio(net.size, net.tail, net.head, net.cap, net.gpus)
+        return x * net.unit_mbps
+    return Fraction(min(net.max_flow([(root_node, None)], [v])[0] for v in net.gpus if v != root_node) * net.unit_mbps)
+
+
+def _rate(size: int, tails, heads, caps, gpus: list[int], root: int | None) -> Fraction:
+    """Exact packing rate of a graph: the gather ratio, or the root's min max-flow."""
+    if len(tails) == 0:
+        return Fraction(0)
+    if root is None:
+        return min_gather_ratio(size, tails, heads, caps, gpus)[0]
+    return Fraction(min(dinic(size, tails, heads, caps, root, v)[0] for v in gpus if v != root))
+
+
+def _routed(trees: list[PackedTree], graph, g: int, sq: int, sp: int, node_ids: list[str],
+            reverse: bool) -> list[RoutedTree]:
+    """Trees with a physical path per arc. A packing unit on arc (a, b) is g / sq units of
+    the split graph's capacity, which `graph.routes[(a, b)]` spreads over paths; trees take
+    their share of each arc's paths in turn, and a tree whose share spans several paths is
+    cut where any of its arcs changes path."""
+    pools = {arc: [[path, Fraction(c)] for path, c in pieces] for arc, pieces in graph.routes.items()}
+    out: list[RoutedTree] = []
+    for tree in trees:
+        need = Fraction(tree.multiplicity * g, sq)
+        cuts = {Fraction(0), Fraction(1)}
+        taken: dict[int, list[tuple[Fraction, Fraction, tuple[int, ...]]]] = {}
+        for v, u in enumerate(tree.parent):
+            if u < 0:
+                continue
+            pool = pools[(u, v)]
+            left, pos = need, Fraction(0)
+            pieces = []
+            while left > 0:
+                path, avail = pool[0]
+                use = min(avail, left)
+                pieces.append((pos / need, (pos + use) / need, path))
+                pos += use
+                left -= use
+                if use == avail:
+                    pool.pop(0)
+                else:
+                    pool[0][1] = avail - use
+            taken[v] = pieces
+            cuts.update(lo for lo, _, _ in pieces)
+        bounds = sorted(cuts)
+        for lo, hi in zip(bounds, bounds[1:]):
+            paths: list[tuple[str, ...] | None] = [None] * len(tree.parent)
+            for v, pieces in taken.items():
+                path = next(p for a, b, p in pieces if a <= lo < b)
+                nodes = tuple(physical_id(node_ids[i]) for i in path)
+                paths[v] = tuple(reversed(nodes)) if reverse else nodes
+            out.append(RoutedTree(tree.root, Fraction(tree.multiplicity, sp) * (hi - lo), tree.parent, tuple(paths)))
+    return out

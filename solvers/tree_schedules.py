@@ -1,0 +1,212 @@
+"""Schedules from packed trees (`--method trees`): pipelined broadcast down each tree,
+reduction up each reversed tree, and allreduce as the two in sequence.
+
+A tree carrying weight w of its root's block moves that share of the block, cut into
+`parts` pieces that follow each other down (or up) the tree: piece p crosses the arc
+into a node of depth d in step p + d - 1 (going up, a node of depth d sends to its parent
+in step p + height - d, after its children). The simulator derives the true dependencies
+from the steps, so pieces of different trees overlap wherever links allow. The number
+of pieces per block trades start-up time (a deep tree idles its lower links until the
+first piece arrives) against schedule size: about 1/200 of the transfer time per tree
+level, within a transfer budget. Connections are kept apart where one FIFO would stall
+another: per route (NVLink and the network between the same two GPUs) and per tree level
+(a piece in transit upstream must not hold up the sender's own data), and split in
+proportion to their bytes (see _spread_channels).
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+from planner.collectives import Collective
+from planner.errors import InputError
+from planner.schedule import Chunk, Schedule, Transfer
+from solvers.baselines import TRANSFER_BUDGET
+from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, rooted_forest
+from topologies.routing import Router
+from topologies.types import Topology
+
+TREES_MAX_GPUS = 256  # beyond this the packing takes minutes: hierarchical does
+import math
+PIPELINE_TARGET = 200  # pieces per tree level: start-up about 1/200 of the transfer time
+MIN_PIECE_BYTES = 4096
+SPREAD_CHANNELS = 8
+SCHEDULE_BUDGET = 40_000  # transfers by default: verified and timed in seconds (bench/ asks for more)
+
+
+def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = None,
+                  budget: int | None = None) -> Schedule:
+    """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
+    reduce from spanning-tree packing (solvers/forest.py). O(packing) + O(transfers)."""
+    kind, n = collective.kind, collective.ranks
+    if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
+        raise InputError(f"the trees method does not do {kind}", field="method")
+    if n > TREES_MAX_GPUS:
+        raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the packing handles in "
+                         f"minutes (use hierarchical or ring)", field="method")
+    if n < 2:
+        raise InputError("trees: a single GPU has nothing to move", field="method")
+    try:
+        if kind == "allgather":
+            phases = [(gather_forest(topo), False)]
+        elif kind == "reduce-scatter":
+            phases = [(gather_forest(topo, reverse=True), True)]
+        elif kind == "allreduce":
+            phases = [(gather_forest(topo, reverse=True), True), (gather_forest(topo), False)]
+        elif kind == "broadcast":
+            phases = [(rooted_forest(topo, collective.root), False)]
+        else:
+            phases = [(rooted_forest(topo, collective.root, reverse=True), True)]
+    except ForestError as exc:
+        raise InputError(f"trees: {exc}", field="method") from None
+    return forest_schedule(collective, phases, pieces, budget, Router(topo))
+
+
+def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], pieces: int | None = None,
+                    budget: int | None = None, router: Router | None = None) -> Schedule:
+    """Transfers for `phases` in order, each a forest used downwards (False) or upwards.
+    A path the router would take anyway is left implicit (None), so runtimes that route
+    by themselves (MSCCL) can run the schedule."""
+    n = collective.ranks
+    rooted = collective.kind in ("broadcast", "reduce")
+    block_of = (lambda tree: 0) if rooted else (lambda tree: tree.root)
+    nblocks = len(collective.blocks)
+    per_block: list[list[list[tuple[Fraction, Fraction, RoutedTree, int]]]] = [[[] for _ in phases] for _ in range(nblocks)]
+    per_level = _per_level(collective, phases, budget or SCHEDULE_BUDGET) if pieces is None else float(pieces)
+    heights = []
+    counts = {}
+    for forest, _ in phases:
+        for tree in forest.trees:
+            # as many pieces per tree level for every tree: pieces are then in proportion
+            # to the tree's weight, and so is its share of a link, so a hop takes the
+            # same time in every tree and start-up is 1/per_level of the transfer time
+            block = collective.blocks[block_of(tree)].size
+            k = int(per_level * max(1, max(tree.depth()) - 1))
+            counts[id(tree)] = max(1, min(k, int(block * tree.weight // MIN_PIECE_BYTES)))
+    slots = max(counts.values())
+    for ph, (forest, _) in enumerate(phases):
+        heights.append({})
+        position = [Fraction(0)] * nblocks
+        for tree in forest.trees:
+            b = block_of(tree)
+            depth = tree.depth()
+            heights[ph][id(tree)] = (depth, max(depth))
+            k = counts[id(tree)]
+            lo = position[b]
+            for part in range(k):
+                a, z = lo + tree.weight * part / k, lo + tree.weight * (part + 1) / k
+                # the piece's slot in the block's pipeline: heavy trees send more pieces per
+                # slot, so on a shared link trees advance in proportion to their weight
+                per_block[b][ph].append((a, z, tree, part * slots // k))
+            position[b] = lo + tree.weight
+        if any(p != 1 for p in position):
+            raise ForestError(f"phase {ph}: tree weights of a block sum to {[float(p) for p in position]}, not 1")
+    chunks: list[Chunk] = []
+    transfers: list[Transfer] = []
+    base = 0
+    phase_steps = [0] * len(phases)
+    chunk_rows: list[tuple[int, list[tuple[RoutedTree, int]]]] = []
+    for b in range(nblocks):
+        rows = [sorted(ph, key=lambda r: r[0]) for ph in per_block[b]]
+        cuts = sorted({c for ph in rows for a, z, _, _ in ph for c in (a, z)})
+        at = [0] * len(rows)
+        for lo, hi in zip(cuts, cuts[1:]):
+            owners = []
+            for i, ph in enumerate(rows):
+                while ph[at[i]][1] <= lo:  # sweep: each phase's pieces tile [0, 1) in order
+                    at[i] += 1
+                owners.append((ph[at[i]][2], ph[at[i]][3]))
+            chunks.append(Chunk(b, float(lo), float(hi)))
+            chunk_rows.append((len(chunks) - 1, owners))
+    routes: dict[tuple[int, int], dict] = {}
+
+    def channel(src: int, dst: int, path, level: int) -> int:
+        # one connection per route and tree level: a slow route (the network) must not hold
+        # up a fast one (NVLink) between the same two GPUs, nor a piece still in transit
+        # upstream hold up the sender's own data, as one FIFO connection would
+        known = routes.setdefault((src, dst), {})
+        return known.setdefault((path, level), len(known))
+
+    gpus = router.physical.gpus if router is not None else None
+    implicit: dict[tuple, bool] = {}
+
+    def route(src: int, dst: int, path):
+        key = (src, dst, path)
+        if key not in implicit:
+            implicit[key] = gpus is not None and path == router.route(gpus[src], gpus[dst])
+        return None if implicit[key] else path
+
+    for ph, (forest, upward) in enumerate(phases):
+        last = base
+        for c, owners in chunk_rows:
+            tree, part = owners[ph]
+            depth, height = heights[ph][id(tree)]
+            for v, u in enumerate(tree.parent):
+                if u < 0:
+                    continue
+                if upward:
+                    step = base + part + height - depth[v]
+                    transfers.append(Transfer(c, v, u, step, reduce=True,
+                                              channel=channel(v, u, tree.paths[v], height - depth[v]),
+                                              path=route(v, u, tree.paths[v])))
+                else:
+                    step = base + part + depth[u]
+                    transfers.append(Transfer(c, u, v, step, channel=channel(u, v, tree.paths[v], depth[u]),
+                                              path=route(u, v, tree.paths[v])))
+                last = max(last, step)
+        phase_steps[ph] = last - base + 1
+        base = last + 1
+    transfers = _spread_channels(collective, chunks, transfers)
+    trees = sum(len(f.trees) for f, _ in phases)
+    params = [("pieces_per_tree_level", round(per_level, 2)), ("trees", trees),
+              ("max_depth", max(f.stats["max_depth"] for f, _ in phases))]
+    for f, upward in phases:
+        tag = "up_" if upward and len(phases) > 1 else ""
+        params += [(tag + "rate_GBps_per_gpu", float(f.rate_mbps) / 1000),
+                   (tag + "lp_rate_GBps_per_gpu", f.lp_rate_mbps / 1000),
+                   (tag + "cut_rate_GBps_per_gpu", float(f.cut_rate_mbps) / 1000),
+                   (tag + "synthesis", {k: v for k, v in sorted(f.stats.items()) if not k.endswith("seconds")})]
+    params = tuple(params)
+    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="spanning-tree-packing", params=params)
+
+
+def _spread_channels(collective: Collective, chunks: list[Chunk], transfers: list[Transfer]) -> list[Transfer]:
+    """Split each connection into channels in proportion to the bytes it carries.
+
+    Links are shared fairly among the connections crossing them, but a tree packing needs
+    each connection to run at its own rate (its share of the trees). Giving a connection
+    channels in proportion to its load, its pieces dealt round-robin over them, makes a
+    fair share a proportional one: every channel of a link carries about the same bytes
+    and they all finish together."""
+    load: dict[tuple[int, int, int], float] = {}
+    sizes = [collective.blocks[c.block].size * (c.hi - c.lo) for c in chunks]
+    for t in transfers:
+        key = (t.src, t.dst, t.channel)
+        load[key] = load.get(key, 0.0) + sizes[t.chunk]
+    quantum = max(load.values()) / SPREAD_CHANNELS
+    routes_of: dict[tuple[int, int], int] = {}
+    for src, dst, ch in load:
+        routes_of[src, dst] = max(routes_of.get((src, dst), 0), ch + 1)
+    counts = {k: max(1, min(SPREAD_CHANNELS, math.ceil(v / quantum - 1e-9))) for k, v in load.items()}
+    offset: dict[tuple[int, int, int], int] = {}
+    for (src, dst), routes in routes_of.items():
+        base = 0
+        for ch in range(routes):
+            offset[src, dst, ch] = base
+            base += counts.get((src, dst, ch), 1)
+    dealt: dict[tuple[int, int, int], int] = {}
+    out = []
+    for t in transfers:
+        key = (t.src, t.dst, t.channel)
+        i = dealt.get(key, 0)
+        dealt[key] = i + 1
+        out.append(Transfer(t.chunk, t.src, t.dst, t.step, t.reduce, offset[key] + i % counts[key], t.path, t.deps))
+    return out
+
+
+def _per_level(collective: Collective, phases: list[tuple[Forest, bool]], budget: int) -> float:
+    """Pieces per tree level: PIPELINE_TARGET, fewer if the schedule would pass the budget."""
+    n = collective.ranks
+    levels = sum(max(1, max(t.depth()) - 1) for f, _ in phases for t in f.trees)
+    budget = min(budget, TRANSFER_BUDGET) / max(1, n - 1)
+    return max(1.0, min(float(PIPELINE_TARGET), budget / max(1, levels)))
