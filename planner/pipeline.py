@@ -46,7 +46,11 @@ class CollectiveResult:
     exported: str | None = None  # the schedule in the asked export format, round-tripped
 
 
-TREES_AUTO_MAX_GPUS = 32  # auto packs trees up to here (seconds); `--method trees` goes further
+# auto packs trees on one server of up to 16 GPUs, where a small schedule reaches the bound;
+# on several servers the packing has hundreds of trees that need a large schedule (minutes
+# to simulate) to beat the hierarchical baseline: `--method trees` asks for it.
+TREES_AUTO_MAX_GPUS = 16
+TREES_AUTO_BUDGET = 12_000
 
 
 def methods_for(kind: str) -> list[str]:
@@ -82,16 +86,21 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                          field="method")
     skipped = {}
     candidates = heuristics if method in ("auto", "milp") else [method]
-    if method in ("auto", "milp") and "trees" in candidates and coll.ranks > TREES_AUTO_MAX_GPUS:
+    if method in ("auto", "milp") and "trees" in candidates and (coll.ranks > TREES_AUTO_MAX_GPUS
+                                                                 or len(topo.servers) > 1):
         candidates = [c for c in candidates if c != "trees"]
-        skipped["trees"] = f"auto packs trees up to {TREES_AUTO_MAX_GPUS} GPUs (ask for --method trees)"
+        skipped["trees"] = (f"auto packs trees on one server of up to {TREES_AUTO_MAX_GPUS} GPUs "
+                            f"(ask for --method trees)")
     router = Router(topo)
     search_started = time.perf_counter()
     tried = []
     for name in candidates:
         t0 = time.perf_counter()
         try:
-            schedule = METHODS[name][1](coll, topo, router)
+            if name == "trees" and method in ("auto", "milp"):
+                schedule = tree_schedule(coll, topo, budget=TREES_AUTO_BUDGET)
+            else:
+                schedule = METHODS[name][1](coll, topo, router)
         except InputError as exc:
             if method not in ("auto", "milp") or exc.field != "method":
                 raise

@@ -1,0 +1,99 @@
+"""Spanning-tree packing (`--method trees`): quality against the bound and ring, and
+synthesis time by cluster size.
+
+    python -m bench.trees              # both tables (tens of minutes on 2 cores)
+    python -m bench.trees --quality    # table 1 only
+    python -m bench.trees --scaling    # table 2 only
+
+Table 1: allgather, reduce-scatter and allreduce at 1 GiB. `rate/LP` is the packing's
+steady-state rate over the throughput LP's optimum (the bandwidth term; 1.000 = optimal);
+`LP/cut` how much tighter the LP is than the plain min-cut bound (switches cannot copy);
+`trees/bound` and `ring/bound` the simulated times over the bound (LP-tightened).
+Table 2: synthesis time (LP, splitting, packing; median of 3) of the allgather forest on
+rail-optimized HGX H100 clusters, stopping after a size takes more than --limit seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from planner.bounds import lower_bound
+from planner.collectives import Collective
+from planner.simulator import simulate
+from solvers import baselines
+from solvers.forest import gather_forest
+from solvers.tree_schedules import tree_schedule
+from topologies.io import load_topology
+from topologies.routing import Router
+
+HERE = Path(__file__).parent
+QUALITY = ["dgx-a100", "mi250", "dgx-a100x2", "dgx-a100x4", "mi250x2", "hgx-h100x4", str(HERE / "data" / "fat-tree-64.yaml")]
+KINDS = ["allgather", "reduce-scatter", "allreduce"]
+SIZE = 1 << 30
+
+
+def quality(names: list[str], budget: int) -> None:
+    print(f"| topology | collective | synth s | trees | depth | rate/LP | LP/cut | trees/bound | ring/bound | transfers |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        topo = load_topology(name)
+        router = Router(topo)
+        label = Path(name).stem
+        for kind in KINDS:
+            coll = Collective(kind, topo.num_gpus, SIZE)
+            bound = lower_bound(coll, topo)
+            t0 = time.perf_counter()
+            sched = tree_schedule(coll, topo, budget=budget)
+            synth = time.perf_counter() - t0
+            sim = simulate(sched, topo, router)
+            p = dict(sched.params)
+            up = "up_" if kind == "allreduce" else ""
+            rate = p[up + "rate_GBps_per_gpu"] / p[up + "lp_rate_GBps_per_gpu"]
+            lp_cut = p[up + "lp_rate_GBps_per_gpu"] / p[up + "cut_rate_GBps_per_gpu"]
+            ring = simulate(baselines.ring(coll, topo, router=router), topo, router)
+            print(f"| {label} | {kind} | {synth:.2f} | {p['trees']} | {p['max_depth']} | {rate:.4f} | {lp_cut:.4f} | "
+                  f"{sim.time_us / bound.time_us:.3f} | {ring.time_us / bound.time_us:.3f} | {len(sched.transfers)} |",
+                  flush=True)
+
+
+def scaling(sizes: list[int], limit: float) -> None:
+    print("| GPUs | servers | median s | LP s | split s | pack s | trees | rate/LP |")
+    print("|---|---|---|---|---|---|---|---|")
+    for servers in sizes:
+        topo = load_topology(f"hgx-h100x{servers}") if servers > 1 else load_topology("hgx-h100")
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            forest = gather_forest(topo)
+            runs.append((time.perf_counter() - t0, forest))
+            if runs[-1][0] > limit:
+                break
+        secs = statistics.median(r[0] for r in runs)
+        st = runs[-1][1].stats
+        rate = float(runs[-1][1].rate_mbps) / runs[-1][1].lp_rate_mbps
+        print(f"| {topo.num_gpus} | {servers} | {secs:.2f} | {st['lp_seconds']:.2f} | {st['split_seconds']:.2f} | "
+              f"{st['pack_seconds']:.2f} | {st['trees']} | {rate:.4f} |", flush=True)
+        if secs > limit:
+            print(f"(stopped: {topo.num_gpus} GPUs took more than {limit:.0f} s)")
+            break
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--budget", type=int, default=200_000, help="transfers per trees schedule")
+    ap.add_argument("--limit", type=float, default=300.0, help="seconds after which scaling stops")
+    ap.add_argument("--topology", action="append", help="table 1 topologies (default: the issue's list)")
+    args = ap.parse_args()
+    both = not (args.quality or args.scaling)
+    if args.quality or both:
+        quality(args.topology or QUALITY, args.budget)
+    if args.scaling or both:
+        scaling([1, 2, 4, 8, 16, 32, 128], args.limit)
+
+
+if __name__ == "__main__":
+    main()
