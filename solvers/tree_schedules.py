@@ -183,7 +183,7 @@ def _spread_channels(collective: Collective, chunks: list[Chunk], transfers: lis
     for t in transfers:
         key = (t.src, t.dst, t.channel)
         load[key] = load.get(key, 0.0) + sizes[t.chunk]
-    quantum = max(load.values()) / SPREAD_CHANNELS
+    quantum = max(max(load.values()) / SPREAD_CHANNELS, min(load.values()))  # equal loads: one each
     routes_of: dict[tuple[int, int], int] = {}
     for src, dst, ch in load:
         routes_of[src, dst] = max(routes_of.get((src, dst), 0), ch + 1)

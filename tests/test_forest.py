@@ -181,3 +181,22 @@ def test_trees_through_a_switch_and_direct_links_verify(n, direct, up, kind):
     sched = tree_schedule(coll, topo, budget=5_000)
     sim = simulate(sched, topo, Router(topo))
     assert sim.time_us >= lower_bound(coll, topo).time_us * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("fmt", ["msccl-xml", "msccl-exec-xml", "mscclpp-json"])
+def test_single_server_trees_export_and_round_trip(fmt):
+    from planner.exports import round_trip
+
+    topo = load_topology("dgx-a100")
+    coll = Collective("allgather", 8, 8 << 20)
+    sched = tree_schedule(coll, topo, budget=3_000)
+    assert all(t.path is None for t in sched.transfers)  # every tree arc is the router's route
+    sim = simulate(sched, topo, Router(topo))
+    round_trip(sched, fmt, topo, sim.time_us)  # export, strict check, parse back, re-simulate
+
+
+def test_multi_server_trees_are_not_exported_but_auto_falls_back(run_cli, tmp_path):
+    out = tmp_path / "x.xml"
+    r = run_cli("collective", "allgather", "--topology", "dgx-a100x2", "--size", "16MiB", "--method", "trees",
+                "--export", "msccl-xml", "--export-file", out)
+    assert r.exit_code == 2 and "chosen paths" in r.stderr and not out.exists()
