@@ -93,8 +93,7 @@ def pack(n: int, arcs: dict[tuple[int, int], int], demand: dict[int, int]) -> li
         h = np.concatenate([heads[live], n + np.arange(len(others)), nodes])
         c = np.concatenate([cap[live], np.array([mult[j] for j in others], dtype=np.int64),
                             np.full(len(nodes), big, dtype=np.int64)])
-        value = flow_value(n + len(others), t, h, c, x, y)
-        return value - c_sum
+        return flow_value(n + len(others), t, h, c, x, y) - c_sum
 
     # Round robin, one node per tree per turn, candidates shallowest parent first: trees
     # share the short arcs instead of the first ones taking them all and the last growing
