@@ -92,7 +92,7 @@ def main() -> None:
     if args.quality or both:
         quality(args.topology or QUALITY, args.budget)
     if args.scaling or both:
-        scaling([1, 2, 4, 8, 16, 32, 128], args.limit)
+        scaling([1, 2, 4, 8], args.limit)
 
 
 if __name__ == "__main__":

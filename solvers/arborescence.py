@@ -99,35 +99,44 @@ def pack(n: int, arcs: dict[tuple[int, int], int], demand: dict[int, int]) -> li
     # share the short arcs instead of the first ones taking them all and the last growing
     # deep (depth is what a pipelined schedule pays for in start-up time).
     depth: list[list[int]] = [[0 if v == r else -1 for v in range(n)] for r in roots]
+    # Arcs that gave a tree nothing are skipped on its later turns; only when nothing else
+    # is left are they tried again (other trees have grown since, which may free room).
+    failed: list[set[tuple[int, int]]] = [set() for _ in roots]
     while active:
         for i in list(active):
             grew = False
-            members = sorted(np.flatnonzero(member[i]).tolist(), key=lambda v: (depth[i][v], v))
-            for x in members:
-                for y in succ[x]:
-                    k = position[x, y]
-                    if member[i][y] or cap[k] <= 0:
-                        continue
-                    mu = min(mult[i], int(cap[k]), headroom(i, x, y))
-                    if mu <= 0:
-                        continue
-                    if mu < mult[i]:
-                        j = len(roots)
-                        roots.append(roots[i])
-                        mult.append(mult[i] - mu)
-                        member.append(member[i].copy())
-                        parent.append(list(parent[i]))
-                        depth.append(list(depth[i]))
-                        active.append(j)
-                        mult[i] = mu
-                    member[i][y] = True
-                    parent[i][y] = x
-                    depth[i][y] = depth[i][x] + 1
-                    cap[k] -= mu
-                    grew = True
+            for _ in range(2):
+                members = sorted(np.flatnonzero(member[i]).tolist(), key=lambda v: (depth[i][v], v))
+                for x in members:
+                    for y in succ[x]:
+                        k = position[x, y]
+                        if member[i][y] or cap[k] <= 0 or (x, y) in failed[i]:
+                            continue
+                        mu = min(mult[i], int(cap[k]), headroom(i, x, y))
+                        if mu <= 0:
+                            failed[i].add((x, y))
+                            continue
+                        if mu < mult[i]:
+                            j = len(roots)
+                            roots.append(roots[i])
+                            mult.append(mult[i] - mu)
+                            member.append(member[i].copy())
+                            parent.append(list(parent[i]))
+                            depth.append(list(depth[i]))
+                            failed.append(set(failed[i]))
+                            active.append(j)
+                            mult[i] = mu
+                        member[i][y] = True
+                        parent[i][y] = x
+                        depth[i][y] = depth[i][x] + 1
+                        cap[k] -= mu
+                        grew = True
+                        break
+                    if grew:
+                        break
+                if grew or not failed[i]:
                     break
-                if grew:
-                    break
+                failed[i].clear()
             if not grew:
                 raise PackingError(f"tree rooted at {roots[i]} cannot span node(s) "
                                    f"{np.flatnonzero(~member[i]).tolist()[:5]}: the cut condition fails")

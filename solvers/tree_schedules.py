@@ -22,11 +22,12 @@ from planner.collectives import Collective
 from planner.errors import InputError
 from planner.schedule import Chunk, Schedule, Transfer
 from solvers.baselines import TRANSFER_BUDGET
+from solvers.arborescence import PackingError
 from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, rooted_forest
 from topologies.routing import Router
 from topologies.types import Topology
 
-TREES_MAX_GPUS = 256  # beyond this the packing takes minutes: hierarchical does
+TREES_MAX_GPUS = 64  # beyond this the packing takes minutes (see bench/trees.py): hierarchical does
 import math
 PIPELINE_TARGET = 200  # pieces per tree level: start-up about 1/200 of the transfer time
 MIN_PIECE_BYTES = 4096
@@ -57,7 +58,7 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
             phases = [(rooted_forest(topo, collective.root), False)]
         else:
             phases = [(rooted_forest(topo, collective.root, reverse=True), True)]
-    except ForestError as exc:
+    except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
         raise InputError(f"trees: {exc}", field="method") from None
     return forest_schedule(collective, phases, pieces, budget, Router(topo))
 
