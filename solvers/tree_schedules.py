@@ -43,8 +43,8 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
     if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
         raise InputError(f"the trees method does not do {kind}", field="method")
     if n > TREES_MAX_GPUS:
-        raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the packing handles in "
-                         f"minutes (use hierarchical or ring)", field="method")
+        raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the packing is allowed "
+                         f"(it would take many minutes); use hierarchical or ring", field="method")
     if n < 2:
         raise InputError("trees: a single GPU has nothing to move", field="method")
     try:
