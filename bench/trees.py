@@ -35,7 +35,7 @@ SIZE = 1 << 30
 
 
 def quality(names: list[str], budget: int) -> None:
-    print(f"| topology | collective | synth s | trees | depth | rate/LP | LP/cut | trees/bound | ring/bound | transfers |")
+    print("| topology | collective | synth s | trees | depth | rate/LP | LP/cut | trees/bound | ring/bound | transfers |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         topo = load_topology(name)

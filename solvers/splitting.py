@@ -8,27 +8,29 @@ is a bundle of data-plane paths, none sharing capacity with another (Lovasz, Mad
 allgather, Bang-Jensen, Frank and Jackson show some complete splitting keeps the cut
 condition, the fact ForestColl builds on).
 
-Which pairs to split, and by how much, is chosen here by a transport plan per node:
+Which pairs to split, and by how much, is chosen per node:
 - a node with one in-neighbour (out-neighbour) whose other side carries no more than that
   arc passes its traffic straight through: every cut keeps its capacity (no check needed);
 - otherwise the node's inflow is spread over its outflow in proportion (iterative
-  proportional fitting), never back to the node it came from and never from a server
-  back into the same server through the network.
-The plan is a heuristic; callers measure the optimal throughput of the GPU graph exactly
-and compare it with the cut optimum of the data plane (solvers/forest.py reports both).
-Cost: O(sum over nodes of in-degree x out-degree) plus path bookkeeping.
+  proportional fitting, arcs to and from GPUs first, never back to the node it came
+  from), made integral by a bipartite max-flow. With a demand (the packing's), such
+  splits are checked in doubling batches to keep the packing condition; a batch that
+  breaks it is replayed node by node, and a node whose plan breaks it is split pair by
+  pair, each pair by the largest amount that keeps the condition (exact: a split lowers
+  every cut it touches by its amount, so one round of flows at the full amount tells).
+Cost: O(sum over nodes of in-degree x out-degree) for the plans, plus one max-flow per
+GPU per check (batches) and per pair (pairwise nodes); callers re-check the GPU graph's
+rate exactly (solvers/forest.py).
 """
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from topologies.flows import flow_value
 
-from topologies.dataplane import physical_id
 
 Path = tuple[int, ...]
 
@@ -369,19 +371,3 @@ def _split(u: int, w: int, t: int, f: int, out, inn, pool) -> None:
 def _drop(a: int, b: int, out, inn, pool) -> None:
     del out[a][b], inn[b][a]
     pool.pop((a, b), None)
-
-
-def physical_path(node_ids: list[str], path: Path) -> tuple[str, ...]:
-    return tuple(physical_id(node_ids[i]) for i in path)
-
-
-SPLIT_FACTORS = (720720, 55440, 27720, 5040, 2520, 840, 420, 120, 60, 12, 2, 1)  # lcm(1..k) and friends
-
-
-def split_factor(caps: np.ndarray, heads: np.ndarray, size: int, gpus: int) -> int:
-    """A multiplier for the capacities before splitting, so that spreading a node's flow
-    over up to ~16 neighbours divides evenly, chosen so the packing's flows (capacities
-    times the throughput's denominator, at most the GPU count) stay within int32."""
-    into = int(np.bincount(heads, weights=caps, minlength=size).max(initial=1))
-    budget = (1 << 30) // max(1, into * gpus * gpus)
-    return next((f for f in SPLIT_FACTORS if f <= budget), 1)

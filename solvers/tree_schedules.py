@@ -21,14 +21,13 @@ from fractions import Fraction
 from planner.collectives import Collective
 from planner.errors import InputError
 from planner.schedule import Chunk, Schedule, Transfer
-from solvers.baselines import TRANSFER_BUDGET
 from solvers.arborescence import PackingError
+from solvers.baselines import TRANSFER_BUDGET
 from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, rooted_forest
 from topologies.routing import Router
 from topologies.types import Topology
 
 TREES_MAX_GPUS = 64  # beyond this the packing takes minutes (see bench/trees.py): hierarchical does
-import math
 PIPELINE_TARGET = 200  # pieces per tree level: start-up about 1/200 of the transfer time
 MIN_PIECE_BYTES = 4096
 SPREAD_CHANNELS = 8
@@ -68,7 +67,6 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], p
     """Transfers for `phases` in order, each a forest used downwards (False) or upwards.
     A path the router would take anyway is left implicit (None), so runtimes that route
     by themselves (MSCCL) can run the schedule."""
-    n = collective.ranks
     rooted = collective.kind in ("broadcast", "reduce")
     block_of = (lambda tree: 0) if rooted else (lambda tree: tree.root)
     nblocks = len(collective.blocks)
