@@ -25,11 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import maximum_flow
 
 from solvers import registry
 from solvers.model import Model, quicksum
 from solvers.result import SolveOptions
-from topologies.flows import dinic
+from topologies.flows import FlowNetwork, dinic
+from topologies.types import Topology
 
 MAX_ROUNDS = 200
 _SEPARATION_UNITS = 1 << 26  # total of the scaled loads used to find violated cuts
@@ -44,6 +47,18 @@ class ThroughputLP:
     status: str
 
 
+def topology_lp(topo: Topology, reverse: bool = False, root: int | None = None) -> tuple[FlowNetwork, ThroughputLP]:
+    """The LP for `topo`'s data plane (reversed for reductions; `root` a rank for broadcast
+    / reduce), solved once per topology: the bound and the tree packing both ask for it.
+    Kept on the (immutable) topology, as the data plane is."""
+    memo = topo.__dict__.setdefault("_throughput_lp", {})
+    if (reverse, root) not in memo:
+        net = FlowNetwork(topo, reverse)
+        memo[reverse, root] = (net, throughput_lp(net.size, net.tail, net.head, net.cap, net.gpus,
+                                                  root=None if root is None else net.gpus[root]))
+    return memo[reverse, root]
+
+
 def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, gpus: list[int],
                   root: int | None = None, solver: str = "highs", tolerance: float = 1e-7) -> ThroughputLP:
     """Solve the LP above by cut generation. `root` (a node index) asks for broadcast."""
@@ -53,11 +68,7 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
     model = Model("gather-throughput")
     load = [model.add_var(f"l{e}", 0.0, float(c)) for e, c in enumerate(caps.tolist())]
     x = model.add_var("x", 0.0, float(caps.sum()))
-    into: list[list[int]] = [[] for _ in range(size)]
-    out_of: list[list[int]] = [[] for _ in range(size)]
-    for e, (a, b) in enumerate(zip(tails.tolist(), heads.tolist())):
-        out_of[a].append(e)
-        into[b].append(e)
+    into, out_of = _incidence(size, tails, heads)
     for w in range(size):
         if not is_gpu[w] and (into[w] or out_of[w]):
             model.add_constraint(quicksum(load[e] for e in into[w]) - quicksum(load[e] for e in out_of[w]), "==", 0)
@@ -117,17 +128,23 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
 
 def _sink_side_cut(size, tails, heads, caps, sources, feed, v) -> np.ndarray:
     """The largest source side of a min cut: the complement of what reaches v in the
-    residual graph (found as the smallest sink side of the reversed problem)."""
+    residual graph, found as the source side of the reversed problem (v feeds back to the
+    super-source `size` through the sources' arcs)."""
     n_src = len(sources)
-    rev_t = np.concatenate([heads, np.full(1, v)])
-    rev_h = np.concatenate([tails, np.full(1, size)])
-    rev_c = np.concatenate([caps, np.full(1, int(caps.sum()) + feed * n_src + 1)])
-    # reversed: v is the source, the super-source (size) the sink through the source arcs
-    rev_t = np.concatenate([rev_t[:-1], np.array(sources, dtype=np.int64)])
-    rev_h = np.concatenate([rev_h[:-1], np.full(n_src, size)])
-    rev_c = np.concatenate([rev_c[:-1], np.full(n_src, feed)])
-    _, reach = dinic(size + 1, rev_t, rev_h, rev_c, v, size, keep=size)
+    _, reach = dinic(size + 1, np.concatenate([heads, np.array(sources, dtype=np.int64)]),
+                     np.concatenate([tails, np.full(n_src, size)]),
+                     np.concatenate([caps, np.full(n_src, feed)]), v, size, keep=size)
     return ~reach
+
+
+def _incidence(size: int, tails: np.ndarray, heads: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
+    """Arc indices into and out of every node."""
+    into: list[list[int]] = [[] for _ in range(size)]
+    out_of: list[list[int]] = [[] for _ in range(size)]
+    for e, (a, b) in enumerate(zip(tails.tolist(), heads.tolist())):
+        out_of[a].append(e)
+        into[b].append(e)
+    return into, out_of
 
 
 def integral_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.ndarray, caps: np.ndarray,
@@ -137,11 +154,7 @@ def integral_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.nd
     may unbalance the nodes those arcs come from; GPUs absorb any imbalance."""
     whole = np.minimum(np.floor(loads * scale + 1e-6), np.floor(caps * scale)).astype(np.int64)
     whole = np.maximum(whole, 0)
-    into: list[list[int]] = [[] for _ in range(size)]
-    out_of: list[list[int]] = [[] for _ in range(size)]
-    for e, (a, b) in enumerate(zip(tails.tolist(), heads.tolist())):
-        out_of[a].append(e)
-        into[b].append(e)
+    into, out_of = _incidence(size, tails, heads)
     work = [w for w in range(size) if not is_gpu[w]]
     while work:
         w = work.pop()
@@ -165,7 +178,7 @@ def fill_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.ndarra
     hurts a cut condition, and slack lets the splitting keep it)."""
     rank = {g: r for r, g in enumerate(gpus)}
     src, snk = size + len(gpus), size + len(gpus) + 1
-    t = np.array([a for a in tails.tolist()], dtype=np.int64)
+    t = tails
     h = np.array([size + rank[b] if b in rank else b for b in heads.tolist()], dtype=np.int64)
     room = np.maximum(caps - loads, 0)
     big = int(room.sum()) + 1
@@ -173,8 +186,6 @@ def fill_loads(size: int, tails: np.ndarray, heads: np.ndarray, loads: np.ndarra
     tt = np.concatenate([t, np.full(len(gpus), src), size + np.arange(len(gpus))])
     hh = np.concatenate([h, gpu_arr, np.full(len(gpus), snk)])
     cc = np.concatenate([room, np.full(len(gpus), big), np.full(len(gpus), big)])
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import maximum_flow
     if big * 2 >= 2**31:
         return loads
     a = sp.csr_array((cc.astype(np.int32), (tt, hh)), shape=(snk + 1, snk + 1))

@@ -30,6 +30,7 @@ from fractions import Fraction
 import numpy as np
 
 from planner.collectives import Collective
+from topologies.dataplane import data_plane
 from topologies.flows import MBPS_PER_GBPS, FlowNetwork, min_gather_ratio
 from topologies.types import Topology
 
@@ -71,12 +72,10 @@ def _switch_lp(topo: Topology, reverse: bool, root: int | None) -> float | None:
     """The throughput LP's optimum in MB/s (models/gather_lp.py): arc loads balance at
     every non-GPU node, since switches, NICs and PCIe bridges cannot copy data. None when
     the data plane has no such node or the instance is too large."""
-    net = FlowNetwork(topo, reverse)
-    if len(net.gpus) > LP_BOUND_MAX_GPUS or net.size == len(net.gpus):
+    if topo.num_gpus > LP_BOUND_MAX_GPUS or len(data_plane(topo).nodes) == topo.num_gpus:
         return None
-    from models.gather_lp import throughput_lp
-    lp = throughput_lp(net.size, net.tail, net.head, net.cap, net.gpus,
-                       root=None if root is None else net.gpus[root])
+    from models.gather_lp import topology_lp
+    net, lp = topology_lp(topo, reverse, root)
     return lp.x * (1 + 1e-6) * net.unit_mbps  # the solver's tolerances must not overstate the bound
 
 

@@ -158,7 +158,7 @@ def check_packing(n: int, arcs: dict[tuple[int, int], int], demand: dict[int, in
         for v, p in enumerate(t.parent):
             if v != t.root:
                 load[p, v] = load.get((p, v), 0) + t.multiplicity
-    if {r: m for r, m in total.items()} != {r: m for r, m in demand.items() if m > 0}:
+    if total != {r: m for r, m in demand.items() if m > 0}:
         raise PackingError("tree multiplicities per root differ from the demand")
     for arc, used in load.items():
         if used > arcs.get(arc, 0):

@@ -29,7 +29,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from models.gather_lp import arc_classes, fill_loads, integral_loads, symmetrize, throughput_lp
+from models.gather_lp import arc_classes, fill_loads, integral_loads, symmetrize, topology_lp
 from solvers.arborescence import PackedTree, check_packing, pack
 from solvers.splitting import remove_switches
 from topologies.dataplane import data_plane, physical_id
@@ -80,15 +80,14 @@ def rooted_forest(topo: Topology, root: int, reverse: bool = False) -> Forest:
 def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     started = time.perf_counter()
     stats: dict[str, object] = {}
-    net = FlowNetwork(topo, reverse)
+    if topo.num_gpus < 2:
+        raise ForestError("a forest needs at least two GPUs")
+    net, lp = topology_lp(topo, reverse, root)
     plane = data_plane(topo)
     gpus = net.gpus
     n = len(gpus)
-    if n < 2:
-        raise ForestError("a forest needs at least two GPUs")
     root_node = gpus[root] if root is not None else None
     cut_rate = _cut_rate(net, root_node)
-    lp = throughput_lp(net.size, net.tail, net.head, net.cap, gpus, root=root_node)
     stats.update(lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status)
     if lp.x <= 0:
         raise ForestError("the throughput LP found no positive rate")

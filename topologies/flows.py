@@ -37,10 +37,9 @@ def dinic(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, sou
     add up), and the source side of a min cut over the first `keep` nodes (all by default).
     scipy's Dinic in int32 when the capacities fit, networkx with Python integers otherwise."""
     keep = size if keep is None else keep
-    bound = min(int(caps[tails == source].sum()), int(caps[heads == sink].sum()))
-    if bound * 2 > _INT32_MAX or int(caps.max(initial=0)) > _INT32_MAX:
+    if not _fits_int32(tails, heads, caps, source, sink):
         return _max_flow_exact(tails, heads, caps, source, sink, keep)
-    a = sp.csr_array((caps.astype(np.int32), (tails, heads)), shape=(size, size))
+    a = _capacity_matrix(size, tails, heads, caps)
     result = maximum_flow(a, source, sink, method="dinic")
     residual = (a - result.flow).tocsr()
     residual.data = (residual.data > 0).astype(np.int8)
@@ -53,9 +52,21 @@ def dinic(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, sou
 
 def flow_value(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, source: int, sink: int) -> int:
     """Just the max-flow value of `dinic` (no cut): about 3x cheaper on small graphs."""
-    bound = min(int(caps[tails == source].sum()), int(caps[heads == sink].sum()))
-    if bound * 2 > _INT32_MAX or int(caps.max(initial=0)) > _INT32_MAX:
+    if not _fits_int32(tails, heads, caps, source, sink):
         return _max_flow_exact(tails, heads, caps, source, sink, size)[0]
+    return int(maximum_flow(_capacity_matrix(size, tails, heads, caps), source, sink, method="dinic").flow_value)
+
+
+def _fits_int32(tails, heads, caps, source, sink) -> bool:
+    """Whether scipy's int32 solver can take the problem: no flow exceeds what leaves the
+    source or enters the sink, and residuals stay within twice that."""
+    bound = min(int(caps[tails == source].sum()), int(caps[heads == sink].sum()))
+    return bound * 2 <= _INT32_MAX and int(caps.max(initial=0)) <= _INT32_MAX
+
+
+def _capacity_matrix(size: int, tails, heads, caps) -> sp.csr_array:
+    """The arcs as a CSR capacity matrix, parallel arcs summed (built directly: scipy's COO
+    conversion costs more than the flow on small graphs)."""
     order = np.lexsort((heads, tails))
     t, h, c = tails[order], heads[order], caps[order]
     first = np.ones(len(t), dtype=bool)
@@ -65,8 +76,7 @@ def flow_value(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray
     t, h = t[starts], h[starts]
     indptr = np.zeros(size + 1, dtype=np.int32)
     np.cumsum(np.bincount(t, minlength=size), out=indptr[1:])
-    a = sp.csr_array((c.astype(np.int32), h.astype(np.int32), indptr), shape=(size, size))
-    return int(maximum_flow(a, source, sink, method="dinic").flow_value)
+    return sp.csr_array((c.astype(np.int32), h.astype(np.int32), indptr), shape=(size, size))
 
 
 def _max_flow_exact(tails, heads, caps, source, sink, keep) -> tuple[int, np.ndarray]:
