@@ -32,6 +32,25 @@ def build_baseline(kind: str, topo: Topology, size: int, root: int = 0,
     return baselines.direct_alltoall(coll, topo)
 
 
+def assert_baselines_respect_the_bound(topo: Topology, size: int, root: int | None = None,
+                                      context: object = None) -> None:
+    """Every baseline (at `root`, or each case's own) verifies, simulates no faster than the
+    lower bound, and keeps every link within capacity."""
+    from planner.bounds import lower_bound
+    from planner.simulator import simulate, verify
+
+    router = Router(topo)
+    for label, kind, case_root in BASELINE_CASES:
+        sched = build_baseline(kind, topo, size, case_root if root is None else root, router)
+        verify(sched)
+        res = simulate(sched, topo, router)
+        bound = lower_bound(sched.collective, topo)
+        assert 0 < bound.time_us < float("inf"), (context, label)
+        assert res.time_us >= bound.time_us * (1 - 1e-9), (context, label, res.time_us, bound.time_us,
+                                                           bound.derivation)
+        assert res.max_link_utilization <= 1 + 1e-9, (context, label)
+
+
 def explicit(name: str, gpus: list[str], links: list[tuple], switches: list[str] = ()) -> Topology:
     """A topology from GPU ids, switch ids and (src, dst, GB/s, us[, both_ways]) links."""
     nodes = [Node(g, "gpu") for g in gpus] + [Node(s, "switch") for s in switches]
