@@ -44,7 +44,10 @@ class ThroughputLP:
     loads: np.ndarray        # l_e per arc
     rounds: int
     cuts: int
-    status: str
+    status: str              # the last LP solve's termination
+    solver: str = "highs"
+    seconds: float = 0.0     # all LP solves (wall clock)
+    converged: bool = True   # False: the rounds ran out with violated cuts left
 
 
 def topology_lp(topo: Topology, reverse: bool = False, root: int | None = None) -> tuple[FlowNetwork, ThroughputLP]:
@@ -94,15 +97,17 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
             side[v] = True
             add_cut(side)
     model.maximize(x)
-    rounds = 0
+    rounds, seconds, converged = 0, 0.0, True
     while True:
         rounds += 1
         result = registry.solve(model, solver, SolveOptions())
+        seconds += result.seconds
         if result.values is None:
             raise RuntimeError(f"throughput LP: solver returned {result.termination}")
         values = np.array(result.values)
         ell, xv = values[:-1], float(values[-1])
         if rounds > MAX_ROUNDS or xv <= 0:
+            converged = xv <= 0
             break
         added = 0
         scale = _SEPARATION_UNITS / max(1.0, float(ell.sum()) + xv * n)
@@ -123,7 +128,7 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
                 added += add_cut(_sink_side_cut(size, tails, heads, ell_int, sources, feed, v))
         if not added:
             break
-    return ThroughputLP(xv, ell, rounds, len(seen), str(result.termination))
+    return ThroughputLP(xv, ell, rounds, len(seen), str(result.termination), solver, seconds, converged)
 
 
 def _sink_side_cut(size, tails, heads, caps, sources, feed, v) -> np.ndarray:

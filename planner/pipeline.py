@@ -20,7 +20,7 @@ from planner.simulator import SimResult, simulate
 from models.collective_milp import MAX_VARIABLES, milp_schedule
 from solvers import SolveResult, SolverError, baselines, trees
 from solvers.hierarchical import hierarchical
-from solvers.tree_schedules import tree_schedule
+from solvers.tree_schedules import lp_solver_json, tree_schedule
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -180,7 +180,8 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     if coll.kind == "alltoallv":
         problem["traffic"] = [list(row) for row in coll.traffic]
     plan = Plan(kind="collective", problem=problem, method=name, metrics=metrics, bound=bound.to_json(),
-                plan=schedule_to_json(schedule), solver=solver_json(milp_result) if name == "milp" else None,
+                plan=schedule_to_json(schedule), solver=(solver_json(milp_result) if name == "milp"
+                        else lp_solver_json(coll, topo) if name == "trees" else None),
                 fallback=fallback,
                 provenance={"planner_version": __version__, "heuristic": name in HEURISTIC_METHODS,
                             "verified_by": "planner.simulator", "auto_choice":

@@ -21,6 +21,7 @@ from fractions import Fraction
 from planner.collectives import Collective
 from planner.errors import InputError
 from planner.schedule import Chunk, Schedule, Transfer
+from models.gather_lp import topology_lp
 from solvers.arborescence import PackingError
 from solvers.baselines import TRANSFER_BUDGET
 from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, rooted_forest
@@ -60,6 +61,21 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
     except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
         raise InputError(f"trees: {exc}", field="method") from None
     return forest_schedule(collective, phases, pieces, budget, Router(topo))
+
+
+def lp_solver_json(collective: Collective, topo: Topology) -> dict:
+    """The plan's `solver` entry for a trees plan: the throughput LP(s) its forests were
+    packed from (kept on the topology, so nothing is solved again). `optimal` only when
+    every LP solve was optimal and cut generation found no violated cut."""
+    kind = collective.kind
+    phases = {"allgather": [(False, None)], "reduce-scatter": [(True, None)],
+              "allreduce": [(True, None), (False, None)], "broadcast": [(False, collective.root)],
+              "reduce": [(True, collective.root)]}[kind]
+    lps = [topology_lp(topo, reverse, root)[1] for reverse, root in phases]
+    proved = all(lp.status == "optimal" and lp.converged for lp in lps)
+    return {"name": lps[0].solver, "status": "optimal" if proved else "feasible",
+            "seconds": sum(lp.seconds for lp in lps), "gap": 0.0 if proved else None,
+            "limit_hit": not all(lp.converged for lp in lps)}
 
 
 def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], pieces: int | None = None,
