@@ -4,13 +4,15 @@ synthesis time by cluster size.
     python -m bench.trees              # both tables (tens of minutes on 2 cores)
     python -m bench.trees --quality    # table 1 only
     python -m bench.trees --scaling    # table 2 only
+    python -m bench.trees --forest packing   # the edge-splitting + Lovasz packing forests
 
 Table 1: allgather, reduce-scatter and allreduce at 1 GiB. `rate/LP` is the packing's
 steady-state rate over the throughput LP's optimum (the bandwidth term; 1.000 = optimal);
 `LP/cut` how much tighter the LP is than the plain min-cut bound (switches cannot copy);
 `trees/bound` and `ring/bound` the simulated times over the bound (LP-tightened).
-Table 2: synthesis time (LP, splitting, packing; median of 3) of the allgather forest on
-rail-optimized HGX H100 clusters, stopping after a size takes more than --limit seconds.
+Table 2: synthesis time (median of 3) of the allgather forest on rail-optimized HGX H100
+clusters, split into the throughput LP and what builds the trees from it (column
+generation, or splitting + packing), stopping after a size takes more than --limit s.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ KINDS = ["allgather", "reduce-scatter", "allreduce"]
 SIZE = 1 << 30
 
 
-def quality(names: list[str], budget: int) -> None:
+def quality(names: list[str], budget: int, forest: str) -> None:
     print("| topology | collective | synth s | trees | depth | rate/LP | LP/cut | trees/bound | ring/bound | transfers |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
@@ -44,7 +46,7 @@ def quality(names: list[str], budget: int) -> None:
         for kind in KINDS:
             coll = Collective(kind, topo.num_gpus, SIZE)
             t0 = time.perf_counter()
-            sched = tree_schedule(coll, topo, budget=budget)  # first: it solves the LP the bound reuses
+            sched = tree_schedule(coll, topo, budget=budget, forest=forest)  # first: it solves the LP the bound reuses
             synth = time.perf_counter() - t0
             bound = lower_bound(coll, topo)
             sim = simulate(sched, topo, router)
@@ -58,8 +60,8 @@ def quality(names: list[str], budget: int) -> None:
                   flush=True)
 
 
-def scaling(sizes: list[int], limit: float) -> None:
-    print("| GPUs | servers | median s | LP s | split s | pack s | trees | rate/LP |")
+def scaling(sizes: list[int], limit: float, forest: str) -> None:
+    print("| GPUs | servers | median s | LP s | trees from LP s | trees | depth | rate/LP |")
     print("|---|---|---|---|---|---|---|---|")
     for servers in sizes:
         name = f"hgx-h100x{servers}" if servers > 1 else "hgx-h100"
@@ -67,15 +69,15 @@ def scaling(sizes: list[int], limit: float) -> None:
         for _ in range(3):
             topo = load_topology(name)  # fresh: the LP is kept on a topology once solved
             t0 = time.perf_counter()
-            forest = gather_forest(topo)
-            runs.append((time.perf_counter() - t0, forest))
+            found = gather_forest(topo, method=forest)
+            runs.append((time.perf_counter() - t0, found))
             if runs[-1][0] > limit:
                 break
         secs = statistics.median(r[0] for r in runs)
         st = runs[-1][1].stats
         rate = float(runs[-1][1].rate_mbps) / runs[-1][1].lp_rate_mbps
-        print(f"| {topo.num_gpus} | {servers} | {secs:.2f} | {st['lp_seconds']:.2f} | {st['split_seconds']:.2f} | "
-              f"{st['pack_seconds']:.2f} | {st['trees']} | {rate:.4f} |", flush=True)
+        print(f"| {topo.num_gpus} | {servers} | {secs:.2f} | {st['lp_seconds']:.2f} | "
+              f"{st['seconds'] - st['lp_seconds']:.2f} | {st['trees']} | {st['max_depth']} | {rate:.4f} |", flush=True)
         if secs > limit:
             print(f"(stopped: {topo.num_gpus} GPUs took more than {limit:.0f} s)")
             break
@@ -88,12 +90,15 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=200_000, help="transfers per trees schedule")
     ap.add_argument("--limit", type=float, default=300.0, help="seconds after which scaling stops")
     ap.add_argument("--topology", action="append", help="table 1 topologies (default: the issue's list)")
+    ap.add_argument("--forest", choices=["columns", "packing"], default="columns",
+                    help="how the trees are found from the throughput LP")
+    ap.add_argument("--servers", type=int, action="append", help="table 2 cluster sizes in servers")
     args = ap.parse_args()
     both = not (args.quality or args.scaling)
     if args.quality or both:
-        quality(args.topology or QUALITY, args.budget)
+        quality(args.topology or QUALITY, args.budget, args.forest)
     if args.scaling or both:
-        scaling([1, 2, 4, 8], args.limit)
+        scaling(args.servers or [1, 2, 4, 8, 16, 32], args.limit, args.forest)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         problem["traffic"] = [list(row) for row in coll.traffic]
     plan = Plan(kind="collective", problem=problem, method=name, metrics=metrics, bound=bound.to_json(),
                 plan=schedule_to_json(schedule), solver=(solver_json(milp_result) if name == "milp"
-                        else lp_solver_json(coll, topo) if name == "trees" else None),
+                        else lp_solver_json(coll, topo, schedule) if name == "trees" else None),
                 fallback=fallback,
                 provenance={"planner_version": __version__, "heuristic": name in HEURISTIC_METHODS,
                             "verified_by": "planner.simulator", "auto_choice":

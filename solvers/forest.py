@@ -17,7 +17,9 @@ the highest rate the data plane allows when switches cannot copy data:
    several paths is cut into sub-trees, one path per arc.
 
 `rooted_forest` does the same for broadcast (reduce: reversed) from one root.
-Every step is checked; the result's rate is exact for the rounded loads, and the caller
+Both take `method=`: "packing" (the steps above) or "columns" (the default: the same LP
+over routed trees solved by column generation, solvers/tree_columns.py; fewer trees, and
+faster on most fabrics — bench/trees.py compares them). Every step is checked; the result's rate is exact for the rounded loads, and the caller
 compares it with the LP optimum and the cut bound.
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from models.gather_lp import arc_classes, fill_loads, integral_loads, symmetrize, topology_lp
 from solvers.arborescence import PackedTree, check_packing, pack
 from solvers.splitting import remove_switches
+from solvers.tree_columns import ColumnGenerationError, column_forest, tree_paths
 from topologies.dataplane import data_plane, physical_id
 from topologies.flows import FlowNetwork, dinic, min_gather_ratio
 from topologies.types import Topology
@@ -67,14 +70,43 @@ class Forest:
     stats: dict = field(default_factory=dict)
 
 
-def gather_forest(topo: Topology, reverse: bool = False) -> Forest:
-    """Trees for allgather (reduce-scatter when `reverse`). See the module doc."""
-    return _forest(topo, reverse, root=None)
+def gather_forest(topo: Topology, reverse: bool = False, method: str = "columns") -> Forest:
+    """Trees for allgather (reduce-scatter when `reverse`). See the module doc;
+    method "columns" solves the same LP by column generation (solvers/tree_columns.py)."""
+    return _method(method)(topo, reverse, None)
 
 
-def rooted_forest(topo: Topology, root: int, reverse: bool = False) -> Forest:
+def rooted_forest(topo: Topology, root: int, reverse: bool = False, method: str = "columns") -> Forest:
     """Trees for broadcast from rank `root` (reduce into it when `reverse`)."""
-    return _forest(topo, reverse, root=root)
+    return _method(method)(topo, reverse, root)
+
+
+def _method(name: str):
+    if name not in FOREST_METHODS:
+        raise ValueError(f"unknown forest method {name!r}; one of {sorted(FOREST_METHODS)}")
+    return FOREST_METHODS[name]
+
+
+def _column_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
+    started = time.perf_counter()
+    if topo.num_gpus < 2:
+        raise ForestError("a forest needs at least two GPUs")
+    net, lp = topology_lp(topo, reverse, root)
+    t_lp = time.perf_counter()
+    try:
+        found = column_forest(net, root, upper=lp.x)
+    except ColumnGenerationError as exc:
+        raise ForestError(str(exc)) from None
+    trees = tuple(RoutedTree(c.root, w, c.parent, tree_paths(net, c, reverse))
+                  for c, w in zip(found.columns, found.weights))
+    _check_trees(trees, topo, reverse, root)
+    stats = dict(method="columns", lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status,
+                 columns_rounds=found.rounds, columns_converged=found.converged, master_solver=found.solver,
+                 trees=len(trees), lp_seconds=t_lp - started,
+                 master_seconds=found.lp_seconds, pricing_seconds=found.pricing_seconds,
+                 seconds=time.perf_counter() - started, max_depth=max(max(t.depth()) for t in trees))
+    return Forest(trees, found.rate * net.unit_mbps, lp.x * net.unit_mbps, _cut_rate(net, None if root is None else net.gpus[root]),
+                  reverse, stats)
 
 
 def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
@@ -88,7 +120,7 @@ def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     n = len(gpus)
     root_node = gpus[root] if root is not None else None
     cut_rate = _cut_rate(net, root_node)
-    stats.update(lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status)
+    stats.update(method="packing", lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status)
     if lp.x <= 0:
         raise ForestError("the throughput LP found no positive rate")
     t_lp = time.perf_counter()
@@ -140,6 +172,28 @@ def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
                  seconds=time.perf_counter() - started, max_depth=max(max(t.depth()) for t in routed))
     return Forest(tuple(routed), final_rate * unit_mbps, lp.x * net.unit_mbps, cut_rate, reverse, stats)
 
+
+def _check_trees(trees: tuple[RoutedTree, ...], topo: Topology, reverse: bool, root: int | None) -> None:
+    """Every tree spans the ranks from its root, each arc's path joins the right GPUs,
+    and every root's weights sum to exactly 1."""
+    n, gpus = topo.num_gpus, topo.gpus
+    total: dict[int, Fraction] = {}
+    for t in trees:
+        depth = t.depth()
+        if t.parent[t.root] != -1 or min(depth) < 0 or len(t.parent) != n:
+            raise ForestError(f"a tree of root {t.root} does not span the GPUs")
+        for v, u in enumerate(t.parent):
+            if u >= 0:
+                ends = (gpus[v], gpus[u]) if reverse else (gpus[u], gpus[v])
+                if (t.paths[v][0], t.paths[v][-1]) != ends:
+                    raise ForestError(f"a tree of root {t.root}: the path into rank {v} does not join its GPUs")
+        total[t.root] = total.get(t.root, Fraction(0)) + t.weight
+    expected = set(range(n)) if root is None else {root}
+    if set(total) != expected or any(w != 1 for w in total.values()):
+        raise ForestError("the trees' weights do not sum to 1 for every root")
+
+
+FOREST_METHODS = {"packing": _forest, "columns": _column_forest}
 
 COARSE_LOSS = Fraction(1, 2000)  # rate the packing may give up for fewer, coarser trees
 COARSE_MIN_TREES = 16  # units of demand per root kept at least

@@ -36,9 +36,13 @@ SCHEDULE_BUDGET = 200_000  # transfers: verified and timed in about a minute
 
 
 def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = None,
-                  budget: int | None = None) -> Schedule:
+                  budget: int | None = None, forest: str | None = None) -> Schedule:
     """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
-    reduce from spanning-tree packing (solvers/forest.py). O(packing) + O(transfers)."""
+    reduce from weighted trees at the throughput LP's optimum, found by column generation
+    (`forest="columns"`, solvers/tree_columns.py) or edge splitting and packing
+    ("packing", solvers/forest.py). By default: columns when every GPU is a root (far
+    fewer trees than packing gives), packing for one root (its trees come out equal and
+    shallow: the symmetric depth-2 broadcast on a switch). O(forest) + O(transfers)."""
     kind, n = collective.kind, collective.ranks
     if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
         raise InputError(f"the trees method does not do {kind}", field="method")
@@ -47,35 +51,43 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
                          f"(it would take many minutes); use hierarchical or ring", field="method")
     if n < 2:
         raise InputError("trees: a single GPU has nothing to move", field="method")
+    forest = forest or ("packing" if kind in ("broadcast", "reduce") else "columns")
     try:
         if kind == "allgather":
-            phases = [(gather_forest(topo), False)]
+            phases = [(gather_forest(topo, method=forest), False)]
         elif kind == "reduce-scatter":
-            phases = [(gather_forest(topo, reverse=True), True)]
+            phases = [(gather_forest(topo, reverse=True, method=forest), True)]
         elif kind == "allreduce":
-            phases = [(gather_forest(topo, reverse=True), True), (gather_forest(topo), False)]
+            phases = [(gather_forest(topo, reverse=True, method=forest), True),
+                      (gather_forest(topo, method=forest), False)]
         elif kind == "broadcast":
-            phases = [(rooted_forest(topo, collective.root), False)]
+            phases = [(rooted_forest(topo, collective.root, method=forest), False)]
         else:
-            phases = [(rooted_forest(topo, collective.root, reverse=True), True)]
+            phases = [(rooted_forest(topo, collective.root, reverse=True, method=forest), True)]
     except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
         raise InputError(f"trees: {exc}", field="method") from None
     return forest_schedule(collective, phases, pieces, budget, Router(topo))
 
 
-def lp_solver_json(collective: Collective, topo: Topology) -> dict:
+def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | None = None) -> dict:
     """The plan's `solver` entry for a trees plan: the throughput LP(s) its forests were
-    packed from (kept on the topology, so nothing is solved again). `optimal` only when
-    every LP solve was optimal and cut generation found no violated cut."""
+    built from (kept on the topology, so nothing is solved again) and, for column-generated
+    forests, the master LP. `optimal` only when every LP solve was optimal, cut generation
+    found no violated cut and column generation converged."""
     kind = collective.kind
     phases = {"allgather": [(False, None)], "reduce-scatter": [(True, None)],
               "allreduce": [(True, None), (False, None)], "broadcast": [(False, collective.root)],
               "reduce": [(True, collective.root)]}[kind]
     lps = [topology_lp(topo, reverse, root)[1] for reverse, root in phases]
-    proved = all(lp.status == "optimal" and lp.converged for lp in lps)
-    return {"name": lps[0].solver, "status": "optimal" if proved else "feasible",
+    params = dict(schedule.params) if schedule is not None else {}
+    synthesis = [v for k, v in params.items() if k.endswith("synthesis")]
+    columns = [s for s in synthesis if s.get("method") == "columns"]
+    converged = all(lp.converged for lp in lps) and all(s["columns_converged"] for s in columns)
+    proved = converged and all(lp.status == "optimal" for lp in lps)
+    name = lps[0].solver + ("+" + columns[0]["master_solver"] if columns else "")
+    return {"name": name, "status": "optimal" if proved else "feasible",
             "seconds": sum(lp.seconds for lp in lps), "gap": 0.0 if proved else None,
-            "limit_hit": not all(lp.converged for lp in lps)}
+            "limit_hit": not converged}
 
 
 def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], pieces: int | None = None,
@@ -177,7 +189,8 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], p
               ("max_depth", max(f.stats["max_depth"] for f, _ in phases))]
     for f, upward in phases:
         tag = "up_" if upward and len(phases) > 1 else ""
-        params += [(tag + "rate_GBps_per_gpu", float(f.rate_mbps) / 1000),
+        params += [(tag + "forest", f.stats.get("method", "packing")),
+                   (tag + "rate_GBps_per_gpu", float(f.rate_mbps) / 1000),
                    (tag + "lp_rate_GBps_per_gpu", f.lp_rate_mbps / 1000),
                    (tag + "cut_rate_GBps_per_gpu", float(f.cut_rate_mbps) / 1000),
                    (tag + "synthesis", {k: v for k, v in sorted(f.stats.items()) if not k.endswith("seconds")})]

@@ -202,11 +202,15 @@ def test_multi_server_trees_are_not_exported_but_auto_falls_back(run_cli, tmp_pa
     assert r.exit_code == 2 and "chosen paths" in r.stderr and not out.exists()
 
 
-def test_trees_plans_report_the_lp_solve_as_their_solver(run_cli, tmp_path, plan_validator):
+@pytest.mark.parametrize("kind,name", [("allreduce", "highs+glop"), ("broadcast", "highs")])
+def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, plan_validator, kind, name):
     out = tmp_path / "p.json"
-    r = run_cli("collective", "allreduce", "--topology", "dgx-a100", "--size", "8MiB", "--method", "trees", "-o", out)
+    r = run_cli("collective", kind, "--topology", "dgx-a100", "--size", "8MiB", "--method", "trees", "-o", out)
     assert r.exit_code == 0, r.stderr
     doc = plan_validator(out)
     assert doc["method"] == "trees"
-    assert doc["solver"]["name"] == "highs" and doc["solver"]["status"] == "optimal"
+    # the throughput LP, and the column generation's master where the forest came from it
+    assert doc["solver"]["name"] == name and doc["solver"]["status"] == "optimal"
     assert doc["solver"]["gap"] == 0.0 and doc["solver"]["limit_hit"] is False
+    assert doc["plan"]["params"]["forest" if kind == "broadcast" else "up_forest"] == (
+        "packing" if kind == "broadcast" else "columns")
