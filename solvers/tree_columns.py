@@ -49,6 +49,7 @@ MAX_ROUNDS = 400
 TOLERANCE = 1e-9       # relative: a column must improve the master's price by more
 REACHED = 1e-5         # relative distance to the upper bound that counts as reaching it
 EPSILON = 1e-9         # tie-break per link, relative to the top link price: shorter, faster paths
+PRICE_WINDOW = 32      # roots priced per round beyond those binding x (all of them up to this many)
 SMOOTHING = 0.5        # Wentges: weight of the best-bound prices in the prices a round prices at
 TIE = 1e-5             # arc costs this close (relative to the top link price) are a tie: shallower wins
 WEIGHT_DIGITS = 10**7  # rational weights: denominators up to this per root
@@ -117,7 +118,7 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
     for r in roots:
         add(paths.tree(r, shortest_path_tree(cost, r), pred))
     lp_seconds = pricing_seconds = 0.0
-    rounds, converged = 0, False
+    rounds, converged, full = 0, False, False
     best_bound, center = math.inf if upper is None else upper, None
     while True:
         rounds += 1
@@ -130,6 +131,10 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
         if rounds > MAX_ROUNDS or time.perf_counter() - started > time_limit:
             break
         t0 = time.perf_counter()
+        # partial pricing on many GPUs: the roots that bind x, and a rotating share of the
+        # others; a round that finds nothing is followed by a full one before stopping
+        stride = 1 if full else max(1, -(-len(roots) // PRICE_WINDOW))
+        chosen = [k for k in range(len(roots)) if pi[k] > 0 or (k + rounds) % stride == 0]
         added = 0
         # Wentges smoothing: price at a point between the current prices and those that gave
         # the best bound (fewer rounds); if that finds nothing, price at the current ones
@@ -138,7 +143,8 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
             cost, pred = paths.costs(prices)
             tie = TIE * float(prices.max())
             least = np.zeros(len(roots))
-            for k, r in enumerate(roots):
+            for k in chosen:
+                r = roots[k]
                 limit = pi[k] - TOLERANCE * max(float(pi.max()), 1e-30)
                 exact = min_arborescence(cost, r)
                 least[k] = _tree_cost(cost, exact)
@@ -152,16 +158,17 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
                 add(flat)
                 add(shallow)
             least -= paths.tie_break_total  # what the tie-break may have added to a tree's cost
-            if least.min() > 0:  # Farley's bound: these prices, scaled to make every root's tree cost 1
+            if stride == 1 and least.min() > 0:  # Farley's bound: these prices, scaled so every root's tree costs 1
                 bound = float(links.cap @ prices) / float(least.sum())
                 if bound < best_bound or center is None:
                     best_bound, center = min(bound, best_bound), prices
             if added:
                 break
         pricing_seconds += time.perf_counter() - t0
-        if not added:
+        if not added and stride == 1:
             converged = True
             break
+        full = not added
     keep = [i for i in range(len(w)) if w[i] > 1e-12]  # w may predate the last columns added
     columns = [columns[i] for i in keep]
     weights = _rational_weights([columns[i].root for i in range(len(columns))], [float(w[i]) for i in keep])
