@@ -19,7 +19,7 @@ the highest rate the data plane allows when switches cannot copy data:
 `rooted_forest` does the same for broadcast (reduce: reversed) from one root.
 Both take `method=`: "packing" (the steps above) or "columns" (the default: the same LP
 over routed trees solved by column generation, solvers/tree_columns.py; fewer trees, and
-faster on most fabrics — bench/trees.py compares them). Every step is checked; the result's rate is exact for the rounded loads, and the caller
+faster on most fabrics — bench/trees.py compares them; tree_schedule picks per case). Every step is checked; the result's rate is exact for the rounded loads, and the caller
 compares it with the LP optimum and the cut bound.
 """
 from __future__ import annotations

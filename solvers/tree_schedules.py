@@ -40,9 +40,11 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
     """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
     reduce from weighted trees at the throughput LP's optimum, found by column generation
     (`forest="columns"`, solvers/tree_columns.py) or edge splitting and packing
-    ("packing", solvers/forest.py). By default: columns when every GPU is a root (far
-    fewer trees than packing gives), packing for one root (its trees come out equal and
-    shallow: the symmetric depth-2 broadcast on a switch). O(forest) + O(transfers)."""
+    ("packing", solvers/forest.py). By default: columns when every GPU is a root on
+    several servers (far fewer trees than packing gives there: 1.25 vs 2.28 of the bound
+    on hgx-h100x4), packing on one server (1.03 vs 1.08 on mi250, bench/trees.py) and for
+    one root (equal, shallow trees: the symmetric depth-2 broadcast on a switch).
+    O(forest) + O(transfers)."""
     kind, n = collective.kind, collective.ranks
     if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
         raise InputError(f"the trees method does not do {kind}", field="method")
@@ -51,7 +53,7 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
                          f"(it would take many minutes); use hierarchical or ring", field="method")
     if n < 2:
         raise InputError("trees: a single GPU has nothing to move", field="method")
-    forest = forest or ("packing" if kind in ("broadcast", "reduce") else "columns")
+    forest = forest or ("packing" if kind in ("broadcast", "reduce") or len(topo.servers) == 1 else "columns")
     try:
         if kind == "allgather":
             phases = [(gather_forest(topo, method=forest), False)]

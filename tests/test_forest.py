@@ -202,15 +202,17 @@ def test_multi_server_trees_are_not_exported_but_auto_falls_back(run_cli, tmp_pa
     assert r.exit_code == 2 and "chosen paths" in r.stderr and not out.exists()
 
 
-@pytest.mark.parametrize("kind,name", [("allreduce", "highs+glop"), ("broadcast", "highs")])
-def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, plan_validator, kind, name):
+@pytest.mark.parametrize("kind,topo,name", [("allgather", "dgx-a100x2", "highs+glop"), ("allreduce", "dgx-a100", "highs"),
+                                            ("broadcast", "dgx-a100", "highs")])
+def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, plan_validator, kind, topo, name):
     out = tmp_path / "p.json"
-    r = run_cli("collective", kind, "--topology", "dgx-a100", "--size", "8MiB", "--method", "trees", "-o", out)
+    r = run_cli("collective", kind, "--topology", topo, "--size", "1MiB", "--method", "trees", "-o", out)
     assert r.exit_code == 0, r.stderr
     doc = plan_validator(out)
     assert doc["method"] == "trees"
     # the throughput LP, and the column generation's master where the forest came from it
     assert doc["solver"]["name"] == name and doc["solver"]["status"] == "optimal"
     assert doc["solver"]["gap"] == 0.0 and doc["solver"]["limit_hit"] is False
-    assert doc["plan"]["params"]["forest" if kind == "broadcast" else "up_forest"] == (
-        "packing" if kind == "broadcast" else "columns")
+    # column generation on several servers, packing on one server and for one root
+    assert doc["plan"]["params"]["up_forest" if kind == "allreduce" else "forest"] == (
+        "columns" if name == "highs+glop" else "packing")
