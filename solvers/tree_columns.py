@@ -42,6 +42,7 @@ from ortools.linear_solver import pywraplp
 from scipy.optimize import linprog
 from scipy.sparse.csgraph import dijkstra
 
+from solvers.arborescence import PackedTree
 from topologies.dataplane import physical_id
 from topologies.flows import FlowNetwork
 
@@ -148,15 +149,15 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
                 limit = pi[k] - TOLERANCE * max(float(pi.max()), 1e-30)
                 exact = min_arborescence(cost, r)
                 least[k] = _tree_cost(cost, exact)
-                # the cheapest tree (the steepest column) and two shallower ones of about its
-                # cost enter if they improve; the shallow ones enter anyway, for every root:
-                # only the roots that bind x have a price, the others would wait their turn
-                flat = paths.tree(r, flatten(cost, exact, r, tie), pred)
-                shallow = paths.tree(r, shortest_path_tree(cost + tie, r), pred)
-                trees = (paths.tree(r, exact, pred), flat, shallow)
-                added += sum(add(c) for c in trees if paths.price(c, y) < limit)
-                add(flat)
-                add(shallow)
+                # the cheapest tree (the steepest column) enters if it improves; two shallower
+                # ones of about its cost enter anyway, for every root: only the roots that
+                # bind x have a price, the others would wait their turn
+                for parent, always in ((exact, False), (flatten(cost, exact, r, tie), True),
+                                       (shortest_path_tree(cost + tie, r), True)):
+                    col = paths.tree(r, parent, pred)
+                    improving = paths.price(col, y) < limit
+                    if (improving or always) and add(col):
+                        added += improving
             least -= paths.tie_break_total  # what the tie-break may have added to a tree's cost
             if stride == 1 and least.min() > 0:  # Farley's bound: these prices, scaled so every root's tree costs 1
                 bound = float(links.cap @ prices) / float(least.sum())
@@ -171,8 +172,8 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
         full = not added
     keep = [i for i in range(len(w)) if w[i] > 1e-12]  # w may predate the last columns added
     columns = [columns[i] for i in keep]
-    weights = _rational_weights([columns[i].root for i in range(len(columns))], [float(w[i]) for i in keep])
-    rate = _exact_rate(columns, weights, [usage[i] for i in keep], links)
+    weights = _rational_weights([c.root for c in columns], [float(w[i]) for i in keep])
+    rate = _exact_rate(weights, [usage[i] for i in keep], links)
     return ColumnForest(tuple(columns), tuple(weights), rate, x, rounds, converged, lp_seconds, pricing_seconds,
                         master.solver_name)
 
@@ -205,12 +206,11 @@ class _PathFinder:
     extra in-copy that takes its incoming arcs, so no path runs through a GPU."""
 
     def __init__(self, net: FlowNetwork, links: _Links):
-        self.net, self.links = net, links
+        self.links = links
         size, n = net.size, len(net.gpus)
         pos = np.full(size, -1, dtype=np.int64)
         pos[net.gpus] = np.arange(n)
         heads = np.where(pos[net.head] >= 0, size + pos[net.head], net.head)
-        # keep the cheapest arc of parallel ones: the graph needs one entry per pair
         self.tails, self.heads = net.tail, heads
         self.size = size + n
         self.sources = np.array(net.gpus, dtype=np.int64)
@@ -226,6 +226,7 @@ class _PathFinder:
         weight = prices[self.links.group] / top + self.epsilon
         # a tree has n - 1 arcs, each a path of at most `size` links
         self.tie_break_total = top * EPSILON * (len(self.sources) - 1) * self.size
+        # keep the cheapest arc of parallel ones: the graph takes one entry per pair
         order = np.lexsort((weight, self.heads, self.tails))
         t, h, wt = self.tails[order], self.heads[order], weight[order]
         first = np.ones(len(t), dtype=bool)
@@ -384,7 +385,7 @@ def flatten(cost: np.ndarray, parent: np.ndarray, root: int, tie: float) -> np.n
     there is deeper than v). O(N^2) per pass, passes until nothing moves."""
     parent = parent.copy()
     while True:
-        depth = _depths(parent, root)
+        depth = np.array(PackedTree(root, 1, tuple(parent.tolist())).depth())
         moved = False
         for v in np.argsort(depth, kind="stable").tolist():
             if v == root:
@@ -397,22 +398,6 @@ def flatten(cost: np.ndarray, parent: np.ndarray, root: int, tie: float) -> np.n
                 moved = True
         if not moved:
             return parent
-
-
-def _depths(parent: np.ndarray, root: int) -> np.ndarray:
-    n = len(parent)
-    depth = np.full(n, -1, dtype=np.int64)
-    depth[root] = 0
-    for v in range(n):
-        walk = []
-        while depth[v] < 0:
-            walk.append(v)
-            v = int(parent[v])
-        d = depth[v]
-        for u in reversed(walk):
-            d += 1
-            depth[u] = d
-    return depth
 
 
 def _find_cycle(parent: np.ndarray, root: int) -> list[int] | None:
@@ -445,7 +430,7 @@ def _rational_weights(roots: list[int], weights: list[float]) -> list[Fraction]:
     return out
 
 
-def _exact_rate(columns, weights, usage, links: _Links) -> Fraction:
+def _exact_rate(weights, usage, links: _Links) -> Fraction:
     """The rate the weighted trees reach: min over links of capacity / load per unit rate."""
     load: dict[int, Fraction] = {}
     for w, use in zip(weights, usage):
@@ -465,8 +450,3 @@ def tree_paths(net: FlowNetwork, col: TreeColumn, reverse: bool) -> tuple[tuple[
         phys = tuple(physical_id(x) for x in nodes)
         out.append(tuple(reversed(phys)) if reverse else phys)
     return tuple(out)
-
-
-def gap(forest: ColumnForest, upper: float) -> float:
-    """Relative distance of the exact rate from an upper bound on it."""
-    return max(0.0, 1.0 - float(forest.rate) / upper) if upper > 0 and math.isfinite(upper) else 0.0
