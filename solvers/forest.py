@@ -19,8 +19,10 @@ the highest rate the data plane allows when switches cannot copy data:
 `rooted_forest` does the same for broadcast (reduce: reversed) from one root.
 Both take `method=`: "packing" (the steps above) or "columns" (the default: the same LP
 over routed trees solved by column generation, solvers/tree_columns.py; fewer trees, and
-faster on most fabrics — bench/trees.py compares them; tree_schedule picks per case). Every step is checked; the result's rate is exact for the rounded loads, and the caller
-compares it with the LP optimum and the cut bound.
+faster on most fabrics — bench/trees.py compares them; tree_schedule picks per case).
+Every step is checked, and either method's trees once more as routed trees (`_check_trees`);
+the result's rate is exact, and the caller compares it with the LP optimum and the cut
+bound.
 """
 from __future__ import annotations
 
@@ -73,24 +75,26 @@ class Forest:
 def gather_forest(topo: Topology, reverse: bool = False, method: str = "columns") -> Forest:
     """Trees for allgather (reduce-scatter when `reverse`). See the module doc;
     method "columns" solves the same LP by column generation (solvers/tree_columns.py)."""
-    return _method(method)(topo, reverse, None)
+    return _build(method, topo, reverse, None)
 
 
 def rooted_forest(topo: Topology, root: int, reverse: bool = False, method: str = "columns") -> Forest:
     """Trees for broadcast from rank `root` (reduce into it when `reverse`)."""
-    return _method(method)(topo, reverse, root)
+    return _build(method, topo, reverse, root)
 
 
-def _method(name: str):
-    if name not in FOREST_METHODS:
-        raise ValueError(f"unknown forest method {name!r}; one of {sorted(FOREST_METHODS)}")
-    return FOREST_METHODS[name]
+def _build(method: str, topo: Topology, reverse: bool, root: int | None) -> Forest:
+    if method not in FOREST_METHODS:
+        raise ValueError(f"unknown forest method {method!r}; one of {sorted(FOREST_METHODS)}")
+    if topo.num_gpus < 2:
+        raise ForestError("a forest needs at least two GPUs")
+    forest = FOREST_METHODS[method](topo, reverse, root)
+    _check_trees(forest.trees, topo, reverse, root)
+    return forest
 
 
 def _column_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     started = time.perf_counter()
-    if topo.num_gpus < 2:
-        raise ForestError("a forest needs at least two GPUs")
     net, lp = topology_lp(topo, reverse, root)
     t_lp = time.perf_counter()
     try:
@@ -99,7 +103,6 @@ def _column_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
         raise ForestError(str(exc)) from None
     trees = tuple(RoutedTree(c.root, w, c.parent, tree_paths(net, c, reverse))
                   for c, w in zip(found.columns, found.weights))
-    _check_trees(trees, topo, reverse, root)
     stats = dict(method="columns", lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status,
                  columns_rounds=found.rounds, columns_converged=found.converged, master_solver=found.solver,
                  trees=len(trees), lp_seconds=t_lp - started,
@@ -112,8 +115,6 @@ def _column_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
 def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     started = time.perf_counter()
     stats: dict[str, object] = {}
-    if topo.num_gpus < 2:
-        raise ForestError("a forest needs at least two GPUs")
     net, lp = topology_lp(topo, reverse, root)
     plane = data_plane(topo)
     gpus = net.gpus
