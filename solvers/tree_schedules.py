@@ -55,20 +55,20 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
         raise InputError("trees: a single GPU has nothing to move", field="method")
     forest = forest or ("packing" if kind in ("broadcast", "reduce") or len(topo.servers) == 1 else "columns")
     try:
-        if kind == "allgather":
-            phases = [(gather_forest(topo, method=forest), False)]
-        elif kind == "reduce-scatter":
-            phases = [(gather_forest(topo, reverse=True, method=forest), True)]
-        elif kind == "allreduce":
-            phases = [(gather_forest(topo, reverse=True, method=forest), True),
-                      (gather_forest(topo, method=forest), False)]
-        elif kind == "broadcast":
-            phases = [(rooted_forest(topo, collective.root, method=forest), False)]
-        else:
-            phases = [(rooted_forest(topo, collective.root, reverse=True, method=forest), True)]
+        phases = [(gather_forest(topo, reverse, forest) if root is None else rooted_forest(topo, root, reverse, forest),
+                   reverse) for reverse, root in _phases(collective)]
     except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
         raise InputError(f"trees: {exc}", field="method") from None
     return forest_schedule(collective, phases, pieces, budget, Router(topo))
+
+
+def _phases(collective: Collective) -> list[tuple[bool, int | None]]:
+    """The forests a collective runs on, in order: (reversed, root rank or None for all).
+    Reductions use the reversed graph; allreduce reduces, then gathers."""
+    root = collective.root
+    return {"allgather": [(False, None)], "reduce-scatter": [(True, None)],
+            "allreduce": [(True, None), (False, None)], "broadcast": [(False, root)],
+            "reduce": [(True, root)]}[collective.kind]
 
 
 def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | None = None) -> dict:
@@ -76,11 +76,7 @@ def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | 
     built from (kept on the topology, so nothing is solved again) and, for column-generated
     forests, the master LP. `optimal` only when every LP solve was optimal, cut generation
     found no violated cut and column generation converged."""
-    kind = collective.kind
-    phases = {"allgather": [(False, None)], "reduce-scatter": [(True, None)],
-              "allreduce": [(True, None), (False, None)], "broadcast": [(False, collective.root)],
-              "reduce": [(True, collective.root)]}[kind]
-    lps = [topology_lp(topo, reverse, root)[1] for reverse, root in phases]
+    lps = [topology_lp(topo, reverse, root)[1] for reverse, root in _phases(collective)]
     params = dict(schedule.params) if schedule is not None else {}
     synthesis = [v for k, v in params.items() if k.endswith("synthesis")]
     columns = [s for s in synthesis if s.get("method") == "columns"]
