@@ -28,7 +28,7 @@ from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, roote
 from topologies.routing import Router
 from topologies.types import Topology
 
-TREES_MAX_GPUS = 64  # beyond this the packing takes minutes (see bench/trees.py): hierarchical does
+TREES_MAX_GPUS = 64  # beyond this building the trees takes minutes (see bench/trees.py): hierarchical does
 PIPELINE_TARGET = 200  # pieces per tree level: start-up about 1/200 of the transfer time
 MIN_PIECE_BYTES = 4096
 SPREAD_CHANNELS = 8
@@ -49,7 +49,7 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
     if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
         raise InputError(f"the trees method does not do {kind}", field="method")
     if n > TREES_MAX_GPUS:
-        raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the packing is allowed "
+        raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the trees method is allowed "
                          f"(it would take many minutes); use hierarchical or ring", field="method")
     if n < 2:
         raise InputError("trees: a single GPU has nothing to move", field="method")
