@@ -11,8 +11,10 @@ steady-state rate over the throughput LP's optimum (the bandwidth term; 1.000 = 
 `LP/cut` how much tighter the LP is than the plain min-cut bound (switches cannot copy);
 `trees/bound` and `ring/bound` the simulated times over the bound (LP-tightened).
 Table 2: synthesis time (median of 3) of the allgather forest on rail-optimized HGX H100
-clusters, split into the throughput LP and what builds the trees from it (column
-generation, or splitting + packing), stopping after a size takes more than --limit s.
+clusters up to 1024 GPUs, split into the throughput LP and what builds the trees from it
+(column generation, or splitting + packing), stopping after a size takes more than
+--limit s. `|G|` is the order of the server symmetry both reduce by (one root per orbit);
+`trees` counts the whole forest, `base` the trees solved for.
 """
 from __future__ import annotations
 
@@ -61,8 +63,8 @@ def quality(names: list[str], budget: int, forest: str) -> None:
 
 
 def scaling(sizes: list[int], limit: float, forest: str) -> None:
-    print("| GPUs | servers | median s | LP s | trees from LP s | trees | depth | rate/LP |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| GPUs | servers | median s | LP s | trees from LP s | |G| | trees | base | depth | rounds | rate/LP |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for servers in sizes:
         name = f"hgx-h100x{servers}" if servers > 1 else "hgx-h100"
         runs = []
@@ -77,7 +79,9 @@ def scaling(sizes: list[int], limit: float, forest: str) -> None:
         st = runs[-1][1].stats
         rate = float(runs[-1][1].rate_mbps) / runs[-1][1].lp_rate_mbps
         print(f"| {topo.num_gpus} | {servers} | {secs:.2f} | {st['lp_seconds']:.2f} | "
-              f"{st['seconds'] - st['lp_seconds']:.2f} | {st['trees']} | {st['max_depth']} | {rate:.4f} |", flush=True)
+              f"{st['seconds'] - st['lp_seconds']:.2f} | {st.get('symmetry', 1)} | {st['trees']} | "
+              f"{len(runs[-1][1].base_trees)} | {st['max_depth']} | {st.get('columns_rounds', '-')} | {rate:.4f} |",
+              flush=True)
         if secs > limit:
             print(f"(stopped: {topo.num_gpus} GPUs took more than {limit:.0f} s)")
             break
@@ -98,7 +102,7 @@ def main() -> None:
     if args.quality or both:
         quality(args.topology or QUALITY, args.budget, args.forest)
     if args.scaling or both:
-        scaling(args.servers or [1, 2, 4, 8, 16, 32], args.limit, args.forest)
+        scaling(args.servers or [1, 2, 4, 8, 16, 32, 64, 128], args.limit, args.forest)
 
 
 if __name__ == "__main__":

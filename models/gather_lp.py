@@ -32,10 +32,12 @@ from solvers import registry
 from solvers.model import Model, quicksum
 from solvers.result import SolveOptions
 from topologies.flows import FlowNetwork, dinic
+from topologies.symmetry import NetworkSymmetry, network_symmetry
 from topologies.types import Topology
 
 MAX_ROUNDS = 200
-_SEPARATION_UNITS = 1 << 26  # total of the scaled loads used to find violated cuts
+_SEPARATION_UNITS = 1 << 28  # what the super-source feeds in a separation flow, scaled (int32 room to spare)
+_SEPARATION_CLIP = 1 << 30   # scaled arc loads above this cannot bind a flow of _SEPARATION_UNITS
 
 
 @dataclass(frozen=True)
@@ -53,28 +55,48 @@ class ThroughputLP:
 def topology_lp(topo: Topology, reverse: bool = False, root: int | None = None) -> tuple[FlowNetwork, ThroughputLP]:
     """The LP for `topo`'s data plane (reversed for reductions; `root` a rank for broadcast
     / reduce), solved once per topology: the bound and the tree packing both ask for it.
-    Kept on the (immutable) topology, as the data plane is."""
+    Kept on the (immutable) topology, as the data plane is. Without a root, the server
+    rotations that are automorphisms of the topology reduce it (see `throughput_lp`)."""
     memo = topo.__dict__.setdefault("_throughput_lp", {})
     if (reverse, root) not in memo:
         net = FlowNetwork(topo, reverse)
+        symmetry = network_symmetry(topo, net) if root is None else None
         memo[reverse, root] = (net, throughput_lp(net.size, net.tail, net.head, net.cap, net.gpus,
-                                                  root=None if root is None else net.gpus[root]))
+                                                  root=None if root is None else net.gpus[root],
+                                                  symmetry=symmetry))
     return memo[reverse, root]
 
 
 def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, gpus: list[int],
-                  root: int | None = None, solver: str = "highs", tolerance: float = 1e-7) -> ThroughputLP:
-    """Solve the LP above by cut generation. `root` (a node index) asks for broadcast."""
+                  root: int | None = None, solver: str = "highs", tolerance: float = 1e-7,
+                  symmetry: NetworkSymmetry | None = None) -> ThroughputLP:
+    """Solve the LP above by cut generation. `root` (a node index) asks for broadcast.
+
+    With `symmetry` (automorphisms of the network, none moving a root) the LP keeps one
+    load per orbit of arcs, one balance row per orbit of nodes, and separates cuts for one
+    GPU per orbit: averaging any solution over the group gives a symmetric one of the same
+    x, and a symmetric solution violates a cut of v iff it violates the image cut of g(v),
+    so the optimum is the full LP's (128x fewer flows and variables on 128 servers)."""
     n = len(gpus)
     is_gpu = np.zeros(size, dtype=bool)
     is_gpu[gpus] = True
     model = Model("gather-throughput")
-    load = [model.add_var(f"l{e}", 0.0, float(c)) for e, c in enumerate(caps.tolist())]
+    orbit = symmetry.arc_orbit if symmetry is not None else np.arange(len(tails))
+    node_reps = (symmetry.node_orbit == np.arange(size)) if symmetry is not None else np.ones(size, dtype=bool)
+    separated = [gpus[r] for r in symmetry.rank_reps] if symmetry is not None else list(gpus)
+    variable = {int(e): model.add_var(f"l{e}", 0.0, float(caps[e])) for e in np.unique(orbit).tolist()}
     x = model.add_var("x", 0.0, float(caps.sum()))
+
+    def total(arcs) -> object:
+        counts: dict[int, int] = {}
+        for e in arcs:
+            counts[int(orbit[e])] = counts.get(int(orbit[e]), 0) + 1
+        return quicksum(c * variable[o] for o, c in counts.items())
+
     into, out_of = _incidence(size, tails, heads)
     for w in range(size):
-        if not is_gpu[w] and (into[w] or out_of[w]):
-            model.add_constraint(quicksum(load[e] for e in into[w]) - quicksum(load[e] for e in out_of[w]), "==", 0)
+        if not is_gpu[w] and node_reps[w] and (into[w] or out_of[w]):
+            model.add_constraint(total(into[w]) - total(out_of[w]), "==", 0)
     seen: set[bytes] = set()
 
     def add_cut(side: np.ndarray) -> bool:
@@ -84,10 +106,10 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
         seen.add(key)
         crossing = np.flatnonzero(side[tails] & ~side[heads])
         weight = 1 if root is not None else int(is_gpu[side].sum())
-        model.add_constraint(quicksum(load[e] for e in crossing.tolist()) - weight * x, ">=", 0)
+        model.add_constraint(total(crossing.tolist()) - weight * x, ">=", 0)
         return True
 
-    for v in gpus:
+    for v in separated:
         if root is None or v != root:
             side = np.ones(size, dtype=bool)
             side[v] = False
@@ -105,15 +127,18 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
         if result.values is None:
             raise RuntimeError(f"throughput LP: solver returned {result.termination}")
         values = np.array(result.values)
-        ell, xv = values[:-1], float(values[-1])
+        ell, xv = values[[variable[int(o)].index for o in orbit]], float(values[x.index])
         if rounds > MAX_ROUNDS or xv <= 0:
             converged = xv <= 0
             break
         added = 0
-        scale = _SEPARATION_UNITS / max(1.0, float(ell.sum()) + xv * n)
-        ell_int = np.floor(ell * scale).astype(np.int64)
+        # scaled so the flow asked for is _SEPARATION_UNITS: the flooring below then loses
+        # a negligible share of it however many GPUs there are (scaling by the total load
+        # left 27 units per GPU at 1024 GPUs, and no cut was found)
+        scale = _SEPARATION_UNITS / max(1e-300, xv * (1 if root is not None else n - 1))
+        ell_int = np.minimum(np.floor(ell * scale), _SEPARATION_CLIP).astype(np.int64)
         feed = int(np.ceil(xv * scale))
-        for v in gpus:
+        for v in separated:
             if root is not None and v == root:
                 continue
             sources = [root] if root is not None else [g for g in gpus if g != v]

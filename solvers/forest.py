@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from fractions import Fraction
 
 import numpy as np
@@ -39,6 +40,7 @@ from solvers.splitting import remove_switches
 from solvers.tree_columns import ColumnGenerationError, column_forest, tree_paths
 from topologies.dataplane import data_plane, physical_id
 from topologies.flows import FlowNetwork, dinic, min_gather_ratio
+from topologies.symmetry import network_symmetry, server_symmetry
 from topologies.types import Topology
 
 _INT_BUDGET = 1 << 29
@@ -64,12 +66,32 @@ class RoutedTree:
 
 @dataclass(frozen=True)
 class Forest:
-    trees: tuple[RoutedTree, ...]
+    base_trees: tuple[RoutedTree, ...]  # the trees; under symmetry, those of one root per orbit
     rate_mbps: Fraction         # data rate each root reaches every GPU with
     lp_rate_mbps: float         # the throughput LP's optimum (switches do not copy)
     cut_rate_mbps: Fraction     # the plain cut bound (switches may count fully)
     reverse: bool
     stats: dict = field(default_factory=dict)
+    # automorphisms (rank map, node-id map) besides the identity that carry base_trees onto
+    # the rest of the forest, each image with the same weight
+    images: tuple[tuple[tuple[int, ...], dict], ...] = ()
+
+    @cached_property
+    def trees(self) -> tuple[RoutedTree, ...]:
+        """Every tree of the forest (base trees, then their images), built on first use:
+        on a thousand GPUs that is a few hundred thousand trees."""
+        out = list(self.base_trees)
+        for ranks, nodes in self.images:
+            out.extend(_image(t, ranks, nodes) for t in self.base_trees)
+        return tuple(out)
+
+
+def _image(tree: RoutedTree, ranks: tuple[int, ...], nodes: dict) -> RoutedTree:
+    parent, paths = [-1] * len(tree.parent), [None] * len(tree.parent)
+    for v, u in enumerate(tree.parent):
+        parent[ranks[v]] = -1 if u < 0 else ranks[u]
+        paths[ranks[v]] = None if tree.paths[v] is None else tuple(nodes[x] for x in tree.paths[v])
+    return RoutedTree(ranks[tree.root], tree.weight, tuple(parent), tuple(paths))
 
 
 def gather_forest(topo: Topology, reverse: bool = False, method: str = "columns") -> Forest:
@@ -89,27 +111,34 @@ def _build(method: str, topo: Topology, reverse: bool, root: int | None) -> Fore
     if topo.num_gpus < 2:
         raise ForestError("a forest needs at least two GPUs")
     forest = FOREST_METHODS[method](topo, reverse, root)
-    _check_trees(forest.trees, topo, reverse, root)
+    _check_trees(forest, topo, reverse, root)
     return forest
 
 
 def _column_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     started = time.perf_counter()
     net, lp = topology_lp(topo, reverse, root)
+    symmetry = network_symmetry(topo, net) if root is None else None
     t_lp = time.perf_counter()
     try:
-        found = column_forest(net, root, upper=lp.x)
+        found = column_forest(net, root, upper=lp.x, symmetry=symmetry)
     except ColumnGenerationError as exc:
         raise ForestError(str(exc)) from None
     trees = tuple(RoutedTree(c.root, w, c.parent, tree_paths(net, c, reverse))
                   for c, w in zip(found.columns, found.weights))
+    images: tuple = ()
+    if symmetry is not None:
+        perms = server_symmetry(topo).perms
+        ids = [n.id for n in topo.nodes]
+        images = tuple((tuple(symmetry.ranks[g].tolist()), dict(zip(ids, (ids[i] for i in perms[g].tolist()))))
+                       for g in range(1, symmetry.order))
     stats = dict(method="columns", lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status,
                  columns_rounds=found.rounds, columns_converged=found.converged, master_solver=found.solver,
-                 trees=len(trees), lp_seconds=t_lp - started,
-                 master_seconds=found.lp_seconds, pricing_seconds=found.pricing_seconds,
+                 trees=len(trees) * (len(images) + 1), symmetry=symmetry.order if symmetry is not None else 1,
+                 lp_seconds=t_lp - started, master_seconds=found.lp_seconds, pricing_seconds=found.pricing_seconds,
                  seconds=time.perf_counter() - started, max_depth=max(max(t.depth()) for t in trees))
     return Forest(trees, found.rate * net.unit_mbps, lp.x * net.unit_mbps, _cut_rate(net, None if root is None else net.gpus[root]),
-                  reverse, stats)
+                  reverse, stats, images)
 
 
 def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
@@ -174,12 +203,16 @@ def _forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     return Forest(tuple(routed), final_rate * unit_mbps, lp.x * net.unit_mbps, cut_rate, reverse, stats)
 
 
-def _check_trees(trees: tuple[RoutedTree, ...], topo: Topology, reverse: bool, root: int | None) -> None:
+def _check_trees(forest: Forest, topo: Topology, reverse: bool, root: int | None) -> None:
     """Every tree spans the ranks from its root, each arc's path joins the right GPUs,
-    and every root's weights sum to exactly 1."""
+    and every root's weights sum to exactly 1. Images of base trees under automorphisms
+    (checked when the group was found) are routed trees too: only their weights are summed."""
     n, gpus = topo.num_gpus, topo.gpus
     total: dict[int, Fraction] = {}
-    for t in trees:
+    for ranks, _ in forest.images:
+        for t in forest.base_trees:
+            total[ranks[t.root]] = total.get(ranks[t.root], Fraction(0)) + t.weight
+    for t in forest.base_trees:
         depth = t.depth()
         if t.parent[t.root] != -1 or min(depth) < 0 or len(t.parent) != n:
             raise ForestError(f"a tree of root {t.root} does not span the GPUs")

@@ -45,6 +45,7 @@ from scipy.sparse.csgraph import dijkstra
 from solvers.arborescence import PackedTree
 from topologies.dataplane import physical_id
 from topologies.flows import FlowNetwork
+from topologies.symmetry import NetworkSymmetry
 
 MAX_ROUNDS = 400
 TOLERANCE = 1e-9       # relative: a column must improve the master's price by more
@@ -81,21 +82,49 @@ class ColumnForest:
     lp_seconds: float
     pricing_seconds: float
     solver: str = "glop"
+    # with symmetry: `columns` hold one root per orbit, and every automorphism's image of
+    # a column carries the same weight (images() lists them all)
+    symmetry: NetworkSymmetry | None = None
+
+    def images(self) -> list[tuple[TreeColumn, Fraction]]:
+        """Every column of the forest with its weight: the columns themselves, or under
+        symmetry their images under every element of the group."""
+        if self.symmetry is None:
+            return list(zip(self.columns, self.weights))
+        return [(map_column(c, self.symmetry, g), w) for g in range(self.symmetry.order)
+                for c, w in zip(self.columns, self.weights)]
 
 
 def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None = None,
-                  time_limit: float = 60.0) -> ColumnForest:
+                  time_limit: float = 60.0, symmetry: NetworkSymmetry | None = None) -> ColumnForest:
     """Optimal weighted routed trees for allgather on `net` (every GPU a root), or for
     broadcast from rank `root`. `upper` is a known upper bound on the rate (the throughput
     LP): generation stops once the master reaches it. Each round costs one master LP, one
     multi-source Dijkstra over the data plane and one arborescence per root: O(N^2) per
-    level of contraction, in numpy."""
+    level of contraction, in numpy.
+
+    With `symmetry` (automorphisms of `net`; allgather only) the master keeps a row per
+    orbit of links and a root per orbit of GPUs, and only those roots are priced: each
+    tree stands for its images under the whole group with the same weight (an optimal
+    solution can be averaged over the group, so the optimum is the same), a link row
+    counts a tree's uses of the orbit's links times |G| / |orbit|, and a root row its
+    stabiliser. Prices are the same on a link orbit, so one Dijkstra per orbit of sources
+    gives every arc cost."""
     n = len(net.gpus)
     if n < 2:
         raise ColumnGenerationError("trees need at least two GPUs")
     links = _physical_links(net)
+    if root is not None:
+        symmetry = None
+    orbits = _LinkOrbits(links, net, symmetry)
     roots = list(range(n)) if root is None else [root]
-    paths = _PathFinder(net, links)
+    stabiliser = np.ones(n)
+    orbit_size = np.ones(n)
+    if symmetry is not None:
+        roots = list(symmetry.rank_reps)
+        stabiliser = np.array([symmetry.stabiliser(r) for r in range(n)], dtype=float)
+        orbit_size = symmetry.order / stabiliser
+    paths = _PathFinder(net, links, symmetry)
     columns: list[TreeColumn] = []
     usage: list[dict[int, int]] = []
     seen: set[tuple] = set()
@@ -107,24 +136,26 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
             return False
         seen.add(key)
         columns.append(col)
-        groups = links.group[np.fromiter((e for path in col.arcs for e in path), dtype=np.int64)]
+        groups = orbits.of_link[links.group[np.fromiter((e for path in col.arcs for e in path), dtype=np.int64)]]
         g, c = np.unique(groups, return_counts=True)
         usage.append(dict(zip(g.tolist(), c.tolist())))
-        master.add(np.concatenate([[root_row[col.root]], len(roots) + g]), np.concatenate([[-1.0], c.astype(float)]))
+        master.add(np.concatenate([[root_row[col.root]], len(roots) + g]),
+                   np.concatenate([[-stabiliser[col.root]], c * orbits.multiplicity[g]]))
         return True
 
     started = time.perf_counter()
-    master = _Master(links, len(roots))
-    cost, pred = paths.costs(np.zeros(links.count))
+    master = _Master(orbits.cap, len(roots))
+    cost = paths.costs(np.zeros(links.count))
     for r in roots:
-        add(paths.tree(r, shortest_path_tree(cost, r), pred))
+        add(paths.tree(r, shortest_path_tree(cost, r)))
     lp_seconds = pricing_seconds = 0.0
     rounds, converged, full = 0, False, False
     best_bound, center = math.inf if upper is None else upper, None
     while True:
         rounds += 1
         t0 = time.perf_counter()
-        x, w, y, pi = master.solve()
+        x, w, y_orbit, pi = master.solve()
+        y = orbits.link_prices(y_orbit)
         lp_seconds += time.perf_counter() - t0
         if x >= best_bound * (1 - REACHED):
             converged = True
@@ -141,12 +172,12 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
         # the best bound (fewer rounds); if that finds nothing, price at the current ones
         for alpha in ((SMOOTHING, 0.0) if center is not None else (0.0,)):
             prices = y if alpha == 0 else alpha * center + (1 - alpha) * y
-            cost, pred = paths.costs(prices)
+            cost = paths.costs(prices)
             tie = TIE * float(prices.max())
             least = np.zeros(len(roots))
             for k in chosen:
                 r = roots[k]
-                limit = pi[k] - TOLERANCE * max(float(pi.max()), 1e-30)
+                limit = stabiliser[r] * pi[k] - TOLERANCE * max(float(pi.max()), 1e-30)
                 exact = min_arborescence(cost, r)
                 least[k] = _tree_cost(cost, exact)
                 # the cheapest tree (the steepest column) enters if it improves; two shallower
@@ -154,13 +185,13 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
                 # bind x have a price, the others would wait their turn
                 for parent, always in ((exact, False), (flatten(cost, exact, r, tie), True),
                                        (shortest_path_tree(cost + tie, r), True)):
-                    col = paths.tree(r, parent, pred)
+                    col = paths.tree(r, parent)
                     improving = paths.price(col, y) < limit
                     if (improving or always) and add(col):
                         added += improving
             least -= paths.tie_break_total  # what the tie-break may have added to a tree's cost
             if stride == 1 and least.min() > 0:  # Farley's bound: these prices, scaled so every root's tree costs 1
-                bound = float(links.cap @ prices) / float(least.sum())
+                bound = float(links.cap @ prices) / float(least @ orbit_size[roots])
                 if bound < best_bound or center is None:
                     best_bound, center = min(bound, best_bound), prices
             if added:
@@ -173,9 +204,10 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
     keep = [i for i in range(len(w)) if w[i] > 1e-12]  # w may predate the last columns added
     columns = [columns[i] for i in keep]
     weights = _rational_weights([c.root for c in columns], [float(w[i]) for i in keep])
-    rate = _exact_rate(weights, [usage[i] for i in keep], links)
+    weights = [wt / int(stabiliser[c.root]) for c, wt in zip(columns, weights)]  # each image carries it
+    rate = _exact_rate(weights, [usage[i] for i in keep], orbits)
     return ColumnForest(tuple(columns), tuple(weights), rate, x, rounds, converged, lp_seconds, pricing_seconds,
-                        master.solver_name)
+                        master.solver_name, symmetry)
 
 
 @dataclass(frozen=True)
@@ -201,11 +233,37 @@ def _physical_links(net: FlowNetwork) -> _Links:
     return _Links(group, np.array(caps, dtype=np.int64), len(caps))
 
 
+class _LinkOrbits:
+    """The master's link rows: one per physical link, or under symmetry one per orbit of
+    links, with the orbit's capacity and |G| / |orbit| (how many times a tree and its
+    images cross each link of the orbit per use of the orbit by the tree)."""
+
+    def __init__(self, links: _Links, net: FlowNetwork, symmetry: NetworkSymmetry | None):
+        if symmetry is None:
+            self.of_link = np.arange(links.count)
+            self.cap = links.cap
+            self.multiplicity = np.ones(links.count)
+            self.exact_multiplicity = [1] * links.count
+            return
+        first_arc = np.full(links.count, -1, dtype=np.int64)
+        first_arc[links.group[::-1]] = np.arange(len(links.group))[::-1]
+        image = links.group[symmetry.arcs[:, first_arc]]   # (|G|, links): where each element takes a link
+        reps, self.of_link, size = np.unique(image.min(axis=0), return_inverse=True, return_counts=True)
+        self.cap = links.cap[reps]
+        self.exact_multiplicity = [symmetry.order // int(c) for c in size.tolist()]
+        self.multiplicity = np.array(self.exact_multiplicity, dtype=float)
+
+    def link_prices(self, row_prices: np.ndarray) -> np.ndarray:
+        return (row_prices * self.multiplicity)[self.of_link]
+
+
 class _PathFinder:
     """Cheapest GPU-to-GPU paths through non-GPU nodes under link prices. Each GPU gets an
-    extra in-copy that takes its incoming arcs, so no path runs through a GPU."""
+    extra in-copy that takes its incoming arcs, so no path runs through a GPU. Under
+    symmetry (prices the same on every link orbit) paths are searched from one GPU per
+    orbit and carried to the others by the automorphisms."""
 
-    def __init__(self, net: FlowNetwork, links: _Links):
+    def __init__(self, net: FlowNetwork, links: _Links, symmetry: NetworkSymmetry | None = None):
         self.links = links
         size, n = net.size, len(net.gpus)
         pos = np.full(size, -1, dtype=np.int64)
@@ -213,19 +271,35 @@ class _PathFinder:
         heads = np.where(pos[net.head] >= 0, size + pos[net.head], net.head)
         self.tails, self.heads = net.tail, heads
         self.size = size + n
+        self.n = n
+        self.symmetry = symmetry
         self.sources = np.array(net.gpus, dtype=np.int64)
         self.targets = size + np.arange(n)
+        if symmetry is None:
+            self.searched = np.arange(n)
+            self.via = [(0, u) for u in range(n)]  # source rank -> (group element, searched row)
+        else:
+            self.searched = np.array(symmetry.rank_reps, dtype=np.int64)
+            row_of = {int(r): k for k, r in enumerate(self.searched.tolist())}
+            self.via = [None] * n
+            for g in range(symmetry.order):
+                for r, k in row_of.items():
+                    u = int(symmetry.ranks[g, r])
+                    if self.via[u] is None:
+                        self.via[u] = (g, k)
+            self.inverse = np.argsort(symmetry.ranks, axis=1)
         # a small tie-break per link (time per unit): cheaper paths are shorter and faster
         self.epsilon = EPSILON * float(net.cap.min()) / net.cap.astype(float)
         self.tie_break_total = 0.0
         self.arc_of: dict[tuple[int, int], int] = {}
+        self.pred = np.zeros((0, 0), dtype=np.int64)
 
-    def costs(self, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N x N cost of each GPU-to-GPU arc, Dijkstra predecessors from each GPU)."""
+    def costs(self, prices: np.ndarray) -> np.ndarray:
+        """N x N cost of each GPU-to-GPU arc (paths kept for `tree`)."""
         top = float(prices.max()) or 1.0  # prices scaled to at most 1: csgraph drops tiny weights
         weight = prices[self.links.group] / top + self.epsilon
         # a tree has n - 1 arcs, each a path of at most `size` links
-        self.tie_break_total = top * EPSILON * (len(self.sources) - 1) * self.size
+        self.tie_break_total = top * EPSILON * (self.n - 1) * self.size
         # keep the cheapest arc of parallel ones: the graph takes one entry per pair
         order = np.lexsort((weight, self.heads, self.tails))
         t, h, wt = self.tails[order], self.heads[order], weight[order]
@@ -233,26 +307,49 @@ class _PathFinder:
         first[1:] = (t[1:] != t[:-1]) | (h[1:] != h[:-1])
         self.arc_of = dict(zip(zip(t[first].tolist(), h[first].tolist()), order[first].tolist()))
         graph = sp.csr_array((wt[first], (t[first], h[first])), shape=(self.size, self.size))
-        dist, pred = dijkstra(graph, directed=True, indices=self.sources, return_predecessors=True)
-        return dist[:, self.targets] * top, pred
+        dist, self.pred = dijkstra(graph, directed=True, indices=self.sources[self.searched], return_predecessors=True)
+        found = dist[:, self.targets] * top
+        if self.symmetry is None:
+            return found
+        cost = np.empty((self.n, self.n))
+        ranks = self.symmetry.ranks
+        for k, r in enumerate(self.searched.tolist()):
+            cost[ranks[:, r][:, None], ranks] = found[k][None, :]
+        return cost
 
     def price(self, col: TreeColumn, prices: np.ndarray) -> float:
         return float(sum(prices[self.links.group[list(path)]].sum() for path in col.arcs if path))
 
-    def tree(self, root: int, parent: np.ndarray, pred: np.ndarray) -> TreeColumn:
-        arcs: list[tuple[int, ...]] = []
-        for v, u in enumerate(parent.tolist()):
-            if u < 0:
-                arcs.append(())
-                continue
-            node, path = int(self.targets[v]), []
-            src = int(self.sources[u])
-            while node != src:
-                p = int(pred[u, node])
-                path.append(self.arc_of[p, node])
-                node = p
-            arcs.append(tuple(reversed(path)))
-        return TreeColumn(root, tuple(int(p) for p in parent.tolist()), tuple(arcs))
+    def path(self, u: int, v: int) -> tuple[int, ...]:
+        """Arcs of the cheapest path from rank u to rank v found by the last `costs`."""
+        g, k = self.via[u]
+        target = v if self.symmetry is None else int(self.inverse[g, v])
+        node, out = int(self.targets[target]), []
+        src = int(self.sources[self.searched[k]])
+        while node != src:
+            p = int(self.pred[k, node])
+            out.append(self.arc_of[p, node])
+            node = p
+        out.reverse()
+        if self.symmetry is not None:
+            out = self.symmetry.arcs[g, out].tolist()
+        return tuple(out)
+
+    def tree(self, root: int, parent: np.ndarray) -> TreeColumn:
+        arcs = tuple(() if u < 0 else self.path(u, v) for v, u in enumerate(parent.tolist()))
+        return TreeColumn(root, tuple(int(p) for p in parent.tolist()), arcs)
+
+
+def map_column(col: TreeColumn, symmetry: NetworkSymmetry, g: int) -> TreeColumn:
+    """The image of a column under element g of the group."""
+    ranks, arcs = symmetry.ranks[g], symmetry.arcs[g]
+    n = len(col.parent)
+    parent, paths = [-1] * n, [()] * n
+    for v, u in enumerate(col.parent):
+        w = int(ranks[v])
+        parent[w] = -1 if u < 0 else int(ranks[u])
+        paths[w] = tuple(arcs[list(col.arcs[v])].tolist()) if col.arcs[v] else ()
+    return TreeColumn(int(ranks[col.root]), tuple(parent), tuple(paths))
 
 
 class _Master:
@@ -261,12 +358,12 @@ class _Master:
     capacity so coefficients stay near 1). Kept between rounds, so GLOP re-solves from its
     last basis as columns arrive; if GLOP fails numerically, HiGHS solves it afresh."""
 
-    def __init__(self, links: _Links, k: int):
+    def __init__(self, cap: np.ndarray, k: int):
         self.solver = pywraplp.Solver.CreateSolver("GLOP")
         inf = self.solver.infinity()
-        self.k, self.cap = k, links.cap.astype(float)
+        self.k, self.cap = k, cap.astype(float)
         self.rows = [self.solver.Constraint(-inf, 0.0) for _ in range(k)]
-        self.rows += [self.solver.Constraint(-inf, 1.0) for _ in range(links.count)]
+        self.rows += [self.solver.Constraint(-inf, 1.0) for _ in range(len(cap))]
         self.x = self.solver.NumVar(0.0, inf, "x")
         for row in self.rows[:k]:
             row.SetCoefficient(self.x, 1.0)
@@ -278,7 +375,7 @@ class _Master:
         self.solver_name = "glop"
 
     def add(self, rows: np.ndarray, vals: np.ndarray) -> None:
-        vals = np.where(rows >= self.k, vals / self.cap[np.maximum(rows - self.k, 0)], vals)
+        vals = np.where(rows >= self.k, vals / self.cap[np.maximum(rows - self.k, 0)], vals).astype(float)
         var = self.solver.NumVar(0.0, self.solver.infinity(), "")
         for r, v in zip(rows.tolist(), vals.tolist()):
             self.rows[r].SetCoefficient(var, v)
@@ -286,7 +383,7 @@ class _Master:
         self.entries.append((rows, vals))
 
     def solve(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        """(x, weights, link prices per unit of capacity, root prices), prices >= 0."""
+        """(x, weights, row prices per unit of capacity, root prices), prices >= 0."""
         if self.solver.Solve() == pywraplp.Solver.OPTIMAL:
             x = self.x.solution_value()
             w = np.array([v.solution_value() for v in self.columns])
@@ -335,47 +432,87 @@ def shortest_path_tree(cost: np.ndarray, root: int) -> np.ndarray:
 
 def min_arborescence(cost: np.ndarray, root: int) -> np.ndarray:
     """Parent of every node in a minimum-cost spanning arborescence rooted at `root`
-    (Chu-Liu/Edmonds: cheapest in-arcs, cycles contracted, recursively). `cost` is dense,
-    inf where there is no arc. O(N^2) per contraction level, at most N levels."""
+    (Chu-Liu/Edmonds in Tarjan's dense O(N^2) form). `cost` is dense, inf where there is
+    no arc.
+
+    Nodes take their cheapest in-arc one after another along a path; when the path closes
+    a cycle, the cycle is contracted into one of its nodes on the spot (arcs into it
+    charged what they save over the arc they would replace, arcs out of it the cheapest
+    of its members'), and the walk goes on from the contracted node. A path that reaches
+    the root or a finished node is finished. Each contraction costs O(N x cycle), each
+    choice O(N), so O(N^2) in all (contracting whole levels at once took N levels on
+    fabrics with many equal costs: one pair absorbed per level). The arborescence is
+    then unrolled: a cycle keeps its own arcs except into the member the arc entering
+    the cycle reaches."""
     n = len(cost)
-    c = cost.astype(float).copy()
-    np.fill_diagonal(c, np.inf)
-    c[:, root] = np.inf
-    parent = c.argmin(axis=0)
-    best = c[parent, np.arange(n)]
-    others = np.arange(n) != root
-    if not np.isfinite(best[others]).all():
-        raise ColumnGenerationError(f"rank {root} does not reach every GPU")
-    parent[root] = -1
-    cycle = _find_cycle(parent, root)
-    if cycle is None:
-        return parent
-    in_cycle = np.zeros(n, dtype=bool)
-    in_cycle[cycle] = True
-    rest = np.flatnonzero(~in_cycle)
-    label = np.empty(n, dtype=np.int64)
-    label[rest] = np.arange(len(rest))
-    label[cycle] = len(rest)
-    m = len(rest) + 1
-    small = np.full((m, m), np.inf)
-    small[: m - 1, : m - 1] = c[np.ix_(rest, rest)]
-    into = c[np.ix_(rest, cycle)] - best[cycle][None, :]  # entering the cycle at v replaces v's arc
-    entry = into.argmin(axis=1)
-    small[: m - 1, m - 1] = into[np.arange(len(rest)), entry]
-    leave = c[np.ix_(cycle, rest)]
-    exit_from = leave.argmin(axis=0)
-    small[m - 1, : m - 1] = leave[exit_from, np.arange(len(rest))]
-    sub = min_arborescence(small, int(label[root]))
-    out = parent.copy()
-    for i, v in enumerate(rest.tolist()):
-        p = int(sub[i])
-        if p == m - 1:
-            out[v] = cycle[int(exit_from[i])]
-        elif p >= 0:
-            out[v] = rest[p]
-    u = int(sub[m - 1])  # the arc that enters the cycle breaks it at its head
-    out[cycle[int(entry[u])]] = rest[u]
-    return out
+    into = cost.T.astype(float).copy()  # into[v, u]: the arc u -> v, so a node's in-arcs are a row
+    np.fill_diagonal(into, np.inf)
+    into[root, :] = np.inf
+    arc_tail = np.tile(np.arange(n), (n, 1))       # the original arc each entry stands for
+    arc_head = np.repeat(np.arange(n), n).reshape(n, n)
+    node = list(range(n))          # index -> supernode id now stored there
+    chosen: dict[int, tuple[int, int]] = {}      # supernode -> original arc it takes
+    members: dict[int, list[int]] = {}           # contracted supernode -> its members
+    above = list(range(n))         # supernode -> supernode it was contracted into (itself if none)
+    saving = np.zeros(n)           # index -> cost of its chosen in-arc
+    state = np.zeros(n, dtype=np.int8)           # 0 new, 1 on the path, 2 finished
+    state[root] = 2
+    for start in range(n):
+        if state[start]:
+            continue
+        path, v = [start], start
+        state[start] = 1
+        while True:
+            u = int(into[v].argmin())
+            if not np.isfinite(into[v, u]):
+                raise ColumnGenerationError(f"rank {root} does not reach every GPU")
+            chosen[node[v]] = (int(arc_tail[v, u]), int(arc_head[v, u]))
+            saving[v] = into[v, u]
+            if state[u] == 2:
+                for w in path:
+                    state[w] = 2
+                break
+            if state[u] == 0:
+                state[u] = 1
+                path.append(u)
+                v = u
+                continue
+            cycle = path[path.index(u):]          # closed: contract it into u's index
+            del path[path.index(u):]
+            rows = np.array(cycle)
+            adjusted = into[rows] - saving[rows][:, None]
+            pick = adjusted.argmin(axis=0)
+            into[u] = adjusted[pick, np.arange(n)]
+            arc_tail[u], arc_head[u] = arc_tail[rows[pick], np.arange(n)], arc_head[rows[pick], np.arange(n)]
+            pick = into[:, rows].argmin(axis=1)
+            into[:, u] = into[np.arange(n), rows[pick]]
+            arc_tail[:, u], arc_head[:, u] = arc_tail[np.arange(n), rows[pick]], arc_head[np.arange(n), rows[pick]]
+            gone = rows[rows != u]
+            into[gone, :] = np.inf
+            into[:, gone] = np.inf
+            into[u, u] = np.inf
+            new = len(above)
+            members[new] = [node[w] for w in cycle]
+            above.append(new)
+            for m in members[new]:
+                above[m] = new
+            node[u] = new
+            path.append(u)
+            v = u
+    # unroll: the arc entering a contracted node goes to the member holding its head
+    enter = {node[i]: chosen[node[i]] for i in range(n) if i != root and above[node[i]] == node[i]}
+    for big in sorted(members, reverse=True):  # newest first: containers before what they hold
+        inner = enter[big][1]
+        while above[inner] != big:
+            inner = above[inner]
+        for m in members[big]:
+            enter[m] = enter[big] if m == inner else chosen[m]
+        del enter[big]
+    parent = np.full(n, -1, dtype=np.int64)
+    for v in range(n):
+        if v != root:
+            parent[v] = enter[v][0]
+    return parent
 
 
 def flatten(cost: np.ndarray, parent: np.ndarray, root: int, tie: float) -> np.ndarray:
@@ -400,10 +537,12 @@ def flatten(cost: np.ndarray, parent: np.ndarray, root: int, tie: float) -> np.n
             return parent
 
 
-def _find_cycle(parent: np.ndarray, root: int) -> list[int] | None:
+def _find_cycles(parent: np.ndarray, root: int) -> list[list[int]]:
+    """Every cycle of the functional graph v -> parent[v] (the root points nowhere)."""
     n = len(parent)
     state = np.zeros(n, dtype=np.int8)  # 0 new, 1 on the current walk, 2 done
     state[root] = 2
+    out = []
     for start in range(n):
         walk, v = [], start
         while state[v] == 0:
@@ -411,10 +550,10 @@ def _find_cycle(parent: np.ndarray, root: int) -> list[int] | None:
             walk.append(v)
             v = int(parent[v])
         if state[v] == 1:
-            return walk[walk.index(v):]
+            out.append(walk[walk.index(v):])
         for u in walk:
             state[u] = 2
-    return None
+    return out
 
 
 def _rational_weights(roots: list[int], weights: list[float]) -> list[Fraction]:
@@ -430,13 +569,14 @@ def _rational_weights(roots: list[int], weights: list[float]) -> list[Fraction]:
     return out
 
 
-def _exact_rate(weights, usage, links: _Links) -> Fraction:
-    """The rate the weighted trees reach: min over links of capacity / load per unit rate."""
+def _exact_rate(weights, usage, orbits: "_LinkOrbits") -> Fraction:
+    """The rate the weighted trees (and their images) reach: min over links of capacity /
+    load per unit rate; a link's load is its orbit's uses times |G| / |orbit|."""
     load: dict[int, Fraction] = {}
     for w, use in zip(weights, usage):
         for g, c in use.items():
-            load[g] = load.get(g, Fraction(0)) + w * c
-    return min(Fraction(int(links.cap[g])) / l for g, l in load.items() if l > 0)
+            load[g] = load.get(g, Fraction(0)) + w * c * orbits.exact_multiplicity[g]
+    return min(Fraction(int(orbits.cap[g])) / l for g, l in load.items() if l > 0)
 
 
 def tree_paths(net: FlowNetwork, col: TreeColumn, reverse: bool) -> tuple[tuple[str, ...] | None, ...]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from models.gather_lp import topology_lp
 from solvers.forest import gather_forest, rooted_forest
 from solvers.arborescence import PackedTree
-from solvers.tree_columns import _find_cycle, column_forest, flatten, min_arborescence, shortest_path_tree, tree_paths
+from solvers.tree_columns import _find_cycles, column_forest, flatten, min_arborescence, shortest_path_tree, tree_paths
 from topologies.io import load_topology
 
 
@@ -31,7 +31,7 @@ def _random_costs(n: int, data) -> np.ndarray:
 
 
 def _is_arborescence(parent: np.ndarray, root: int) -> bool:
-    return parent[root] == -1 and (np.delete(parent, root) >= 0).all() and _find_cycle(parent, root) is None
+    return parent[root] == -1 and (np.delete(parent, root) >= 0).all() and not _find_cycles(parent, root)
 
 
 def _cost(cost: np.ndarray, parent: np.ndarray) -> float:
