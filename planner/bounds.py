@@ -32,6 +32,7 @@ import numpy as np
 from planner.collectives import Collective
 from topologies.dataplane import data_plane
 from topologies.flows import MBPS_PER_GBPS, FlowNetwork, min_gather_ratio
+from topologies.symmetry import server_symmetry
 from topologies.types import Topology
 
 
@@ -66,13 +67,19 @@ def gather_throughput(topo: Topology, reverse: bool = False) -> tuple[Fraction, 
 
 
 LP_BOUND_MAX_GPUS = 128  # the throughput LP's cut generation stays within seconds up to here
+LP_BOUND_MAX_ORBITS = 16  # or up to this many GPU orbits under server symmetry (1024 GPUs: 2 s)
 
 
 def _switch_lp(topo: Topology, reverse: bool, root: int | None) -> float | None:
     """The throughput LP's optimum in MB/s (models/gather_lp.py): arc loads balance at
     every non-GPU node, since switches, NICs and PCIe bridges cannot copy data. None when
-    the data plane has no such node or the instance is too large."""
-    if topo.num_gpus > LP_BOUND_MAX_GPUS or len(data_plane(topo).nodes) == topo.num_gpus:
+    the data plane has no such node or the instance is too large: more than
+    LP_BOUND_MAX_GPUS GPUs, unless server symmetry leaves at most LP_BOUND_MAX_ORBITS
+    orbits of them (the LP then separates cuts for one GPU per orbit; not with a root,
+    which no server rotation fixes)."""
+    orbits = topo.num_gpus / server_symmetry(topo).order if root is None else topo.num_gpus
+    if (topo.num_gpus > LP_BOUND_MAX_GPUS and orbits > LP_BOUND_MAX_ORBITS) or \
+            len(data_plane(topo).nodes) == topo.num_gpus:
         return None
     from models.gather_lp import topology_lp
     net, lp = topology_lp(topo, reverse, root)

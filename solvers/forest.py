@@ -106,13 +106,23 @@ def rooted_forest(topo: Topology, root: int, reverse: bool = False, method: str 
 
 
 def _build(method: str, topo: Topology, reverse: bool, root: int | None) -> Forest:
+    """The forest, found once per topology (it is deterministic) and kept on it, as the
+    LP is: a plan's schedule and its solver entry both ask for it."""
     if method not in FOREST_METHODS:
         raise ValueError(f"unknown forest method {method!r}; one of {sorted(FOREST_METHODS)}")
     if topo.num_gpus < 2:
         raise ForestError("a forest needs at least two GPUs")
-    forest = FOREST_METHODS[method](topo, reverse, root)
-    _check_trees(forest, topo, reverse, root)
-    return forest
+    memo = topo.__dict__.setdefault("_forests", {})
+    if (method, reverse, root) not in memo:
+        forest = FOREST_METHODS[method](topo, reverse, root)
+        _check_trees(forest, topo, reverse, root)
+        memo[method, reverse, root] = forest
+    return memo[method, reverse, root]
+
+
+def known_forest(topo: Topology, method: str, reverse: bool, root: int | None) -> Forest | None:
+    """The forest already found on `topo` for these arguments, if any."""
+    return topo.__dict__.get("_forests", {}).get((method, reverse, root))
 
 
 def _column_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:

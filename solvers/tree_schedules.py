@@ -24,11 +24,14 @@ from planner.schedule import Chunk, Schedule, Transfer
 from models.gather_lp import topology_lp
 from solvers.arborescence import PackingError
 from solvers.baselines import TRANSFER_BUDGET
-from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, rooted_forest
+from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, known_forest, rooted_forest
 from topologies.routing import Router
 from topologies.types import Topology
 
-TREES_MAX_GPUS = 64  # beyond this building the trees takes minutes (see bench/trees.py): hierarchical does
+# Beyond this a schedule (trees x GPUs x pieces transfers) has too few pieces per tree to
+# pipeline within the transfer budget, and packing (broadcast, reduce) takes minutes; the
+# forests themselves are found for 1024 GPUs in about 36 s (bench/trees.py --scaling)
+TREES_MAX_GPUS = 64
 PIPELINE_TARGET = 200  # pieces per tree level: start-up about 1/200 of the transfer time
 MIN_PIECE_BYTES = 4096
 SPREAD_CHANNELS = 8
@@ -50,7 +53,7 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
         raise InputError(f"the trees method does not do {kind}", field="method")
     if n > TREES_MAX_GPUS:
         raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the trees method is allowed "
-                         f"(it would take many minutes); use hierarchical or ring", field="method")
+                         f"(its schedule would be too large to pipeline and check); use hierarchical or ring", field="method")
     if n < 2:
         raise InputError("trees: a single GPU has nothing to move", field="method")
     forest = forest or ("packing" if kind in ("broadcast", "reduce") or len(topo.servers) == 1 else "columns")
@@ -74,17 +77,23 @@ def _phases(collective: Collective) -> list[tuple[bool, int | None]]:
 def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | None = None) -> dict:
     """The plan's `solver` entry for a trees plan: the throughput LP(s) its forests were
     built from (kept on the topology, so nothing is solved again) and, for column-generated
-    forests, the master LP. `optimal` only when every LP solve was optimal, cut generation
-    found no violated cut and column generation converged."""
+    forests, the master LP (its seconds too, when the forest is known on the topology).
+    `optimal` only when every LP solve was optimal, cut generation found no violated cut
+    and column generation converged."""
     lps = [topology_lp(topo, reverse, root)[1] for reverse, root in _phases(collective)]
     params = dict(schedule.params) if schedule is not None else {}
+    masters = 0.0
+    for reverse, root in _phases(collective):
+        tag = "up_" if reverse and collective.kind == "allreduce" else ""
+        found = known_forest(topo, params.get(tag + "forest", ""), reverse, root)
+        masters += found.stats.get("master_seconds", 0.0) if found is not None else 0.0
     synthesis = [v for k, v in params.items() if k.endswith("synthesis")]
     columns = [s for s in synthesis if s.get("method") == "columns"]
     converged = all(lp.converged for lp in lps) and all(s["columns_converged"] for s in columns)
     proved = converged and all(lp.status == "optimal" for lp in lps)
     name = lps[0].solver + ("+" + columns[0]["master_solver"] if columns else "")
     return {"name": name, "status": "optimal" if proved else "feasible",
-            "seconds": sum(lp.seconds for lp in lps), "gap": 0.0 if proved else None,
+            "seconds": sum(lp.seconds for lp in lps) + masters, "gap": 0.0 if proved else None,
             "limit_hit": not converged}
 
 

@@ -110,3 +110,12 @@ def test_the_expanded_forest_carries_its_rate_on_the_physical_links(name):
     links = topo.link_by_pair
     rate = min(Fraction(round(links[k].bandwidth * 1000)) / l for k, l in load.items())
     assert rate == forest.rate_mbps
+
+
+def test_the_bound_uses_the_lp_beyond_128_gpus_when_symmetry_leaves_few_orbits():
+    from planner.bounds import _switch_lp
+
+    topo = load_topology("hgx-h100x32")
+    assert topo.num_gpus == 256
+    assert _switch_lp(topo, False, None) is not None
+    assert _switch_lp(topo, False, 0) is None  # one root: no rotation fixes it, the LP stays off
