@@ -14,6 +14,14 @@ arrives d_e epochs later. Constraints:
 Allreduce is the reversed allgather followed by the allgather. The model is an
 approximation of the simulator's (rates averaged over a send's epochs); its solution is
 always re-timed by the simulator, and its status and gap refer to the model.
+
+Symmetry: when the full model is over the size limit and the servers can be rotated onto
+each other (topologies/symmetry.py), the model is written for the chunks of one GPU per
+orbit, and every other chunk moves as the image of one of them (x[g(c), g(e), t] is
+x[c, e, t]): |G| times fewer binaries and rows, capacity rows written for every link
+(duplicates dropped). Its schedules are those that look the same on every server, a
+restriction, so its optimum is not claimed for the full model: the status says
+`feasible`, no gap, and the message why (the plan's ratio to bound still measures it).
 """
 from __future__ import annotations
 
@@ -21,12 +29,15 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from planner.collectives import Collective
 from planner.errors import InputError
 from planner.schedule import Chunk, Schedule, Transfer
 from solvers import Model, SolveOptions, SolveResult, quicksum
 from solvers import solve as solve_model
 from topologies.routing import Router
+from topologies.symmetry import rank_symmetry
 from topologies.types import Topology
 
 CAPACITY_SCALE = 1000  # link capacity in integer parts for the capacity rows
@@ -49,6 +60,7 @@ class MilpOutcome:
     tau_us: float
     variables: int
     constraints: int
+    symmetry: int = 1  # order of the group the model was reduced by (1: the full model)
 
 
 def _connections(topo: Topology, router: Router, chunk_bytes: float, reverse: bool) -> tuple[list[Connection], float]:
@@ -93,12 +105,16 @@ MIN_SOLVE_S = 0.05  # the solver always gets at least this, even when building u
 
 def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: list[list[int]], chunk_bytes: float,
                horizon_us: float, reverse: bool, solver: str | None, deadline: float,
-               max_variables: int = MAX_VARIABLES
-               ) -> tuple[list[tuple[int, int, int, int, int]] | None, SolveResult, int, float, int, int]:
+               max_variables: int = MAX_VARIABLES, images: list[tuple[int, int]] | None = None,
+               ranks: np.ndarray | None = None
+               ) -> tuple[list[tuple[int, int, int, int, int]] | None, SolveResult, int, float, int, int, int]:
     """Chunk c starts at GPU sources[c] and must reach every GPU in receivers[c].
 
+    `images` (with `ranks`, rank permutations): per chunk, (g, c0) such that the chunk is
+    the image of chunk c0 under element g, for use when the full model is too large.
     Returns the sends (chunk, src, dst, epoch, epochs in flight) of the best solution found (or None), the
-    solver result, the horizon in epochs, tau, and the model size.
+    solver result, the horizon in epochs, tau, the model size, and the order of the group
+    the model was reduced by (1: none).
     """
     n = topo.num_gpus
     conns, tau = _connections(topo, router, chunk_bytes, reverse)
@@ -110,13 +126,18 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
     horizon = max(1, math.ceil(horizon_us / tau - 1e-9), int(reach))
     estimate = sum(max(0, horizon - conn.epochs + 1 - int(earliest[src][conn.src]))
                    for src in sources for conn in conns if earliest[src][conn.src] != math.inf)
-    if estimate > max_variables:
-        raise InputError(f"the time-expanded model would have about {estimate} variables "
-                         f"(limit {max_variables})", field="method")
+    conn_image = _connection_images(conns, ranks) if estimate > max_variables and images is not None else None
+    order = 1 if conn_image is None else len(ranks)
+    if estimate // order > max_variables:
+        raise InputError(f"the time-expanded model would have about {estimate // order} variables "
+                         f"(limit {max_variables}{'; reduced by server symmetry' if order > 1 else ''})",
+                         field="method")
+    own = [c for c in range(len(sources)) if order == 1 or images[c][0] == 0]  # chunks with variables
     model = Model("collective-time-expanded")
     x: dict[tuple[int, int, int], object] = {}
     into: dict[tuple[int, int], list[tuple[int, int, object]]] = {}  # (chunk, gpu) -> (epoch, d, var)
-    for c, src in enumerate(sources):
+    for c in own:
+        src = sources[c]
         early = earliest[src]
         for e, conn in enumerate(conns):
             if conn.dst == src or early[conn.src] == math.inf:
@@ -128,7 +149,7 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
     if not x:
         raise InputError("the time-expanded model has no room for any send", field="method")
     makespan = model.add_var("T", 0, horizon, integer=True)
-    for c, src in enumerate(sources):
+    for c in own:
         for v in receivers[c]:
             arrivals = into.get((c, v), [])
             if not arrivals:
@@ -156,24 +177,68 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
         else:
             model.add(var <= 0)
     load: dict[tuple[int, int], list[tuple[int, object]]] = {}
-    for (c, e, t), var in x.items():
-        conn = conns[e]
-        for k in conn.links:
-            cap = topo.links[k].bandwidth * 1e3
-            weight = max(1, math.ceil(CAPACITY_SCALE * conn.rate / cap - 1e-12))
-            for busy in range(t, t + conn.epochs):
-                load.setdefault((k, busy), []).append((weight, var))
+    for (c, e0, t), var in x.items():
+        for g in range(order):  # the send and, under symmetry, its images
+            conn = conns[e0 if conn_image is None else conn_image[g][e0]]
+            for k in conn.links:
+                cap = topo.links[k].bandwidth * 1e3
+                weight = max(1, math.ceil(CAPACITY_SCALE * conn.rate / cap - 1e-12))
+                for busy in range(t, t + conn.epochs):
+                    load.setdefault((k, busy), []).append((weight, var))
+    written: set[tuple] = set()
     for terms in load.values():
-        if sum(w for w, _ in terms) > CAPACITY_SCALE:
+        key = tuple(sorted((v.index, w) for w, v in terms))
+        if sum(w for w, _ in terms) > CAPACITY_SCALE and key not in written:
+            written.add(key)  # under symmetry a link's row is often its image's
             model.add(quicksum(w * v for w, v in terms) <= CAPACITY_SCALE)
     model.minimize(makespan)
     # the time limit covers building the model too: the solver gets what is left
     result = solve_model(model, solver, SolveOptions(time_limit_s=max(MIN_SOLVE_S, deadline - time.perf_counter())))
     sends = None
     if result.has_solution:
-        sends = sorted((c, conns[e].src, conns[e].dst, t, conns[e].epochs)
-                       for (c, e, t), var in x.items() if result.value(var) > 0.5)
-    return sends, result, horizon, tau, model.num_vars, model.num_constraints
+        chosen = [(c, e, t) for (c, e, t), var in x.items() if result.value(var) > 0.5]
+        if conn_image is None:
+            sends = sorted((c, conns[e].src, conns[e].dst, t, conns[e].epochs) for c, e, t in chosen)
+        else:
+            owner = {(g, c0): c for c, (g, c0) in enumerate(images)}
+            sends = sorted((owner[g, c], conns[conn_image[g][e]].src, conns[conn_image[g][e]].dst, t, conns[e].epochs)
+                           for c, e, t in chosen for g in range(order))
+        if order > 1:
+            result = _restricted(result, order)
+    return sends, result, horizon, tau, model.num_vars, model.num_constraints, order
+
+
+def _connection_images(conns: list[Connection], ranks: np.ndarray | None) -> list[list[int]] | None:
+    """Per group element, the connection each connection maps to; None unless every
+    image exists and takes as many epochs (the rows of an image chunk are then those of
+    its original, moved)."""
+    if ranks is None:
+        return None
+    index = {(c.src, c.dst): e for e, c in enumerate(conns)}
+    out = []
+    for perm in ranks.tolist():
+        row = []
+        for conn in conns:
+            e = index.get((perm[conn.src], perm[conn.dst]))
+            if e is None or conns[e].epochs != conn.epochs:
+                return None
+            row.append(e)
+        out.append(row)
+    return out
+
+
+def _restricted(result: SolveResult, order: int) -> SolveResult:
+    """A solve of the symmetric model: optimal there is only feasible for the full model,
+    and its dual bound is no bound on it."""
+    from dataclasses import replace
+
+    from solvers import Termination
+
+    done = result.termination == Termination.optimal
+    return replace(result, termination=Termination.feasible if done else result.termination, gap=None,
+                   dual_bound=None,
+                   message=(f"{'optimal' if done else 'best found'} among schedules symmetric under the "
+                            f"{order} server rotations (a model {order}x smaller); not a bound on the full model"))
 
 
 def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: float, parts: int = 1,
@@ -198,6 +263,15 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
         sources = [c // parts for c in range(len(chunks))]
     receivers = [[v for v in range(n) if v != s] for s in sources]
     reverse = coll.kind in ("reduce-scatter", "reduce")
+    ranks = rank_symmetry(topo) if coll.kind not in ("broadcast", "reduce") else None
+    images = None
+    if ranks is not None:  # chunk (block b, part p) of a rep b's image under g is (g(b), p)
+        reps = [b for b in range(n) if ranks[:, b].min() == b]
+        images = [None] * len(chunks)
+        for g in range(len(ranks)):
+            for b in reps:
+                for p in range(parts):
+                    images[int(ranks[g, b]) * parts + p] = (g, b * parts + p)
     started = time.perf_counter()
     halves = 2 if coll.kind == "allreduce" else 1
     horizon_us = horizon_us / halves  # each half of an allreduce must fit in half the baseline's time
@@ -207,12 +281,12 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
     first_step = 0
     for i, backwards in enumerate(passes):
         deadline = started + time_limit_s * (i + 1) / halves
-        sends, result, horizon, tau, nvars, ncons = solve_copy(topo, router, sources, receivers, chunk_bytes,
-                                                                horizon_us, backwards, solver, deadline,
-                                                                max_variables // halves)
+        sends, result, horizon, tau, nvars, ncons, order = solve_copy(
+            topo, router, sources, receivers, chunk_bytes, horizon_us, backwards, solver, deadline,
+            max_variables // halves, images, ranks)
         outcome = (result, horizon, tau, nvars, ncons, outcome)
         if sends is None:
-            return MilpOutcome(None, result, horizon, tau, nvars, ncons)
+            return MilpOutcome(None, result, horizon, tau, nvars, ncons, order)
         if backwards:
             end = max(t + d for c, a, b, t, d in sends)
             for c, a, b, t, d in sends:
@@ -225,8 +299,9 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
         result = _combine(earlier[0], result)
         nvars, ncons = nvars + earlier[3], ncons + earlier[4]
     schedule = Schedule(coll, chunks, tuple(transfers), algorithm="milp",
-                        params=(("parts", parts), ("epoch_us", tau), ("horizon_epochs", horizon)))
-    return MilpOutcome(schedule, result, horizon, tau, nvars, ncons)
+                        params=(("parts", parts), ("epoch_us", tau), ("horizon_epochs", horizon))
+                        + ((("symmetry", order),) if order > 1 else ()))
+    return MilpOutcome(schedule, result, horizon, tau, nvars, ncons, order)
 
 
 def _combine(a: SolveResult, b: SolveResult) -> SolveResult:

@@ -136,7 +136,8 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
             milp_result = outcome.result
             milp_model = {"variables": outcome.variables, "constraints": outcome.constraints,
                           "horizon_epochs": outcome.epochs, "epoch_us": outcome.tau_us,
-                          "model_objective_epochs": outcome.result.objective}
+                          "model_objective_epochs": outcome.result.objective,
+                          "symmetry": outcome.symmetry}
             if outcome.schedule is None:
                 if outcome.result.limit_hit:
                     why = "the time limit was hit before any solution"

@@ -118,3 +118,22 @@ def test_milp_refuses_alltoall_and_huge_models():
         plan_collective(Collective("alltoall", 8, 8 << 10), topo, "milp")
     with pytest.raises(InputError, match="variables"):
         milp_schedule(Collective("allgather", 8, 8 << 10), topo, Router(topo), 50.0, max_variables=10)
+
+
+def test_a_model_over_the_limit_is_reduced_by_server_symmetry_and_not_called_optimal():
+    topo = load_topology("dgx-a100x2")
+    router = Router(topo)
+    coll = Collective("allgather", 16, 16 << 10)
+    with pytest.raises(InputError, match="reduced by server symmetry"):
+        milp_schedule(coll, topo, router, horizon_us=32.0, time_limit_s=20, max_variables=10_000)
+    outcome = milp_schedule(coll, topo, router, horizon_us=32.0, time_limit_s=20, max_variables=40_000)
+    assert outcome.symmetry == 2 and outcome.variables < 40_000 < 2 * outcome.variables
+    assert outcome.result.termination.value == "feasible"  # optimal only among symmetric schedules
+    assert outcome.result.gap is None and "symmetric" in outcome.result.message
+    schedule = outcome.schedule
+    verify(schedule)
+    assert simulate(schedule, topo, router).time_us >= lower_bound(coll, topo).time_us * (1 - 1e-9)
+    # every send has its image on the other server, in the same step
+    sends = {(t.chunk, t.src, t.dst, t.step) for t in schedule.transfers}
+    rotate = lambda r: (r + 8) % 16  # noqa: E731  (server 0 <-> server 1, GPU by GPU)
+    assert {(rotate(c), rotate(a), rotate(b), s) for c, a, b, s in sends} == sends

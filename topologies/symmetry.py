@@ -235,3 +235,19 @@ def _carry_over(topo: Topology, net) -> NetworkSymmetry | None:
     rank_orbit = ranks.min(axis=0)
     reps = tuple(int(r) for r in np.flatnonzero(rank_orbit == np.arange(len(net.gpus))))
     return NetworkSymmetry(nodes, arcs, ranks, arcs.min(axis=0), nodes.min(axis=0), reps)
+
+
+def rank_symmetry(topo: Topology) -> np.ndarray | None:
+    """The server rotations as permutations of ranks, (|G|, GPUs), identity first; None
+    when the group is trivial or some element other than the identity fixes a GPU (the
+    models that use it need every image of a GPU's data to be another GPU's)."""
+    group = server_symmetry(topo)
+    if group.order == 1:
+        return None
+    position = np.full(len(topo.nodes), -1, dtype=np.int64)
+    gpu_index = [i for i, n in enumerate(topo.nodes) if n.type == "gpu"]
+    position[gpu_index] = np.arange(len(gpu_index))
+    ranks = position[group.perms[:, gpu_index]]
+    if (ranks[1:] == np.arange(len(gpu_index))).any():
+        return None
+    return ranks
