@@ -203,8 +203,9 @@ COLLECTIVE_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "re
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
 @click.option("--size", default=None, help="Bytes, with an optional unit: 4096, 64KiB, 1MiB, 1GiB.")
 @click.option("--method", default="auto", show_default=True,
-              help="auto, milp, ring, tree, hierarchical, chain, direct (docs/collectives.md).")
-@click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY).")
+              help="auto, milp, trees, ring, tree, hierarchical, chain, direct, spreadout, flash (docs/collectives.md).")
+@click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY), or a generator with --size: "
+                   "zipf:s=1.2,seed=0 | hotspot:gpus=2,share=0.5 | uniform (docs/traffic.md).")
 @click.option("--root", default=0, show_default=True, help="Root rank of broadcast / reduce.")
 @click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds for exact methods.")
 @click.option("--solver", default=None, help="Solver backend for exact methods (see `planner solvers`).")
@@ -227,7 +228,7 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
     from planner.errors import InputError
     from planner.pipeline import plan_collective
     from planner.plan import dumps, write_plan
-    from planner.traffic import load_traffic
+    from planner.traffic import is_generator, load_traffic, traffic_from_spec
     from planner.units import parse_size
     from topologies.io import load_topology
 
@@ -235,10 +236,15 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
     matrix = None
     if coll == "alltoallv":
         if not traffic:
-            raise InputError("alltoallv needs --traffic FILE", field="--traffic")
-        if size is not None:
-            raise InputError("alltoallv takes its sizes from --traffic, not --size", field="--size")
-        matrix = load_traffic(traffic, t.num_gpus)
+            raise InputError("alltoallv needs --traffic FILE or a generator (e.g. zipf:s=1.2)", field="--traffic")
+        if is_generator(traffic):
+            if size is None:
+                raise InputError("a traffic generator needs --size (the bytes each GPU sends)", field="--size")
+            matrix = traffic_from_spec(traffic, t.num_gpus, parse_size(size, field="--size"))
+        else:
+            if size is not None:
+                raise InputError("alltoallv takes its sizes from --traffic, not --size", field="--size")
+            matrix = load_traffic(traffic, t.num_gpus)
         nbytes = 1  # the collective takes its size from the matrix
     else:
         if traffic:

@@ -19,6 +19,7 @@ from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import SimResult, simulate
 from models.collective_milp import MAX_VARIABLES, milp_schedule
 from solvers import SolveResult, SolverError, baselines, trees
+from solvers.flash import flash_alltoall
 from solvers.hierarchical import hierarchical
 from solvers.tree_schedules import lp_solver_json, tree_schedule
 from topologies.routing import Router
@@ -32,10 +33,12 @@ METHODS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "hierarchical": (("allgather", "reduce-scatter", "allreduce"), lambda c, t, r: hierarchical(c, t, router=r)),
     "chain": (("broadcast", "reduce"), lambda c, t, r: baselines.chain(c, t, router=r)),
     "direct": (("alltoall", "alltoallv"), lambda c, t, r: baselines.direct_alltoall(c, t)),
+    "spreadout": (("alltoall", "alltoallv"), lambda c, t, r: baselines.spreadout_alltoall(c, t)),
+    "flash": (("alltoall", "alltoallv"), lambda c, t, r: flash_alltoall(c, t)),
     "trees": (("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"),
               lambda c, t, r: tree_schedule(c, t)),
 }
-HEURISTIC_METHODS = {"ring", "tree", "hierarchical", "chain", "direct"}
+HEURISTIC_METHODS = {"ring", "tree", "hierarchical", "chain", "direct", "spreadout", "flash"}
 
 
 @dataclass(frozen=True)

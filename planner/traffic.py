@@ -75,3 +75,67 @@ def check_matrix(rows: object, gpus: int, src: str | None = None) -> tuple[tuple
     if not any(any(r) for r in out):
         raise InputError("the matrix moves no data", source=src, field="matrix")
     return tuple(out)
+
+
+GENERATORS = ("zipf", "hotspot", "uniform")
+
+
+def is_generator(text: str) -> bool:
+    """Whether --traffic names a generator rather than a file (an existing file wins)."""
+    return not Path(text).exists() and text.partition(":")[0] in GENERATORS
+
+
+def traffic_from_spec(spec: str, gpus: int, size: int) -> tuple[tuple[int, ...], ...]:
+    """A traffic matrix from a generator spec `NAME:key=value,...` (docs/traffic.md); every
+    GPU sends `size` bytes in all (its own share stays home: the diagonal is dropped).
+
+    - `zipf:s=1.2,seed=0,experts=8,tokens=4096,self=0`: MoE-like skew. `experts` per GPU,
+      popularity Zipf(s) over all of them, shuffled onto GPUs by the seed; every GPU routes
+      `tokens` tokens (seeded multinomial) by that popularity, each token `size / tokens`
+      bytes; `self` is an extra fraction of each GPU's tokens kept local.
+    - `hotspot:gpus=2,share=0.5,seed=0`: `share` of every GPU's bytes go to `gpus` hot
+      GPUs (chosen by the seed), the rest evenly to all.
+    - `uniform`: every GPU sends size / G to each GPU.
+    """
+    import numpy as np
+
+    name, _, rest = spec.partition(":")
+    if name not in GENERATORS:
+        raise InputError(f"unknown traffic generator {name!r} (one of {', '.join(GENERATORS)}; or a file)",
+                         field="--traffic")
+    known = {"zipf": {"s": 1.0, "seed": 0, "experts": 8, "tokens": 4096, "self": 0.0},
+             "hotspot": {"gpus": 1, "share": 0.5, "seed": 0}, "uniform": {}}[name]
+    params = dict(known)
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if key not in known or not eq:
+            raise InputError(f"{name}: unknown or malformed parameter {item!r} (known: {', '.join(known) or 'none'})",
+                             field="--traffic")
+        try:
+            params[key] = type(known[key])(float(value)) if isinstance(known[key], int) else float(value)
+        except ValueError:
+            raise InputError(f"{name}: {key} must be a number, got {value!r}", field="--traffic") from None
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    share = np.full((gpus, gpus), 1.0 / gpus)
+    if name == "zipf":
+        if params["s"] < 0 or params["experts"] < 1 or params["tokens"] < 1 or not 0 <= params["self"] < 1:
+            raise InputError("zipf: needs s >= 0, experts >= 1, tokens >= 1, 0 <= self < 1", field="--traffic")
+        e = gpus * params["experts"]
+        popularity = 1.0 / np.arange(1, e + 1) ** params["s"]
+        owner = rng.permutation(e) % gpus  # expert -> GPU, shuffled
+        per_gpu = np.bincount(owner, weights=popularity, minlength=gpus)
+        per_gpu /= per_gpu.sum()
+        counts = rng.multinomial(params["tokens"], per_gpu, size=gpus).astype(float)
+        stay = rng.binomial(params["tokens"], params["self"], size=gpus)
+        counts[np.arange(gpus), np.arange(gpus)] += stay
+        share = counts / counts.sum(axis=1, keepdims=True)
+    elif name == "hotspot":
+        hot_count = params["gpus"]
+        if not 1 <= hot_count <= gpus or not 0 <= params["share"] <= 1:
+            raise InputError(f"hotspot: needs 1 <= gpus <= {gpus} and 0 <= share <= 1", field="--traffic")
+        hot = rng.choice(gpus, size=hot_count, replace=False)
+        share = np.full((gpus, gpus), (1 - params["share"]) / gpus)
+        share[:, hot] += params["share"] / hot_count
+    matrix = np.floor(share * size).astype(np.int64)
+    np.fill_diagonal(matrix, 0)
+    return check_matrix(matrix.tolist(), gpus, spec)

@@ -176,6 +176,27 @@ def direct_alltoall(collective: Collective, topo: Topology) -> Schedule:
     return Schedule(collective, chunks, tuple(transfers), algorithm="direct")
 
 
+def spreadout_alltoall(collective: Collective, topo: Topology) -> Schedule:
+    """SpreadOut: N - 1 shifted permutations; in stage k rank i sends to rank i + k, after
+    its stage k - 1 send is done (explicit deps), so every GPU sends to one peer and
+    receives from one at a time. O(N^2) transfers."""
+    if collective.kind not in ("alltoall", "alltoallv"):
+        raise InputError(f"the spreadout method does not do {collective.kind}", field="method")
+    n = collective.ranks
+    index = collective.block_index
+    chunks, transfers, last = [], [], [None] * n
+    for k in range(1, n):
+        for i in range(n):
+            b = index.get(f"b{i}-{(i + k) % n}")
+            if b is None:  # alltoallv: nothing for that peer
+                continue
+            chunks.append(Chunk(b, 0.0, 1.0))
+            deps = () if last[i] is None else (last[i],)
+            last[i] = len(transfers)
+            transfers.append(Transfer(len(chunks) - 1, i, (i + k) % n, k - 1, deps=deps))
+    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="spreadout")
+
+
 def chain(collective: Collective, topo: Topology, channels: int | None = None, parts: int | None = None,
           router: Router | None = None) -> Schedule:
     """Pipelined chain broadcast / reduce along each channel's ring, rotated to the root.

@@ -1,0 +1,94 @@
+"""All-to-all(v): FLASH-style stages against direct and SpreadOut, and flash's synthesis time.
+
+    python -m bench.alltoall              # both tables
+    python -m bench.alltoall --quality    # table 1: simulated time / bound per method
+    python -m bench.alltoall --scaling    # table 2: flash synthesis time up to 128 servers
+
+Table 1: each GPU sends --size bytes (default 256 MiB): uniform alltoall, and alltoallv
+from the zipf generator (s = 0.8 and 1.2, seed 0; docs/traffic.md). Ratios are simulated
+time over the lower bound (planner/bounds.py: bytes over max-flow egress / ingress of
+every GPU and server). Table 2: median of 3 of building the flash schedule (stages and
+pieces, no simulation) on hgx-h100 clusters.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from planner.bounds import lower_bound
+from planner.collectives import Collective
+from planner.simulator import simulate
+from planner.traffic import traffic_from_spec
+from planner.units import parse_size
+from solvers.baselines import direct_alltoall, spreadout_alltoall
+from solvers.flash import flash_alltoall
+from topologies.io import load_topology
+from topologies.routing import Router
+
+TOPOLOGIES = ["hgx-h100x2", "hgx-h100x4", "hgx-h100x16", "dgx-a100x8", "mi300xx4"]
+TRAFFIC = ["uniform", "zipf:s=0.8,seed=0", "zipf:s=1.2,seed=0"]
+METHODS = {"flash": flash_alltoall, "direct": direct_alltoall, "spreadout": spreadout_alltoall}
+
+
+def collective_for(topo, traffic: str, size: int) -> Collective:
+    if traffic == "uniform":
+        return Collective("alltoall", topo.num_gpus, size - size % topo.num_gpus)
+    return Collective("alltoallv", topo.num_gpus, 1, traffic=traffic_from_spec(traffic, topo.num_gpus, size))
+
+
+def quality(names: list[str], size: int) -> None:
+    print("| topology | traffic | " + " | ".join(f"{m} / bound" for m in METHODS) + " | flash synth s | flash transfers |")
+    print("|---|---|" + "---|" * len(METHODS) + "---|---|")
+    for name in names:
+        topo = load_topology(name)
+        router = Router(topo)
+        for traffic in TRAFFIC:
+            coll = collective_for(topo, traffic, size)
+            bound = lower_bound(coll, topo).time_us
+            cells, synth, count = [], 0.0, 0
+            for method, build in METHODS.items():
+                t0 = time.perf_counter()
+                schedule = build(coll, topo)
+                if method == "flash":
+                    synth, count = time.perf_counter() - t0, len(schedule.transfers)
+                cells.append(f"{simulate(schedule, topo, router).time_us / bound:.3f}")
+            print(f"| {name} | {traffic} | " + " | ".join(cells) + f" | {synth:.3f} | {count} |", flush=True)
+
+
+def scaling(servers: list[int], size: int) -> None:
+    print("| GPUs | servers | traffic | flash synth s (median of 3) | stages | transfers |")
+    print("|---|---|---|---|---|---|")
+    for s in servers:
+        topo = load_topology(f"hgx-h100x{s}")
+        for traffic in ("uniform", "zipf:s=1.2,seed=0"):
+            coll = collective_for(topo, traffic, size)
+            coll.blocks  # built once, outside the timing: it is the input, not the synthesis
+            runs = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                schedule = flash_alltoall(coll, topo)
+                runs.append(time.perf_counter() - t0)
+            p = dict(schedule.params)
+            print(f"| {topo.num_gpus} | {s} | {traffic} | {statistics.median(runs):.3f} | {p['stages']} | "
+                  f"{len(schedule.transfers)} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--size", default="256MiB", help="bytes each GPU sends")
+    ap.add_argument("--topology", action="append", help="table 1 topologies (default: the issue's list)")
+    ap.add_argument("--servers", type=int, action="append", help="table 2 cluster sizes (default 2..128)")
+    args = ap.parse_args()
+    size = parse_size(args.size, field="--size")
+    both = not (args.quality or args.scaling)
+    if args.quality or both:
+        quality(args.topology or TOPOLOGIES, size)
+    if args.scaling or both:
+        scaling(args.servers or [2, 4, 8, 16, 32, 64, 128], size)
+
+
+if __name__ == "__main__":
+    main()
