@@ -31,7 +31,8 @@ from planner.errors import InputError
 from planner.schedule import Chunk, Schedule, Transfer
 from topologies.types import Topology
 
-DRAIN_SPLIT = 4  # pieces per block in the last stage
+PIECES_PER_RAIL = 64  # pieces are at most the busiest rail's bytes / this: a short drain
+MIN_PIECE_BYTES = 1 << 20
 
 
 def server_stages(a: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -106,13 +107,17 @@ def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
     at = {(pair, i): (0, 0.0) for pair, q in queues.items() for i in q}  # (block index in queue, bytes sent)
     left = {(pair, i): sum(blocks[k].size for k in q[i]) for pair, q in queues.items() for i in q}
 
-    def send(pair, i, amount, lane, step, split=1):
+    # the last pieces to cross the network are restored after the NICs finish: keep them small
+    cap = max(MIN_PIECE_BYTES, max(a.sum(axis=1).max(), a.sum(axis=0).max()) / g / PIECES_PER_RAIL)
+
+    def send(pair, i, amount, lane, step):
         s, t = pair
         pieces, at[pair, i] = _take(queues[pair][i], blocks, at[pair, i], amount)
         left[pair, i] -= amount
         sender, receiver = members[s][lane], members[t][lane]
-        pieces = [(k, lo + (hi - lo) * p / split, hi if p == split - 1 else lo + (hi - lo) * (p + 1) / split)
-                  for k, lo, hi in pieces for p in range(split)]
+        cut = [(k, lo, hi, max(1, int(np.ceil(blocks[k].size * (hi - lo) / cap)))) for k, lo, hi in pieces]
+        pieces = [(k, lo + (hi - lo) * p / n, hi if p == n - 1 else lo + (hi - lo) * (p + 1) / n)
+                  for k, lo, hi, n in cut for p in range(n)]
         for k, lo, hi in pieces:
             j = ends[k][1]
             chunks.append(Chunk(k, lo, hi))
@@ -127,8 +132,6 @@ def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
 
     stages = server_stages(a)
     for stage, (perm, weight) in enumerate(stages):
-        # the last stage in smaller pieces: its restores are what is left after the NICs finish
-        split = DRAIN_SPLIT if stage == len(stages) - 1 else 1
         for s, t in enumerate(perm.tolist()):
             pair = (s, t)
             if s == t or pair not in queues:
@@ -144,7 +147,7 @@ def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
                 if (pair, i) in left:
                     own = min(target, left[pair, i])
                     if own > 1e-9:
-                        send(pair, i, own, lane, 3 * stage, split)
+                        send(pair, i, own, lane, 3 * stage)
                         deficit[lane] -= own
             for lane in range(g):
                 while deficit[lane] > 1e-9 * target:
@@ -153,7 +156,7 @@ def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
                     if donor is None:
                         break
                     use = min(deficit[lane], left[pair, donor])
-                    send(pair, donor, use, lane, 3 * stage, split)
+                    send(pair, donor, use, lane, 3 * stage)
                     deficit[lane] -= use
     for (pair, i), rest in left.items():  # float dust: the rest goes on the GPU's own rail
         if at[pair, i][0] < len(queues[pair][i]):
