@@ -3,6 +3,7 @@
     python -m bench.alltoall              # both tables
     python -m bench.alltoall --quality    # table 1: simulated time / bound per method
     python -m bench.alltoall --scaling    # table 2: flash synthesis time up to 128 servers
+    python -m bench.alltoall --skew 1000  # flash on 1000 seeded skewed matrices (hgx-h100x4)
 
 Table 1: each GPU sends --size bytes (default 256 MiB): uniform alltoall, and alltoallv
 from the zipf generator (s = 0.8 and 1.2, seed 0; docs/traffic.md). Ratios are simulated
@@ -74,6 +75,29 @@ def scaling(servers: list[int], size: int) -> None:
                   f"{len(schedule.transfers)} |", flush=True)
 
 
+def skew(count: int, size: int, name: str = "hgx-h100x4") -> None:
+    """Flash (and direct) over `count` seeded zipf matrices, s drawn in [0.5, 1.5] and
+    experts per GPU in {1, 2, 4, 8} by the same seed: worst and median ratio to bound."""
+    import numpy as np
+
+    topo = load_topology(name)
+    router = Router(topo)
+    flash, direct, worst = [], [], None
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        spec = f"zipf:s={rng.uniform(0.5, 1.5):.3f},seed={seed},experts={int(rng.choice([1, 2, 4, 8]))}"
+        coll = Collective("alltoallv", topo.num_gpus, 1, traffic=traffic_from_spec(spec, topo.num_gpus, size))
+        bound = lower_bound(coll, topo).time_us
+        flash.append(simulate(flash_alltoall(coll, topo), topo, router).time_us / bound)
+        direct.append(simulate(direct_alltoall(coll, topo), topo, router).time_us / bound)
+        if worst is None or flash[-1] > worst[0]:
+            worst = (flash[-1], spec)
+    print("| topology | matrices | flash worst | flash median | flash > 1.05 | direct median | worst spec |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {name} | {count} | {max(flash):.3f} | {statistics.median(flash):.3f} | "
+          f"{sum(f > 1.05 for f in flash)} | {statistics.median(direct):.3f} | {worst[1]} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quality", action="store_true")
@@ -81,8 +105,13 @@ def main() -> None:
     ap.add_argument("--size", default="256MiB", help="bytes each GPU sends")
     ap.add_argument("--topology", action="append", help="table 1 topologies (default: the issue's list)")
     ap.add_argument("--servers", type=int, action="append", help="table 2 cluster sizes (default 2..128)")
+    ap.add_argument("--skew", type=int, default=0, help="also run flash on this many seeded skewed matrices")
     args = ap.parse_args()
     size = parse_size(args.size, field="--size")
+    if args.skew:
+        skew(args.skew, size)
+        if not (args.quality or args.scaling):
+            return
     both = not (args.quality or args.scaling)
     if args.quality or both:
         quality(args.topology or TOPOLOGIES, size)
