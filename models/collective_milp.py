@@ -187,10 +187,14 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
                     load.setdefault((k, busy), []).append((weight, var))
     written: set[tuple] = set()
     for terms in load.values():
-        key = tuple(sorted((v.index, w) for w, v in terms))
-        if sum(w for w, _ in terms) > CAPACITY_SCALE and key not in written:
-            written.add(key)  # under symmetry a link's row is often its image's
-            model.add(quicksum(w * v for w, v in terms) <= CAPACITY_SCALE)
+        if sum(w for w, _ in terms) <= CAPACITY_SCALE:
+            continue
+        if order > 1:  # under symmetry a link's row is often its image's: write it once
+            key = tuple(sorted((v.index, w) for w, v in terms))
+            if key in written:
+                continue
+            written.add(key)
+        model.add(quicksum(w * v for w, v in terms) <= CAPACITY_SCALE)
     model.minimize(makespan)
     # the time limit covers building the model too: the solver gets what is left
     result = solve_model(model, solver, SolveOptions(time_limit_s=max(MIN_SOLVE_S, deadline - time.perf_counter())))

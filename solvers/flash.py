@@ -158,7 +158,7 @@ def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
                     use = min(deficit[lane], left[pair, donor])
                     send(pair, donor, use, lane, 3 * stage)
                     deficit[lane] -= use
-    for (pair, i), rest in left.items():  # float dust: the rest goes on the GPU's own rail
+    for pair, i in left:  # float dust: the rest goes on the GPU's own rail
         if at[pair, i][0] < len(queues[pair][i]):
             send(pair, i, float("inf"), local[i], 3 * len(stages))
     return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="flash",

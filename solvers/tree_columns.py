@@ -83,16 +83,8 @@ class ColumnForest:
     pricing_seconds: float
     solver: str = "glop"
     # with symmetry: `columns` hold one root per orbit, and every automorphism's image of
-    # a column carries the same weight (images() lists them all)
+    # a column carries the same weight (solvers/forest.py builds the images)
     symmetry: NetworkSymmetry | None = None
-
-    def images(self) -> list[tuple[TreeColumn, Fraction]]:
-        """Every column of the forest with its weight: the columns themselves, or under
-        symmetry their images under every element of the group."""
-        if self.symmetry is None:
-            return list(zip(self.columns, self.weights))
-        return [(map_column(c, self.symmetry, g), w) for g in range(self.symmetry.order)
-                for c, w in zip(self.columns, self.weights)]
 
 
 def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None = None,
@@ -116,7 +108,7 @@ def column_forest(net: FlowNetwork, root: int | None = None, upper: float | None
     links = _physical_links(net)
     if root is not None:
         symmetry = None
-    orbits = _LinkOrbits(links, net, symmetry)
+    orbits = _LinkOrbits(links, symmetry)
     roots = list(range(n)) if root is None else [root]
     stabiliser = np.ones(n)
     orbit_size = np.ones(n)
@@ -238,7 +230,7 @@ class _LinkOrbits:
     links, with the orbit's capacity and |G| / |orbit| (how many times a tree and its
     images cross each link of the orbit per use of the orbit by the tree)."""
 
-    def __init__(self, links: _Links, net: FlowNetwork, symmetry: NetworkSymmetry | None):
+    def __init__(self, links: _Links, symmetry: NetworkSymmetry | None):
         if symmetry is None:
             self.of_link = np.arange(links.count)
             self.cap = links.cap
@@ -338,18 +330,6 @@ class _PathFinder:
     def tree(self, root: int, parent: np.ndarray) -> TreeColumn:
         arcs = tuple(() if u < 0 else self.path(u, v) for v, u in enumerate(parent.tolist()))
         return TreeColumn(root, tuple(int(p) for p in parent.tolist()), arcs)
-
-
-def map_column(col: TreeColumn, symmetry: NetworkSymmetry, g: int) -> TreeColumn:
-    """The image of a column under element g of the group."""
-    ranks, arcs = symmetry.ranks[g], symmetry.arcs[g]
-    n = len(col.parent)
-    parent, paths = [-1] * n, [()] * n
-    for v, u in enumerate(col.parent):
-        w = int(ranks[v])
-        parent[w] = -1 if u < 0 else int(ranks[u])
-        paths[w] = tuple(arcs[list(col.arcs[v])].tolist()) if col.arcs[v] else ()
-    return TreeColumn(int(ranks[col.root]), tuple(parent), tuple(paths))
 
 
 class _Master:

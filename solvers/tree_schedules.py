@@ -74,6 +74,12 @@ def _phases(collective: Collective) -> list[tuple[bool, int | None]]:
             "reduce": [(True, root)]}[collective.kind]
 
 
+def _tag(upward: bool, phases: int) -> str:
+    """Prefix of a phase's entries in a schedule's params: the upward (reduce) phase of an
+    allreduce is `up_`."""
+    return "up_" if upward and phases > 1 else ""
+
+
 def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | None = None) -> dict:
     """The plan's `solver` entry for a trees plan: the throughput LP(s) its forests were
     built from (kept on the topology, so nothing is solved again) and, for column-generated
@@ -83,9 +89,9 @@ def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | 
     lps = [topology_lp(topo, reverse, root)[1] for reverse, root in _phases(collective)]
     params = dict(schedule.params) if schedule is not None else {}
     masters = 0.0
-    for reverse, root in _phases(collective):
-        tag = "up_" if reverse and collective.kind == "allreduce" else ""
-        found = known_forest(topo, params.get(tag + "forest", ""), reverse, root)
+    phases = _phases(collective)
+    for reverse, root in phases:
+        found = known_forest(topo, params.get(_tag(reverse, len(phases)) + "forest", ""), reverse, root)
         masters += found.stats.get("master_seconds", 0.0) if found is not None else 0.0
     synthesis = [v for k, v in params.items() if k.endswith("synthesis")]
     columns = [s for s in synthesis if s.get("method") == "columns"]
@@ -195,7 +201,7 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], p
     params = [("pieces_per_tree_level", round(per_level, 2)), ("trees", trees),
               ("max_depth", max(f.stats["max_depth"] for f, _ in phases))]
     for f, upward in phases:
-        tag = "up_" if upward and len(phases) > 1 else ""
+        tag = _tag(upward, len(phases))
         params += [(tag + "forest", f.stats.get("method", "packing")),
                    (tag + "rate_GBps_per_gpu", float(f.rate_mbps) / 1000),
                    (tag + "lp_rate_GBps_per_gpu", f.lp_rate_mbps / 1000),

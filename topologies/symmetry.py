@@ -82,7 +82,7 @@ def _find(topo: Topology) -> NodeGroup:
     generators, names = [], []
     for name, sigma in candidates:
         perm = _extend(sigma, servers, outside, neighbours, topo, size)
-        if perm is not None and _preserves(perm, links, topo):
+        if perm is not None and _preserves(perm, links):
             generators.append(perm)
             names.append(name)
         if name == "rotate servers by 1" and generators:
@@ -108,16 +108,15 @@ def _extend(sigma: list[int], servers: list[list[int]], outside: list[int], neig
     left = list(outside)
     while left:
         taken = set(perm[mapped].tolist())
+        own = {w: frozenset((u, d, a) for u, d, a in neighbours[w] if mapped[u]) for w in left}
         signature: dict[frozenset, list[int]] = {}
         for w in left:
-            key = frozenset((u, d, a) for u, d, a in neighbours[w] if mapped[u])
-            signature.setdefault(key, []).append(w)
+            signature.setdefault(own[w], []).append(w)
         progress = []
         for w in left:
-            own = frozenset((u, d, a) for u, d, a in neighbours[w] if mapped[u])
-            if not own:
+            if not own[w]:
                 continue
-            image = frozenset((int(perm[u]), d, a) for u, d, a in own)
+            image = frozenset((int(perm[u]), d, a) for u, d, a in own[w])
             options = [c for c in signature.get(image, ()) if c not in taken]
             if not options:
                 return None
@@ -139,7 +138,7 @@ def _extend(sigma: list[int], servers: list[list[int]], outside: list[int], neig
     return perm
 
 
-def _preserves(perm: np.ndarray, links: dict, topo: Topology) -> bool:
+def _preserves(perm: np.ndarray, links: dict) -> bool:
     return all(links.get((int(perm[a]), int(perm[b]))) == attrs for (a, b), attrs in links.items())
 
 
@@ -170,7 +169,7 @@ class NetworkSymmetry:
     """A node group carried over to a FlowNetwork (the data plane, split host copies
     included): node, arc and rank permutations per element, and what the reductions
     need — arc orbits, one representative GPU (rank) per orbit and the stabiliser size
-    of each representative."""
+    of a rank."""
 
     nodes: np.ndarray        # (|G|, net nodes)
     arcs: np.ndarray         # (|G|, arcs)
@@ -185,9 +184,6 @@ class NetworkSymmetry:
 
     def stabiliser(self, rank: int) -> int:
         return int((self.ranks[:, rank] == rank).sum())
-
-    def orbit_size(self, rank: int) -> int:
-        return self.order // self.stabiliser(rank)
 
 
 def network_symmetry(topo: Topology, net) -> NetworkSymmetry | None:
