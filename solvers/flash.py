@@ -1,27 +1,40 @@
 """All-to-all(v) in the style of FLASH: server-level Birkhoff-von Neumann stages, every
 NIC kept busy by balancing over the fast intra-server links. A heuristic.
 
-1. Traffic between servers is summed per server pair (A[s, t]) and padded to a matrix
+Synthesis (`flash_plan`, numpy on the traffic matrix; what bench/alltoall.py times):
+1. traffic between servers is summed per server pair (A[s, t]) and padded to a matrix
    whose rows and columns all sum to its largest line sum L (padding is idle time);
 2. the padded matrix is decomposed into weighted server permutations (Birkhoff-von
-   Neumann: a perfect matching on the positive entries, its smallest entry as weight,
-   subtracted, repeated; at most S^2 - 2S + 2 stages). In stage k server s sends the next
-   lambda_k bytes of what it has for sigma_k(s);
-3. a stage's bytes from s to t are cut into g equal shares, one per rail: share l leaves
-   by GPU l's NIC for GPU l of server t. The blocks it is cut from are first moved over
-   NVLink (or xGMI) to GPU l when they start elsewhere (load-balance before sending),
-   and delivered from GPU l of t to their destination after (restore after receiving);
-4. traffic inside a server goes directly over the scale-up fabric, at once.
+   Neumann): a perfect matching on the positive entries, weighted by its smallest entry,
+   subtracted; the matching is then repaired along one augmenting path per entry that
+   reached zero instead of being recomputed. At most S^2 - 2S + 2 stages;
+3. each server pair's bytes are cut into g equal rail shares. Rail l carries its own
+   GPU's data to t first (no shuffle), then the surplus of the GPUs with more than a
+   share (north-west corner between surpluses and deficits): the rail matrix X[s, t];
+4. in stage k, pair (s, sigma_k(s)) sends its next lambda_k bytes, lambda_k / g per rail.
 
-The schedule is dataflow (planner/schedule.py): the intra-server shuffles of one stage
-overlap the inter-server sends of others wherever their data is ready; each rail's NIC
-connection sends its stages in order. When every server's NIC bandwidth is the binding
-resource and intra-server links are fast enough to shuffle (the issue's condition: at
-least 4x the NIC bandwidth per GPU), every NIC carries L/g bytes, so the inter-server
-time is L/(g x NIC bandwidth): the server bound (planner/bounds.py). Measured against
-the bound in bench/alltoall.py. O(S^3 x stages) to decompose, O(blocks + S^2 g) pieces.
+Materialization (`flash_schedule`): each rail's bytes of a stage become pieces of at most
+the busiest rail's bytes / 64 (>= 1 MiB), so the last restores are short: moved over
+NVLink/xGMI to the rail that sends them when they start elsewhere (load-balance), sent,
+delivered from the receiving rail to their destination (restore). Each source orders its
+blocks to server t ending with the destination on its own rail: restores spread over the
+GPUs, and the last piece a rail sends needs none when it carries its own GPU's data.
+Intra-server traffic goes directly, at once. The schedule is dataflow
+(planner/schedule.py): shuffles overlap the NIC sends wherever data is ready; each rail's
+NIC connection sends its stages in order; shuffles get a connection per stage.
+
+Within a factor of the bound (docs/collectives.md): when every inter-server byte crosses
+a NIC, rails are fully used (each carries L/g), and the scale-up links move the shuffles
+of a stage while the NICs send the previous one, the time is L/(g x NIC bandwidth) plus
+a pipeline fill and drain of one piece - the server bound of planner/bounds.py. Scale-up
+bandwidth per GPU of at least 4x the NIC's is the issue's condition for this.
+
+Cost: O(S^2) matchings of O(S^2) each in the worst case (with numpy), O(S^2 g^2) for the
+rails; materialization is linear in the pieces.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -35,18 +48,82 @@ PIECES_PER_RAIL = 64  # pieces are at most the busiest rail's bytes / this: a sh
 MIN_PIECE_BYTES = 1 << 20
 
 
+@dataclass(frozen=True)
+class FlashPlan:
+    """The synthesized schedule in compact form.
+
+    members[s]: ranks of server s in rail order; pair[s, t]: bytes from s to t (A);
+    rails[s, t, i, l]: bytes of GPU i's data for server t that rail l carries;
+    perms[k, s]: where server s sends in stage k; sent[k, s]: how many bytes it sends then.
+    """
+
+    members: tuple[tuple[int, ...], ...]
+    pair: np.ndarray
+    rails: np.ndarray
+    perms: np.ndarray
+    weights: np.ndarray
+    sent: np.ndarray
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.weights)
+
+
 def server_stages(a: np.ndarray) -> list[tuple[np.ndarray, float]]:
     """Birkhoff-von Neumann stages of the server traffic matrix `a` (zero diagonal): a list
     of (permutation, bytes) whose weighted sum covers `a` entry by entry once padded to
-    equal line sums. Matchings prefer real traffic over padding and the largest entries."""
+    equal line sums. See `_decompose`."""
+    perms, weights = _decompose(np.asarray(a, dtype=float))
+    return [(p, float(w)) for p, w in zip(perms, weights)]
+
+
+def _decompose(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = len(a)
-    line = max(a.sum(axis=1).max(), a.sum(axis=0).max())
+    line = max(a.sum(axis=1).max(), a.sum(axis=0).max()) if s else 0.0
     if line <= 0:
-        return []
-    padded = a.astype(float).copy()
+        return np.zeros((0, s), dtype=np.int64), np.zeros(0)
+    padded = _pad(a, line)
+    tiny = line * 1e-12
+    support = padded > tiny
+    # the first matching the largest: lots of traffic in few stages when it is uniform
+    _, row_match = linear_sum_assignment(np.where(support, padded, -line), maximize=True)
+    col_match = np.empty(s, dtype=np.int64)
+    col_match[row_match] = np.arange(s)
+    rows = np.arange(s)
+    perms, weights = [], []
+    left = line
+    while left > line * 1e-9 and len(perms) <= s * s:
+        if not support[rows, row_match].all():
+            raise RuntimeError("Birkhoff-von Neumann: no perfect matching on the positive entries")
+        weight = float(padded[rows, row_match].min())
+        padded[rows, row_match] -= weight
+        perms.append(row_match.copy())
+        weights.append(weight)
+        left -= weight
+        broken = rows[padded[rows, row_match] <= tiny]
+        support[broken, row_match[broken]] = False
+        if left <= line * 1e-9:
+            break
+        if len(broken) > 4:  # many entries ran out at once (uniform traffic): a new matching
+            _, row_match = linear_sum_assignment(np.where(support, padded, -line), maximize=True)
+            col_match[row_match] = rows
+            continue
+        col_match[row_match[broken]] = -1
+        row_match[broken] = -1
+        for r in broken.tolist():
+            if not _augment(support, row_match, col_match, r):
+                raise RuntimeError("Birkhoff-von Neumann: no perfect matching on the positive entries")
+    return np.array(perms, dtype=np.int64).reshape(-1, s), np.array(weights)
+
+
+def _pad(a: np.ndarray, line: float) -> np.ndarray:
+    """`a` plus idle time (diagonal allowed) so every row and column sums to `line`:
+    the deficits matched north-west corner."""
+    s = len(a)
+    padded = a.copy()
     row_gap, col_gap = line - padded.sum(axis=1), line - padded.sum(axis=0)
     i = j = 0
-    while i < s and j < s:  # north-west corner: fill the deficits (diagonal allowed: idle)
+    while i < s and j < s:
         take = min(row_gap[i], col_gap[j])
         padded[i, j] += take
         row_gap[i] -= take
@@ -55,128 +132,202 @@ def server_stages(a: np.ndarray) -> list[tuple[np.ndarray, float]]:
             i += 1
         if col_gap[j] <= line * 1e-12:
             j += 1
-    real = a.astype(float).copy()
-    stages = []
-    left = line
-    while left > line * 1e-9 and len(stages) <= s * s:
-        positive = padded > line * 1e-12
-        # max real traffic first, then the largest padded entries; zero entries forbidden
-        score = np.where(positive, 1e6 * (real > 0) + padded / line, -1e12)
-        rows, perm = linear_sum_assignment(score, maximize=True)
-        if not positive[rows, perm].all():
-            raise RuntimeError("Birkhoff-von Neumann: no perfect matching on the positive entries")
-        weight = float(padded[rows, perm].min())
-        padded[rows, perm] -= weight
-        real[rows, perm] = np.maximum(real[rows, perm] - weight, 0.0)
-        stages.append((perm.copy(), weight))
-        left -= weight
-    return stages
+    return padded
+
+
+def _augment(support: np.ndarray, row_match: np.ndarray, col_match: np.ndarray, r0: int) -> bool:
+    """Match the free row r0 along a shortest augmenting path (breadth first, a frontier
+    of rows at a time)."""
+    parent = np.full(len(support), -1, dtype=np.int64)
+    seen = np.zeros(len(support), dtype=bool)
+    frontier = np.array([r0])
+    while frontier.size:
+        reach = support[frontier] & ~seen
+        cols = np.flatnonzero(reach.any(axis=0))
+        if not cols.size:
+            return False
+        parent[cols] = frontier[reach[:, cols].argmax(axis=0)]
+        seen[cols] = True
+        free = cols[col_match[cols] < 0]
+        if free.size:
+            c = int(free[0])
+            while True:
+                r = int(parent[c])
+                prev = int(row_match[r])
+                row_match[r], col_match[c] = c, r
+                if r == r0:
+                    return True
+                c = prev
+        frontier = col_match[cols]
+    return False
+
+
+def flash_members(topo: Topology) -> list[list[int]]:
+    """Ranks per server in rail order; InputError unless >= 2 servers of equal size."""
+    servers = list(topo.servers.values())
+    g = len(servers[0]) if servers else 0
+    if len(servers) < 2 or any(len(sv) != g for sv in servers):
+        raise InputError("flash needs two or more servers with the same number of GPUs", field="method")
+    return [[topo.rank_of[x] for x in sv] for sv in servers]
+
+
+def traffic_array(collective: Collective) -> np.ndarray:
+    """The G x G byte matrix of an alltoall / alltoallv, diagonal zero."""
+    if collective.kind == "alltoallv":
+        m = np.array(collective.traffic, dtype=float)
+    else:
+        m = np.full((collective.ranks, collective.ranks), collective.size / collective.ranks)
+    np.fill_diagonal(m, 0.0)
+    return m
+
+
+def flash_plan(traffic: np.ndarray, members: list[list[int]]) -> FlashPlan:
+    """Stages and rail shares for the G x G byte matrix `traffic` on servers `members`
+    (ranks in rail order): steps 1-4 of the module doc."""
+    order = np.array([r for rs in members for r in rs])
+    nserv, g = len(members), len(members[0])
+    m = traffic[np.ix_(order, order)].reshape(nserv, g, nserv, g)
+    by_source = m.sum(axis=3).transpose(0, 2, 1).copy()  # [s, t, i]: GPU i of s to server t
+    by_source[np.arange(nserv), np.arange(nserv)] = 0.0
+    pair = by_source.sum(axis=2)
+    share = pair / g
+    own = np.minimum(by_source, share[..., None])
+    surplus, deficit = by_source - own, share[..., None] - own
+    # north-west corner per pair: donors' surpluses against lanes' deficits, as intervals
+    su, sd = np.cumsum(surplus, axis=2), np.cumsum(deficit, axis=2)
+    hi = np.minimum(su[..., :, None], sd[..., None, :])
+    lo = np.maximum((su - surplus)[..., :, None], (sd - deficit)[..., None, :])
+    rails = np.maximum(hi - lo, 0.0)
+    idx = np.arange(g)
+    rails[..., idx, idx] += own
+    perms, weights = _decompose(pair)
+    sent = _stage_amounts(pair, perms, weights)
+    return FlashPlan(tuple(tuple(rs) for rs in members), pair, rails, perms, weights, sent)
+
+
+def _stage_amounts(pair: np.ndarray, perms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sent[k, s]: bytes s sends to perms[k, s] in stage k, its pair's stream clipped to
+    what the pair has (padding is idle)."""
+    k, nserv = perms.shape
+    if not k:
+        return np.zeros((0, nserv))
+    ids = (np.arange(nserv)[None, :] * nserv + perms).ravel()  # pair id per (stage, server)
+    w = np.repeat(weights, nserv)
+    by_pair = np.argsort(ids, kind="stable")  # stage order kept within a pair
+    ids_sorted, w_sorted = ids[by_pair], w[by_pair]
+    cum = np.cumsum(w_sorted)
+    starts = np.flatnonzero(np.r_[True, ids_sorted[1:] != ids_sorted[:-1]])
+    base = np.repeat(cum[starts] - w_sorted[starts], np.diff(np.r_[starts, len(ids_sorted)]))
+    upto, before = cum - base, cum - base - w_sorted
+    total = pair.ravel()[ids_sorted]
+    amount = np.clip(upto, 0, total) - np.clip(before, 0, total)
+    sent = np.empty(len(ids))
+    sent[by_pair] = amount
+    return sent.reshape(k, nserv)
 
 
 def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
     """The FLASH-style schedule for alltoall / alltoallv (see the module doc)."""
     if collective.kind not in ("alltoall", "alltoallv"):
         raise InputError(f"the flash method does not do {collective.kind}", field="method")
-    servers = list(topo.servers.values())
-    g = len(servers[0])
-    if len(servers) < 2 or any(len(sv) != g for sv in servers):
-        raise InputError("flash needs two or more servers with the same number of GPUs", field="method")
-    rank_of = topo.rank_of
-    members = [[rank_of[x] for x in sv] for sv in servers]
-    server_of = {r: k for k, rs in enumerate(members) for r in rs}
-    local = {r: l for rs in members for l, r in enumerate(rs)}
-    blocks = collective.blocks
-    ends = [(b.initial[0][0], b.required[0][0]) for b in blocks]
-    nserv = len(members)
-    a = np.zeros((nserv, nserv))
-    queues: dict[tuple[int, int], dict[int, list[int]]] = {}  # (s, t) -> source GPU -> its blocks
-    for k, (i, j) in enumerate(ends):
-        si, sj = server_of[i], server_of[j]
-        if si != sj:
-            a[si, sj] += blocks[k].size
-            queues.setdefault((si, sj), {}).setdefault(i, []).append(k)
-    for q in queues.values():  # each source starts with a different destination: the rails'
-        for i, ks in q.items():  # restores then spread over the GPUs instead of all hitting one
-            ks.sort(key=lambda k: (local[ends[k][1]] - local[i]) % g)
+    return flash_schedule(collective, flash_plan(traffic_array(collective), flash_members(topo)))
+
+
+def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule:
+    """Chunks and transfers of `plan` (the module doc's materialization)."""
+    traffic = traffic_array(collective)
+    members = [list(rs) for rs in plan.members]
+    nserv, g = len(members), len(members[0])
+    block_id = np.full(traffic.shape, -1, dtype=np.int64)
+    positive = traffic > 0
+    block_id[positive] = np.arange(int(positive.sum()))
     chunks: list[Chunk] = []
     transfers: list[Transfer] = []
-    for k, (i, j) in enumerate(ends):  # inside a server: directly, at once
-        if server_of[i] == server_of[j]:
-            chunks.append(Chunk(k, 0.0, 1.0))
-            transfers.append(Transfer(len(chunks) - 1, i, j, 0))
-    at = {(pair, i): (0, 0.0) for pair, q in queues.items() for i in q}  # (block index in queue, bytes sent)
-    left = {(pair, i): sum(blocks[k].size for k in q[i]) for pair, q in queues.items() for i in q}
+    for rs in members:  # inside a server: directly, at once
+        for i in rs:
+            for j in rs:
+                if positive[i, j]:
+                    chunks.append(Chunk(int(block_id[i, j]), 0.0, 1.0))
+                    transfers.append(Transfer(len(chunks) - 1, i, j, 0))
+    busiest = plan.pair.sum(axis=1).max() if nserv else 0.0
+    cap = max(MIN_PIECE_BYTES, max(busiest, plan.pair.sum(axis=0).max()) / g / PIECES_PER_RAIL)
+    stages_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for k, row in enumerate(plan.perms.tolist()):
+        for s, t in enumerate(row):
+            if plan.sent[k, s] > 0 and s != t:
+                stages_of.setdefault((s, t), []).append((k, float(plan.sent[k, s])))
+    for (s, t), stages in sorted(stages_of.items()):
+        _pair_pieces(plan, traffic, block_id, members[s], members[t], s, t, stages, cap, chunks, transfers)
+    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="flash",
+                    params=(("stages", plan.num_stages),))
 
-    # the last pieces to cross the network are restored after the NICs finish: keep them small
-    cap = max(MIN_PIECE_BYTES, max(a.sum(axis=1).max(), a.sum(axis=0).max()) / g / PIECES_PER_RAIL)
 
-    def send(pair, i, amount, lane, step):
-        s, t = pair
-        pieces, at[pair, i] = _take(queues[pair][i], blocks, at[pair, i], amount)
-        left[pair, i] -= amount
-        sender, receiver = members[s][lane], members[t][lane]
-        cut = [(k, lo, hi, max(1, int(np.ceil(blocks[k].size * (hi - lo) / cap)))) for k, lo, hi in pieces]
-        pieces = [(k, lo + (hi - lo) * p / n, hi if p == n - 1 else lo + (hi - lo) * (p + 1) / n)
-                  for k, lo, hi, n in cut for p in range(n)]
-        for k, lo, hi in pieces:
-            j = ends[k][1]
-            chunks.append(Chunk(k, lo, hi))
+def _pair_pieces(plan, traffic, block_id, src_rail, dst_rail, s, t, stages, cap, chunks, transfers):
+    """Pieces of the bytes from server s to t, appended as chunks and transfers."""
+    g = len(src_rail)
+    rails = plan.rails[s, t]
+    ks = np.array([k for k, _ in stages])
+    lane_cuts = np.r_[0.0, np.cumsum([amount / g for _, amount in stages])]
+    # cut each stage of a lane into pieces of at most `cap` bytes
+    counts = np.maximum(1, np.ceil(np.diff(lane_cuts) / cap).astype(np.int64))
+    points = np.concatenate([lane_cuts[q] + (lane_cuts[q + 1] - lane_cuts[q]) * np.arange(n) / n
+                             for q, n in enumerate(counts.tolist())] + [lane_cuts[-1:]])
+    # each lane carries its own GPU's segment first, then the donors' in GPU order; each
+    # source's stream gives its own rail the first bytes, then the lanes in order
+    lane_start = np.zeros((g, g))  # [i, l]: where i's segment starts on lane l
+    src_start = np.zeros((g, g))  # [i, l]: where i's bytes for lane l start in i's stream
+    for l in range(g):
+        order = [l] + [i for i in range(g) if i != l]
+        lane_start[order, l] = np.r_[0.0, np.cumsum(rails[order, l])[:-1]]
+    for i in range(g):
+        order = [i] + [l for l in range(g) if l != i]
+        src_start[i, order] = np.r_[0.0, np.cumsum(rails[i, order])[:-1]]
+    for i in range(g):
+        src = src_rail[i]
+        dests = [dst_rail[(i + d) % g] for d in range(1, g + 1)]  # own rail's destination last
+        sizes = traffic[src, dests]
+        bounds = np.r_[0.0, np.cumsum(sizes)]
+        tol = 1e-9 * max(bounds[-1], 1.0)
+        cuts = [bounds]
+        for l in range(g):
+            if rails[i, l] <= tol:
+                continue
+            lo, hi = lane_start[i, l], lane_start[i, l] + rails[i, l]
+            inner = points[(points > lo + tol) & (points < hi - tol)]
+            cuts.append(src_start[i, l] + np.r_[0.0, inner - lo])
+        cut = np.unique(np.concatenate(cuts))
+        near = np.searchsorted(bounds, cut)  # snap cuts within tolerance onto block bounds
+        for side in (np.minimum(near, len(bounds) - 1), np.maximum(near - 1, 0)):
+            close = np.abs(bounds[side] - cut) <= tol
+            cut[close] = bounds[side[close]]
+        cut = np.unique(cut)
+        cut = cut[cut <= bounds[-1]]
+        for a, b in zip(cut[:-1].tolist(), cut[1:].tolist()):
+            if b - a <= tol:
+                continue
+            mid = (a + b) / 2
+            d = int(np.searchsorted(bounds, mid, side="right")) - 1
+            l = _lane_of(src_start[i], rails[i], i, mid)
+            lane_pos = lane_start[i, l] + (mid - src_start[i, l])
+            q = min(int(np.searchsorted(lane_cuts, lane_pos, side="right")) - 1, len(ks) - 1)
+            size = sizes[d]
+            lo_f = (a - bounds[d]) / size
+            hi_f = 1.0 if b >= bounds[d + 1] else (b - bounds[d]) / size
+            chunks.append(Chunk(int(block_id[src, dests[d]]), lo_f, hi_f))
             c = len(chunks) - 1
-            # a connection per stage for the shuffles: stages overlap, and one FIFO would
-            # hold a stage's pieces behind an earlier stage's that have not arrived yet
-            if i != sender:  # load-balance: move it to the rail that sends it
-                transfers.append(Transfer(c, i, sender, step, channel=1 + step // 3))
+            step = 3 * int(ks[q])
+            sender, receiver, j = src_rail[l], dst_rail[l], dests[d]
+            if src != sender:  # load-balance: to the rail that sends it
+                transfers.append(Transfer(c, src, sender, step, channel=1 + step // 3))
             transfers.append(Transfer(c, sender, receiver, step + 1))
-            if j != receiver:  # restore: deliver it from the rail that received it
+            if j != receiver:  # restore: from the rail that received it
                 transfers.append(Transfer(c, receiver, j, step + 2, channel=1 + step // 3))
 
-    stages = server_stages(a)
-    for stage, (perm, weight) in enumerate(stages):
-        for s, t in enumerate(perm.tolist()):
-            pair = (s, t)
-            if s == t or pair not in queues:
-                continue
-            amount = min(weight, sum(left[pair, i] for i in queues[pair]))
-            if amount <= 1e-9:
-                continue
-            target = amount / g
-            deficit = [target] * g
-            # each rail first sends its own GPU's data (no shuffle), then takes the surplus
-            # of the others, largest first
-            for lane, i in enumerate(members[s]):
-                if (pair, i) in left:
-                    own = min(target, left[pair, i])
-                    if own > 1e-9:
-                        send(pair, i, own, lane, 3 * stage)
-                        deficit[lane] -= own
-            for lane in range(g):
-                while deficit[lane] > 1e-9 * target:
-                    donor = max((i for i in queues[pair] if left[pair, i] > 1e-9), key=lambda i: left[pair, i],
-                                default=None)
-                    if donor is None:
-                        break
-                    use = min(deficit[lane], left[pair, donor])
-                    send(pair, donor, use, lane, 3 * stage)
-                    deficit[lane] -= use
-    for pair, i in left:  # float dust: the rest goes on the GPU's own rail
-        if at[pair, i][0] < len(queues[pair][i]):
-            send(pair, i, float("inf"), local[i], 3 * len(stages))
-    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="flash",
-                    params=(("stages", len(stages)), ("heuristic", "flash")))
 
-
-def _take(order: list[int], blocks, at: tuple[int, float], amount: float):
-    """The next `amount` bytes of the blocks in `order` from position `at`, as (block,
-    lo, hi) fractions, and the new position."""
-    k, done = at
-    out = []
-    while amount > 1e-9 and k < len(order):
-        size = blocks[order[k]].size
-        use = min(amount, size - done)
-        finished = size - (done + use) <= 1e-9 * size
-        out.append((order[k], done / size, 1.0 if finished else (done + use) / size))
-        done += use
-        amount -= use
-        if finished:
-            k, done = k + 1, 0.0
-    return out, (k, done)
+def _lane_of(starts: np.ndarray, lengths: np.ndarray, own: int, pos: float) -> int:
+    """The lane whose segment of a source's stream holds `pos` (own lane first, then the
+    others in order)."""
+    for l in [own] + [x for x in range(len(starts)) if x != own]:
+        if starts[l] <= pos < starts[l] + lengths[l]:
+            return l
+    return own
