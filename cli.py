@@ -203,7 +203,7 @@ COLLECTIVE_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "re
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
 @click.option("--size", default=None, help="Bytes, with an optional unit: 4096, 64KiB, 1MiB, 1GiB.")
 @click.option("--method", default="auto", show_default=True,
-              help="auto, milp, trees, ring, tree, hierarchical, chain, direct, spreadout, flash (docs/collectives.md).")
+              help="auto, milp, lp (alltoall), trees, ring, tree, hierarchical, chain, direct, spreadout, flash (docs/collectives.md).")
 @click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY), or a generator with --size: "
                    "zipf:s=1.2,seed=0 | hotspot:gpus=2,share=0.5 | uniform (docs/traffic.md).")
 @click.option("--root", default=0, show_default=True, help="Root rank of broadcast / reduce.")

@@ -7,8 +7,10 @@
 
 Table 1: each GPU sends --size bytes (default 256 MiB): uniform alltoall, and alltoallv
 from the zipf generator (s = 0.8 and 1.2, seed 0; docs/traffic.md). Ratios are simulated
-time over the lower bound (planner/bounds.py: bytes over max-flow egress / ingress of
-every GPU and server). Table 2: flash's synthesis on hgx-h100 clusters, median of 3:
+time over the lower bound (planner/bounds.py: the larger of bytes over max-flow egress /
+ingress of every GPU and server — the cut bound — and the max-concurrent-flow LP, both
+printed; the LP is skipped beyond 20,000 variables). lp and milp are the time-expanded
+flow model (models/alltoall_flow.py, 60 s each) on up to 16 GPUs. Table 2: flash's synthesis on hgx-h100 clusters, median of 3:
 the plan (stages and every rail's bytes per stage, `flash_plan`) from the traffic matrix;
 then, up to 256 GPUs, its materialization into chunks and transfers (`flash_schedule`,
 what the simulator and the exporters read).
@@ -25,13 +27,16 @@ from planner.simulator import simulate
 from planner.traffic import traffic_from_spec
 from planner.units import parse_size
 from solvers.baselines import direct_alltoall, spreadout_alltoall
+from solvers.hierarchical import hierarchical_alltoall
+from models.alltoall_flow import time_expanded_schedule
 from solvers.flash import flash_alltoall, flash_members, flash_plan, flash_schedule, traffic_array
 from topologies.io import load_topology
 from topologies.routing import Router
 
 TOPOLOGIES = ["hgx-h100x2", "hgx-h100x4", "hgx-h100x16", "dgx-a100x8", "mi300xx4"]
 TRAFFIC = ["uniform", "zipf:s=0.8,seed=0", "zipf:s=1.2,seed=0"]
-METHODS = {"flash": flash_alltoall, "direct": direct_alltoall, "spreadout": spreadout_alltoall}
+METHODS = {"flash": flash_alltoall, "direct": direct_alltoall, "spreadout": spreadout_alltoall,
+           "hierarchical": hierarchical_alltoall}
 
 
 def collective_for(topo, traffic: str, size: int) -> Collective:
@@ -40,23 +45,40 @@ def collective_for(topo, traffic: str, size: int) -> Collective:
     return Collective("alltoallv", topo.num_gpus, 1, traffic=traffic_from_spec(traffic, topo.num_gpus, size))
 
 
-def quality(names: list[str], size: int) -> None:
-    print("| topology | traffic | " + " | ".join(f"{m} / bound" for m in METHODS) + " | flash synth s | flash transfers |")
-    print("|---|---|" + "---|" * len(METHODS) + "---|---|")
+def quality(names: list[str], size: int, exact_upto: int = 16) -> None:
+    """Every method's simulated time over the bound; the time-expanded LP and MILP (60 s
+    each) on clusters of up to `exact_upto` GPUs, with their status and gap."""
+    names_all = list(METHODS) + ["lp", "milp"]
+    print("| topology | traffic | cut bound us | flow LP bound us | " + " | ".join(names_all)
+          + " | lp / milp status, gap, s | flash transfers |")
+    print("|---|---|---|---|" + "---|" * len(names_all) + "---|---|")
     for name in names:
         topo = load_topology(name)
         router = Router(topo)
         for traffic in TRAFFIC:
             coll = collective_for(topo, traffic, size)
-            bound = lower_bound(coll, topo).time_us
-            cells, synth, count = [], 0.0, 0
+            bound = lower_bound(coll, topo)
+            detail = dict(bound.detail)
+            cells, count, notes = [], 0, []
             for method, build in METHODS.items():
-                t0 = time.perf_counter()
                 schedule = build(coll, topo)
                 if method == "flash":
-                    synth, count = time.perf_counter() - t0, len(schedule.transfers)
-                cells.append(f"{simulate(schedule, topo, router).time_us / bound:.3f}")
-            print(f"| {name} | {traffic} | " + " | ".join(cells) + f" | {synth:.3f} | {count} |", flush=True)
+                    count = len(schedule.transfers)
+                cells.append(f"{simulate(schedule, topo, router).time_us / bound.time_us:.4f}")
+            for integral in (False, True):
+                if topo.num_gpus > exact_upto:
+                    cells.append("-")
+                    continue
+                t0 = time.perf_counter()
+                out = time_expanded_schedule(coll, topo, router, integral=integral, time_limit_s=60)
+                took = time.perf_counter() - t0
+                r = out.result
+                notes.append(f"{r.termination.value} {r.gap if r.gap is None else f'{r.gap:.2f}'} {took:.1f}")
+                cells.append("-" if out.schedule is None else
+                             f"{simulate(out.schedule, topo, router).time_us / bound.time_us:.4f}")
+            flow = detail.get("flow_lp_bound_us")
+            print(f"| {name} | {traffic} | {detail['cut_bound_us']:.1f} | {'-' if flow is None else f'{flow:.1f}'} | "
+                  + " | ".join(cells) + f" | {' / '.join(notes) or '-'} | {count} |", flush=True)
 
 
 def scaling(servers: list[int], size: int, materialize_upto: int = 256) -> None:

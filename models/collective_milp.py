@@ -63,12 +63,14 @@ class MilpOutcome:
     symmetry: int = 1  # order of the group the model was reduced by (1: the full model)
 
 
-def _connections(topo: Topology, router: Router, chunk_bytes: float, reverse: bool) -> tuple[list[Connection], float]:
-    """Direct GPU-to-GPU routes (no GPU forwards them) and the epoch length tau."""
+def direct_routes(topo: Topology, router: Router, reverse: bool = False
+                  ) -> list[tuple[int, int, tuple[int, ...], float, float]]:
+    """(a, b, link indices, bandwidth GB/s, latency us) of every GPU pair whose route
+    no other GPU forwards; with `reverse`, the route from b to a."""
     gpus = topo.gpus
     gpu_set = set(gpus)
     index = {(l.src, l.dst): k for k, l in enumerate(topo.links)}
-    raw = []
+    out = []
     for a in range(len(gpus)):
         for b in range(len(gpus)):
             if a == b:
@@ -77,9 +79,15 @@ def _connections(topo: Topology, router: Router, chunk_bytes: float, reverse: bo
             path = router.route(gpus[src], gpus[dst])
             if any(p in gpu_set for p in path[1:-1]):
                 continue
-            links = tuple(index[(u, v)] for u, v in zip(path, path[1:]))
             width, latency = router.figures(gpus[src], gpus[dst])
-            raw.append((a, b, links, chunk_bytes / (width * 1e3) + latency))
+            out.append((a, b, tuple(index[(u, v)] for u, v in zip(path, path[1:])), width, latency))
+    return out
+
+
+def _connections(topo: Topology, router: Router, chunk_bytes: float, reverse: bool) -> tuple[list[Connection], float]:
+    """Direct GPU-to-GPU routes (no GPU forwards them) and the epoch length tau."""
+    raw = [(a, b, links, chunk_bytes / (width * 1e3) + latency)
+           for a, b, links, width, latency in direct_routes(topo, router, reverse)]
     tau = min(t for *_, t in raw)
     conns = []
     for a, b, links, t in raw:

@@ -12,7 +12,9 @@ Bandwidth terms (exact integer max-flow arithmetic; capacities in MB/s, rounded 
   GPU-to-GPU transmissions (directed gossip), so T >= 2(N-1)M / sum of GPU egress (and
   ingress); also every element crosses every cut that splits the GPUs, both ways.
 - alltoall(v): bytes each GPU and each server must send / receive over its max-flow
-  egress / ingress to the other GPUs.
+  egress / ingress to the other GPUs; and, up to a model size, the max-concurrent-flow
+  LP (models/alltoall_flow.py), which also sees links shared beyond those cuts. Both are
+  reported (cut_bound_us, flow_lp_bound_us; null when too large to solve quickly).
 Latency: required data from i to j takes at least the least-latency path from i to j, so
 T >= the longest such path (latency term). And the transfer carrying the last byte over the
 binding cut stops flowing no earlier than the bandwidth term and then pays its path
@@ -182,7 +184,14 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
                         worst = (t, f"{name} {what}")
         bw = worst[0]
         derivation = "max over GPUs and servers of bytes to send (receive) / max-flow egress (ingress)"
-        detail.append(("binding", worst[1]))
+        detail += [("binding", worst[1]), ("cut_bound_us", bw)]
+        from models.alltoall_flow import concurrent_flow_bound
+        flow = concurrent_flow_bound(coll, topo)
+        detail.append(("flow_lp_bound_us", flow))
+        if flow is not None and flow > bw * (1 + 1e-9):
+            bw = flow
+            derivation += "; tightened by the max-concurrent-flow LP (links shared beyond single cuts)"
+            detail[-3] = ("binding", "max-concurrent-flow LP")
         need = mat > 0
     lat, shortest = _latency_terms(need, net)
     detail.append(("min_path_latency_us", shortest))

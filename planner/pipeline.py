@@ -17,6 +17,7 @@ from planner.errors import InputError
 from planner.plan import Plan
 from planner.schedule import Chunk, Schedule, Transfer
 from planner.simulator import SimResult, simulate
+from models.alltoall_flow import time_expanded_schedule
 from models.collective_milp import MAX_VARIABLES, milp_schedule
 from solvers import SolveResult, SolverError, baselines, trees
 from solvers.flash import flash_alltoall
@@ -30,7 +31,8 @@ Builder = Callable[[Collective, Topology, Router], Schedule]
 METHODS: dict[str, tuple[tuple[str, ...], Builder]] = {
     "ring": (("allgather", "reduce-scatter", "allreduce"), lambda c, t, r: baselines.ring(c, t, router=r)),
     "tree": (("allreduce",), lambda c, t, r: trees.double_binary_tree(c, t, router=r)),
-    "hierarchical": (("allgather", "reduce-scatter", "allreduce"), lambda c, t, r: hierarchical(c, t, router=r)),
+    "hierarchical": (("allgather", "reduce-scatter", "allreduce", "alltoall", "alltoallv"),
+                     lambda c, t, r: hierarchical(c, t, router=r)),
     "chain": (("broadcast", "reduce"), lambda c, t, r: baselines.chain(c, t, router=r)),
     "direct": (("alltoall", "alltoallv"), lambda c, t, r: baselines.direct_alltoall(c, t)),
     "spreadout": (("alltoall", "alltoallv"), lambda c, t, r: baselines.spreadout_alltoall(c, t)),
@@ -61,6 +63,7 @@ def methods_for(kind: str) -> list[str]:
 
 
 EXACT_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce")
+FLOW_KINDS = ("alltoall", "alltoallv")  # milp and lp: the time-expanded flow model (models/alltoall_flow.py)
 AUTO_MILP_MAX_GPUS = 16
 AUTO_MILP_MAX_BLOCK_BYTES = 256 << 10  # beyond this the message is bandwidth-bound: trees/rings do
 AUTO_MILP_MAX_VARIABLES = 60_000  # auto tries only models that solve in seconds; `milp` takes larger
@@ -80,15 +83,19 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     `auto` the others are listed in `skipped` with the reason.
     """
     heuristics = methods_for(coll.kind)
-    if method not in ("auto", "milp") and method not in METHODS:
-        raise InputError(f"unknown method {method!r} (known: auto, milp, {', '.join(METHODS)})", field="method")
-    if method == "milp" and coll.kind not in EXACT_KINDS:
+    if method not in ("auto", "milp", "lp") and method not in METHODS:
+        raise InputError(f"unknown method {method!r} (known: auto, milp, lp, {', '.join(METHODS)})", field="method")
+    if method == "milp" and coll.kind not in EXACT_KINDS + FLOW_KINDS:
         raise InputError(f"method 'milp' does not do {coll.kind} (use {', '.join(heuristics)})", field="method")
+    if method == "lp" and coll.kind not in FLOW_KINDS:
+        raise InputError(f"method 'lp' does only {' and '.join(FLOW_KINDS)} (for {coll.kind}: milp, "
+                         f"{', '.join(heuristics)})", field="method")
+    exact = method if method in ("milp", "lp") else "milp"
     if method in METHODS and method not in heuristics:
         raise InputError(f"method {method!r} does not do {coll.kind} (use {', '.join(heuristics) or 'none'})",
                          field="method")
     skipped = {}
-    candidates = heuristics if method in ("auto", "milp") else [method]
+    candidates = heuristics if method in ("auto", "milp", "lp") else [method]
     if method in ("auto", "milp") and "trees" in candidates and (coll.ranks > TREES_AUTO_MAX_GPUS
                                                                  or len(topo.servers) > 1):
         candidates = [c for c in candidates if c != "trees"]
@@ -105,7 +112,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
             else:
                 schedule = METHODS[name][1](coll, topo, router)
         except InputError as exc:
-            if method not in ("auto", "milp") or exc.field != "method":
+            if method not in ("auto", "milp", "lp") or exc.field != "method":
                 raise
             skipped[name] = exc.message  # does not apply to this topology; move on
             continue
@@ -113,7 +120,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         sim = simulate(schedule, topo, router)
         tried.append((sim.time_us, name, schedule, sim, synthesis))
     milp_result, milp_model, fallback = None, None, None
-    wants_milp = method == "milp" or (method == "auto" and coll.kind in EXACT_KINDS
+    wants_milp = method in ("milp", "lp") or (method == "auto" and coll.kind in EXACT_KINDS
                                       and 2 <= coll.ranks <= AUTO_MILP_MAX_GPUS
                                       and coll.blocks[0].size <= AUTO_MILP_MAX_BLOCK_BYTES)
     if not tried:
@@ -126,12 +133,16 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
             # a model is only worth building if it can be built and searched within the limit
             limit = min(AUTO_MILP_MAX_VARIABLES if method == "auto" else MAX_VARIABLES,
                         int(MILP_VARIABLES_PER_SECOND * (time_limit_s or 60.0)))
-            outcome = milp_schedule(coll, topo, router, horizon_us=best_heuristic[0], parts=_milp_parts(coll),
-                                    solver=solver, time_limit_s=time_limit_s or 60.0, max_variables=limit)
+            if coll.kind in FLOW_KINDS:
+                outcome = time_expanded_schedule(coll, topo, router, integral=exact == "milp", solver=solver,
+                                                 time_limit_s=time_limit_s or 60.0, max_variables=limit)
+            else:
+                outcome = milp_schedule(coll, topo, router, horizon_us=best_heuristic[0], parts=_milp_parts(coll),
+                                        solver=solver, time_limit_s=time_limit_s or 60.0, max_variables=limit)
         except InputError as exc:
             if exc.field != "method":
                 raise
-            fallback = f"milp: not applicable here ({exc.message})"
+            fallback = f"{exact}: not applicable here ({exc.message})"
         except SolverError as exc:  # e.g. an LP-only --solver for this integer model
             raise InputError(f"{solver or 'the default solver'} cannot solve the collective model: {exc}",
                              field="--solver") from None
@@ -148,20 +159,20 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                     why = "no schedule fits the model's horizon (the best baseline's time, or the fastest delivery)"
                 else:
                     why = f"the solver ended with {outcome.result.termination.value}"
-                fallback = f"milp: {why}; returned {best_heuristic[1]}"
+                fallback = f"{exact}: {why}; returned {best_heuristic[1]}"
             else:
                 sim = simulate(outcome.schedule, topo, router)
-                tried.append((sim.time_us, "milp", outcome.schedule, sim, time.perf_counter() - t0))
+                tried.append((sim.time_us, exact, outcome.schedule, sim, time.perf_counter() - t0))
     tried.sort(key=lambda x: (x[0], x[1]))
     exported = None
     if export:
         tried, exported = _exportable(tried, export, topo, skipped)
     time_us, name, schedule, sim, synthesis = tried[0]
-    if method in ("auto", "milp"):
+    if method in ("auto", "milp", "lp"):
         synthesis = time.perf_counter() - search_started  # the whole search: baselines, model, solve
-    if wants_milp and name != "milp" and fallback is None:
-        milp_time = next(t for t, n, *_ in tried if n == "milp")
-        fallback = f"milp: its schedule simulates at {milp_time:.3f} us, {name} at {time_us:.3f} us"
+    if wants_milp and name != exact and fallback is None:
+        milp_time = next(t for t, n, *_ in tried if n == exact)
+        fallback = f"{exact}: its schedule simulates at {milp_time:.3f} us, {name} at {time_us:.3f} us"
     bound = lower_bound(coll, topo)
     metrics = {
         **quality_metrics(coll, time_us, bound.time_us),
@@ -170,13 +181,13 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         "steps": sim.steps,
         "max_link_utilization": sim.max_link_utilization,
     }
-    if method in ("auto", "milp"):
+    if method in ("auto", "milp", "lp"):
         metrics["candidates"] = {n: t for t, n, *_ in tried}
         if skipped:
             metrics["skipped"] = skipped
     if milp_model:
         metrics["milp_model"] = milp_model
-        if name != "milp":  # `solver` describes the returned method's solve; the attempt is kept here
+        if name != exact:  # `solver` describes the returned method's solve; the attempt is kept here
             metrics["milp_model"]["solver"] = solver_json(milp_result)
     problem = {**coll.describe(), "topology": topology_name or topo.name, "gpus": topo.num_gpus,
                "servers": len(topo.servers), "method_requested": method, "time_limit_s": time_limit_s,
@@ -184,13 +195,13 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     if coll.kind == "alltoallv":
         problem["traffic"] = [list(row) for row in coll.traffic]
     plan = Plan(kind="collective", problem=problem, method=name, metrics=metrics, bound=bound.to_json(),
-                plan=schedule_to_json(schedule), solver=(solver_json(milp_result) if name == "milp"
+                plan=schedule_to_json(schedule), solver=(solver_json(milp_result) if name == exact
                         else lp_solver_json(coll, topo, schedule) if name == "trees" else None),
                 fallback=fallback,
                 provenance={"planner_version": __version__, "heuristic": name in HEURISTIC_METHODS,
                             "verified_by": "planner.simulator", "auto_choice":
                                 (f"fastest simulated of {', '.join(n for _, n, *_ in tried)}"
-                                 if method in ("auto", "milp") else "requested")})
+                                 if method in ("auto", "milp", "lp") else "requested")})
     return CollectiveResult(plan, schedule, sim, exported)
 
 
@@ -207,8 +218,10 @@ def _exportable(tried: list, fmt: str, topo: Topology, skipped: dict) -> tuple[l
             text, _, _ = round_trip(schedule, fmt, topo, time_us)
         except (InputError, ExportMismatch) as exc:
             if i == len(tried) - 1:
+                if isinstance(exc, ExportMismatch):
+                    raise
                 raise InputError(exc.message, source=exc.source, field=f"--export {fmt}") from None
-            skipped[name] = f"its schedule does not export as {fmt}: {exc.message}"
+            skipped[name] = f"its schedule does not export as {fmt}: {getattr(exc, 'message', str(exc))}"
             continue
         return tried[i:], text
     raise AssertionError("unreachable")

@@ -4,12 +4,16 @@ allreduce = intra-server reduce-scatter of slices, inter-server allreduce of eac
 among the GPUs with the same local index (one rail each), intra-server allgather.
 allgather = inter-server allgather among same-index GPUs, then intra-server allgather of
 what each gathered; reduce-scatter is the mirror image. Every pass is a ring.
+alltoall(v) = intra-server gather of each GPU's blocks onto the GPU that owns the NIC of
+the destination's rail (local index of the destination), then the exchange over that
+rail, which lands on the destination itself (the scatter step is empty on a
+rail-optimized cluster); traffic inside a server goes directly.
 """
 from __future__ import annotations
 
 from planner.collectives import Collective
 from planner.errors import InputError
-from planner.schedule import Chunk, Schedule
+from planner.schedule import Chunk, Schedule, Transfer
 from solvers.baselines import _best_cycle, _hop_widths, ring_phase
 from topologies.routing import Router
 from topologies.types import Topology
@@ -17,6 +21,8 @@ from topologies.types import Topology
 
 def hierarchical(collective: Collective, topo: Topology, router: Router | None = None) -> Schedule:
     """Three ring passes (two for allgather / reduce-scatter). O(N^2 / k + N x k) transfers."""
+    if collective.kind in ("alltoall", "alltoallv"):
+        return hierarchical_alltoall(collective, topo)
     if collective.kind not in ("allgather", "reduce-scatter", "allreduce"):
         raise InputError(f"the hierarchical method does not do {collective.kind}", field="method")
     servers = list(topo.servers.values())
@@ -62,3 +68,36 @@ def hierarchical(collective: Collective, topo: Topology, router: Router | None =
             step += length - 1
     return Schedule(collective, chunks, tuple(transfers), algorithm="hierarchical",
                     params=(("servers", n_servers), ("gpus_per_server", k)))
+
+
+def hierarchical_alltoall(collective: Collective, topo: Topology) -> Schedule:
+    """Gather by destination rail over NVLink / xGMI (step 0), exchange over the rails
+    (step 1); whole blocks. O(N^2) transfers."""
+    servers = list(topo.servers.values())
+    sizes = {len(g) for g in servers}
+    if len(servers) < 2 or len(sizes) != 1:
+        raise InputError("the hierarchical method needs two or more servers with equal GPU counts",
+                         field="method")
+    rank = topo.rank_of
+    members = [[rank[g] for g in gpus] for gpus in servers]
+    where = {r: (s, l) for s, rs in enumerate(members) for l, r in enumerate(rs)}
+    index = collective.block_index
+    n = collective.ranks
+    chunks, transfers = [], []
+    for i in range(n):
+        for j in range(n):
+            b = index.get(f"b{i}-{j}")
+            if b is None:
+                continue
+            chunks.append(Chunk(b, 0.0, 1.0))
+            c = len(chunks) - 1
+            (si, _), (sj, lj) = where[i], where[j]
+            relay = members[si][lj]  # the GPU of i's server on j's rail
+            if si == sj:
+                transfers.append(Transfer(c, i, j, 0))
+                continue
+            if relay != i:
+                transfers.append(Transfer(c, i, relay, 0))
+            transfers.append(Transfer(c, relay, j, 1))
+    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="hierarchical",
+                    params=(("servers", len(servers)), ("gpus_per_server", sizes.pop())))
