@@ -42,6 +42,7 @@ from scipy.optimize import linear_sum_assignment
 from planner.collectives import Collective
 from planner.errors import InputError
 from planner.schedule import Chunk, Schedule, Transfer
+from planner.simulator import MAX_TRANSFERS
 from topologies.types import Topology
 
 PIECES_PER_RAIL = 64  # pieces are at most the busiest rail's bytes / this: a short drain
@@ -251,6 +252,13 @@ def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule:
                     transfers.append(Transfer(len(chunks) - 1, i, j, 0))
     busiest = plan.pair.sum(axis=1).max() if nserv else 0.0
     cap = max(MIN_PIECE_BYTES, max(busiest, plan.pair.sum(axis=0).max()) / g / PIECES_PER_RAIL)
+    # pieces: at least one per rail and stage of a pair, and one per cap of bytes; most
+    # take three transfers (load-balance, send, restore)
+    pieces = int(np.ceil(plan.sent / g / cap).sum()) * g
+    if 2 * pieces > MAX_TRANSFERS:
+        raise InputError(f"the flash plan has {plan.num_stages} stages and about {pieces} pieces: more "
+                         f"transfers than the simulator checks ({MAX_TRANSFERS}); the plan itself is built "
+                         "(solvers/flash.py flash_plan) but cannot be verified at this size", field="method")
     stages_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for k, row in enumerate(plan.perms.tolist()):
         for s, t in enumerate(row):

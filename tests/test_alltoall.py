@@ -221,3 +221,15 @@ def test_cli_lp_and_milp_report_status_and_both_bounds(run_cli, tmp_path):
     assert doc["bound"]["cut_bound_us"] is not None
     r = run_cli("collective", "allgather", "--topology", "dgx-a100", "--size", "1MiB", "--method", "lp")
     assert r.exit_code == 2 and "lp" in r.output
+
+
+def test_a_flash_plan_too_large_to_verify_is_refused_and_auto_moves_on(monkeypatch):
+    import solvers.flash as flash
+    from planner.pipeline import plan_collective
+    monkeypatch.setattr(flash, "MAX_TRANSFERS", 100)
+    topo = load_topology("hgx-h100x2")
+    coll = _zipf(topo, 1.2, size=8 << 20)
+    with pytest.raises(InputError, match="cannot be verified"):
+        flash_alltoall(coll, topo)
+    res = plan_collective(coll, topo, "auto")
+    assert res.plan.method != "flash" and "cannot be verified" in res.plan.metrics["skipped"]["flash"]
