@@ -143,23 +143,16 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     # flow bound is feasible, so that is where the proof of minimality starts)
     lp_unit = traffic.max() / 64
     best, bad, hi = None, EPOCHS_PER_BOUND - 1, EPOCHS_PER_BOUND
-    while best is None and hi <= high_cap:
-        got = attempt(hi, False)
+    while (best is None and hi <= high_cap) or (best is not None and best[0] - bad > 1):
+        epochs = hi if best is None else (best[0] + bad) // 2
+        got = attempt(epochs, False)
         if got is None or not (got[1].has_solution or got[1].termination == Termination.infeasible):
             break
         if got[1].has_solution:
-            best = (hi, *got)
+            best = (epochs, *got)
         else:
-            bad, hi = hi, max(hi + 1, math.ceil(hi * 1.25))
-    while best is not None and best[0] - bad > 1:
-        mid = (best[0] + bad) // 2
-        got = attempt(mid, False)
-        if got is None or not (got[1].has_solution or got[1].termination == Termination.infeasible):
-            break
-        if got[1].has_solution:
-            best = (mid, *got)
-        else:
-            bad = mid
+            bad = epochs
+            hi = max(epochs + 1, math.ceil(epochs * 1.25))
     lower = bad + 1  # proved: no fractional schedule in fewer epochs
     if integral and best is not None:  # whole units: from the LP's epochs up
         lp_best, best = best, None
