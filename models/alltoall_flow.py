@@ -51,6 +51,7 @@ from topologies.types import Topology
 FLOW_BOUND_MAX_VARIABLES = 20_000  # the bound's LP solves in under half a second up to here
 EPOCHS_PER_BOUND = 12  # tau = the flow bound / this: the model's time resolution
 MAX_EPOCH_FACTOR = 4  # search E up to this many times the bound's epochs
+MAX_UNITS = 200_000  # the MILP's chunks: one per unit
 UNITS_PER_EPOCH = 8  # the MILP's unit: at most 1/this of what the slowest connection moves in an epoch
 
 
@@ -61,7 +62,7 @@ def _traffic(coll: Collective) -> np.ndarray:
 
 
 def concurrent_flow_bound(coll: Collective, topo: Topology, solver: str = "highs",
-                          max_variables: int = FLOW_BOUND_MAX_VARIABLES) -> float | None:
+                          max_variables: int = FLOW_BOUND_MAX_VARIABLES, time_limit_s: float = 20.0) -> float | None:
     """The max-concurrent-flow time (us) of the all-to-all's bytes on the data plane, or
     None when the LP would have more than `max_variables` variables. O(LP(G x arcs))."""
     traffic = _traffic(coll)
@@ -93,10 +94,14 @@ def concurrent_flow_bound(coll: Collective, topo: Topology, solver: str = "highs
         terms[t.index] = -cap[a] / scale
         model.add_constraint(LinearExpr(terms), "<=", 0.0)
     model.minimize(t)
-    result = solve_model(model, solver)
+    result = solve_model(model, solver, SolveOptions(time_limit_s=time_limit_s))
     if result.termination != Termination.optimal:
         return None
     return float(result.value(t)) * (1 - 1e-6)  # the solver's tolerances must not overstate it
+
+
+class _DecodeError(RuntimeError):
+    """The solution's flow does not cut into paths that deliver every block (solver noise)."""
 
 
 @dataclass(frozen=True)
@@ -118,10 +123,15 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     floor_us = concurrent_flow_bound(coll, topo, max_variables=10 * FLOW_BOUND_MAX_VARIABLES)
     if floor_us is None or floor_us <= 0:
         raise InputError("the flow bound could not be computed for this size", field="method")
-    tau = floor_us / EPOCHS_PER_BOUND
     routes = direct_routes(topo, router)
+    # an epoch long enough that the slowest route's latency takes at most as many epochs
+    # as the bound's bytes: small messages would otherwise lag past every horizon
+    tau = max(floor_us, max(latency for *_, latency in routes)) / EPOCHS_PER_BOUND
     conns = [_Conn(a, b, links, int(latency // tau)) for a, b, links, _, latency in routes]
     unit = _unit(traffic, min(w for *_, w, _ in routes) * 1e3 * tau / UNITS_PER_EPOCH) if integral else traffic.max() / 64
+    if traffic.sum() / unit > MAX_UNITS:
+        raise InputError(f"whole units of {unit:g} bytes (the common divisor of the block sizes) would make "
+                         f"{traffic.sum() / unit:.0f} chunks (limit {MAX_UNITS}); use --method lp", field="method")
     sources = [i for i in range(coll.ranks) if traffic[i].sum() > 0]
     per_epoch = len(sources) * len(conns)
     if per_epoch * EPOCHS_PER_BOUND > max_variables:
@@ -135,7 +145,9 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
         if left <= 0.05:
             return None
         built = _build(traffic, sources, conns, topo, epochs, tau, unit if whole else lp_unit, whole)
-        res = solve_model(built[0], solver if whole else "highs", SolveOptions(time_limit_s=left))
+        res = solve_model(built[0], solver if whole else (solver or "highs"), SolveOptions(time_limit_s=left))
+        if not whole and res.has_solution and res.termination != Termination.optimal:
+            res = replace(res, values=None)  # an LP stopped early is no proof that E is feasible
         solves.append((epochs, res))
         return built, res
 
@@ -153,6 +165,8 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
         else:
             bad = epochs
             hi = max(epochs + 1, math.ceil(epochs * 1.25))
+            if epochs < high_cap < hi:
+                hi = high_cap
     lower = bad + 1  # proved: no fractional schedule in fewer epochs
     if integral and best is not None:  # whole units: from the LP's epochs up
         lp_best, best = best, None
@@ -170,12 +184,21 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
         last = solves[-1][1] if solves else None
         result = last or SolveResult(solver or "highs", Termination.no_solution, None, None, None,
                                      time.perf_counter() - started, True, None, "no time left to solve")
+        if result.termination == Termination.infeasible:  # the cap on epochs, not the problem
+            result = replace(result, termination=Termination.no_solution,
+                             message=f"no schedule within the model's {high_cap} epochs of {tau:.3f} us")
         return MilpOutcome(None, result, hi, tau, 0, 0)
     epochs, (model, flows, carry), res = best
-    schedule = _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit if integral else lp_unit,
-                       tau, integral)
+    try:
+        schedule = _decode(coll, traffic, sources, conns, flows, carry, res, epochs,
+                           unit if integral else lp_unit, tau, integral)
+    except _DecodeError as exc:
+        raise InputError(f"its solution does not decode: {exc}", field="method") from None
     gap = (epochs - lower) / epochs
-    result = replace(res, termination=Termination.optimal if gap == 0 else Termination.feasible,
+    # E is proved minimal when gap is 0; a solve at E that stopped at its limit leaves the
+    # secondary objective (bytes moved) unproved: then `feasible`, never `optimal`
+    done = gap == 0 and res.termination == Termination.optimal
+    result = replace(res, termination=Termination.optimal if done else Termination.feasible,
                      objective=float(epochs), dual_bound=float(lower), gap=gap,
                      seconds=time.perf_counter() - started,
                      limit_hit=any(r.limit_hit for _, r in solves),
@@ -253,7 +276,7 @@ def _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau,
     Node (u, t) of source i's DAG has the sends of epoch t and the carry to t + 1 as its
     out-arcs; (u, E) ends at u. A walk along positive arcs from a send of the source
     reaches some (u, E); its smallest arc is a path's amount."""
-    tol = 1e-7 * max(1.0, traffic.max() / unit)
+    tol = 0.5 if integral else 1e-7 * max(1.0, traffic.max() / unit)  # whole units / solver noise
     block_id = np.full(traffic.shape, -1, dtype=np.int64)
     positive = traffic > 0
     block_id[positive] = np.arange(int(positive.sum()))
@@ -275,7 +298,7 @@ def _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau,
                 while t < epochs:
                     live = [a for a in out.get((u, t), []) if a[0] > tol]
                     if not live:
-                        raise RuntimeError(f"time-expanded flow: source {i}'s flow stops at GPU {u} epoch {t}")
+                        raise _DecodeError(f"time-expanded flow: source {i}'s flow stops at GPU {u} epoch {t}")
                     a = live[0]
                     path.append(a)
                     if a[1] < 0:
@@ -291,7 +314,7 @@ def _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau,
     for (i, j), paths in sorted(paths_of.items()):
         total = sum(p for p, _ in paths)
         if abs(total - traffic[i, j] / unit) > 1e-5 * max(1.0, traffic[i, j] / unit):
-            raise RuntimeError(f"time-expanded flow: {i}->{j} decodes to {total * unit:.0f} of "
+            raise _DecodeError(f"time-expanded flow: {i}->{j} decodes to {total * unit:.0f} of "
                                f"{traffic[i, j]:.0f} bytes")
         if integral:  # one chunk per unit, so every chunk has the same size (exportable)
             paths = [(1.0, hops) for p, hops in paths for _ in range(int(round(p)))]
@@ -305,7 +328,7 @@ def _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau,
                 transfers.append(Transfer(len(chunks) - 1, a, b, t))
     missing = [(int(i), int(j)) for i, j in zip(*np.nonzero(positive)) if (int(i), int(j)) not in paths_of]
     if missing:
-        raise RuntimeError(f"time-expanded flow: block {missing[0]} has no path")
+        raise _DecodeError(f"time-expanded flow: block {missing[0]} has no path")
     return Schedule(coll, tuple(chunks), tuple(transfers), algorithm="milp" if integral else "lp",
                     params=(("epoch_us", tau), ("epochs", epochs), ("unit_bytes", unit)))
 

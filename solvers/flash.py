@@ -203,6 +203,7 @@ def flash_plan(traffic: np.ndarray, members: list[list[int]]) -> FlashPlan:
     rails[..., idx, idx] += own
     perms, weights = _decompose(pair)
     sent = _stage_amounts(pair, perms, weights)
+    perms, weights, sent = _cover_rounding(pair, perms, weights, sent)
     return FlashPlan(tuple(tuple(rs) for rs in members), pair, rails, perms, weights, sent)
 
 
@@ -225,6 +226,28 @@ def _stage_amounts(pair: np.ndarray, perms: np.ndarray, weights: np.ndarray) -> 
     sent = np.empty(len(ids))
     sent[by_pair] = amount
     return sent.reshape(k, nserv)
+
+
+def _cover_rounding(pair, perms, weights, sent):
+    """Stages for what the decomposition's float tolerance left uncovered (pairs far below
+    the largest line sum): one shift permutation per shift that has any, weighted by its
+    largest remainder; the permutation carries only those remainders."""
+    nserv = len(pair)
+    covered = np.zeros_like(pair)
+    for k in range(len(weights)):
+        covered[np.arange(nserv), perms[k]] += sent[k]
+    short = np.where(pair > 0, np.maximum(pair - covered, 0.0), 0.0)
+    extra_perms, extra_weights, extra_sent = [], [], []
+    for d in range(1, nserv):
+        targets = (np.arange(nserv) + d) % nserv
+        rest = short[np.arange(nserv), targets]
+        if (rest > 0).any():
+            extra_perms.append(targets)
+            extra_weights.append(float(rest.max()))
+            extra_sent.append(rest)
+    if not extra_perms:
+        return perms, weights, sent
+    return (np.vstack([perms, extra_perms]), np.r_[weights, extra_weights], np.vstack([sent, extra_sent]))
 
 
 def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
@@ -303,24 +326,16 @@ def _pair_pieces(plan, traffic, block_id, src_rail, dst_rail, s, t, stages, cap,
             lo, hi = lane_start[i, l], lane_start[i, l] + rails[i, l]
             inner = points[(points > lo + tol) & (points < hi - tol)]
             cuts.append(src_start[i, l] + np.r_[0.0, inner - lo])
-        cut = np.unique(np.concatenate(cuts))
-        near = np.searchsorted(bounds, cut)  # snap cuts within tolerance onto block bounds
-        for side in (np.minimum(near, len(bounds) - 1), np.maximum(near - 1, 0)):
-            close = np.abs(bounds[side] - cut) <= tol
-            cut[close] = bounds[side[close]]
-        cut = np.unique(cut)
-        cut = cut[cut <= bounds[-1]]
+        cut = _merge_cuts(bounds, np.concatenate(cuts[1:]) if len(cuts) > 1 else np.zeros(0), tol)
         for a, b in zip(cut[:-1].tolist(), cut[1:].tolist()):
-            if b - a <= tol:
-                continue
             mid = (a + b) / 2
             d = int(np.searchsorted(bounds, mid, side="right")) - 1
             l = _lane_of(src_start[i], rails[i], i, mid)
             lane_pos = lane_start[i, l] + (mid - src_start[i, l])
             q = min(int(np.searchsorted(lane_cuts, lane_pos, side="right")) - 1, len(ks) - 1)
             size = sizes[d]
-            lo_f = (a - bounds[d]) / size
-            hi_f = 1.0 if b >= bounds[d + 1] else (b - bounds[d]) / size
+            lo_f = 0.0 if a == bounds[d] else (a - bounds[d]) / size
+            hi_f = 1.0 if b == bounds[d + 1] else (b - bounds[d]) / size
             chunks.append(Chunk(int(block_id[src, dests[d]]), lo_f, hi_f))
             c = len(chunks) - 1
             step = 3 * int(ks[q])
@@ -330,6 +345,27 @@ def _pair_pieces(plan, traffic, block_id, src_rail, dst_rail, s, t, stages, cap,
             transfers.append(Transfer(c, sender, receiver, step + 1))
             if j != receiver:  # restore: from the rail that received it
                 transfers.append(Transfer(c, receiver, j, step + 2, channel=1 + step // 3))
+
+
+def _merge_cuts(bounds: np.ndarray, inner: np.ndarray, tol: float) -> np.ndarray:
+    """Block bounds (exact) and the lane/stage/piece cuts, sorted; a cut within `tol` of a
+    kept one is dropped (never a block bound), so every piece lies inside one block and is
+    either a whole block or longer than `tol`."""
+    inner = inner[(inner > bounds[0]) & (inner < bounds[-1])]
+    points = np.concatenate([bounds, inner])
+    is_bound = np.r_[np.ones(len(bounds), dtype=bool), np.zeros(len(inner), dtype=bool)]
+    order = np.lexsort((~is_bound, points))  # a bound before an equal cut
+    points, is_bound = points[order], is_bound[order]
+    keep = []
+    for p, bound in zip(points.tolist(), is_bound.tolist()):
+        if bound:
+            while keep and not keep[-1][1] and p - keep[-1][0] <= tol:
+                keep.pop()  # a cut just before a bound gives way to it
+            if not keep or p > keep[-1][0]:
+                keep.append((p, True))
+        elif not keep or p - keep[-1][0] > tol:
+            keep.append((p, False))
+    return np.array([p for p, _ in keep])
 
 
 def _lane_of(starts: np.ndarray, lengths: np.ndarray, own: int, pos: float) -> int:

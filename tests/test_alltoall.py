@@ -233,3 +233,30 @@ def test_a_flash_plan_too_large_to_verify_is_refused_and_auto_moves_on(monkeypat
         flash_alltoall(coll, topo)
     res = plan_collective(coll, topo, "auto")
     assert res.plan.method != "flash" and "cannot be verified" in res.plan.metrics["skipped"]["flash"]
+
+
+def test_flash_keeps_pairs_far_below_the_line_sum_and_tiny_blocks():
+    """Review findings: a server pair of 1000 bytes next to 2 TB pairs fell under the
+    decomposition's tolerance and was never sent; a 1-byte block beside a 3 GB one was
+    snapped out of the chunk partition."""
+    topo = load_topology("hgx-h100x3")
+    t = np.zeros((24, 24), dtype=np.int64)
+    for s in range(3):
+        t[s * 8, (s + 1) % 3 * 8] = 2 * 10 ** 12
+        t[s * 8, (s + 2) % 3 * 8 + 1] = 1000
+    verify(flash_alltoall(Collective("alltoallv", 24, 1, traffic=tuple(map(tuple, t.tolist()))), topo))
+    topo = load_topology("hgx-h100x2")
+    t = np.full((16, 16), 1 << 20, dtype=np.int64)
+    np.fill_diagonal(t, 0)
+    t[0, 8], t[0, 9] = 3 * 10 ** 9, 1
+    verify(flash_alltoall(Collective("alltoallv", 16, 1, traffic=tuple(map(tuple, t.tolist()))), topo))
+
+
+def test_time_expanded_model_on_latency_bound_bytes_is_feasible():
+    from models.alltoall_flow import time_expanded_schedule
+    from topologies.routing import Router
+    topo = _two_by_two()
+    coll = Collective("alltoallv", 4, 1, traffic=((0, 3, 5, 7), (11, 0, 13, 0), (0, 17, 0, 19), (23, 0, 0, 0)))
+    out = time_expanded_schedule(coll, topo, Router(topo), integral=False, time_limit_s=30)
+    assert out.schedule is not None and out.result.termination.value == "optimal"
+    verify(out.schedule)
