@@ -13,7 +13,7 @@ it is at least every cut bound, and above them where traffic must share links th
 single GPU's or server's cut sees (spines, cross-rail paths).
 
 Time-expanded model (`time_expanded_schedule`, `--method lp` / `--method milp`): time in
-E epochs of tau; a variable per (commodity, connection, epoch) — connections are GPU-to-GPU
+E epochs of tau = max(flow bound, slowest route latency) / 12; a variable per (commodity, connection, epoch) — connections are GPU-to-GPU
 routes that no other GPU forwards, a send in epoch t arrives for epoch t + 1 + its
 latency in whole epochs; per physical link and epoch, the bytes of all sends fit in
 bandwidth x tau; a GPU forwards only what has arrived (a carry variable per epoch); at
@@ -26,8 +26,8 @@ one chunk of one block, sent hop by hop in its epochs), integral when the MILP's
 MILP's chunks are then its units, all one size, so its schedules export to the MSCCL
 formats (the LP's pieces are of any size, which those formats cannot count).
 Status: optimal when E is proved minimal at this tau (the LP at E - 1 is infeasible, or
-for the MILP the LP's minimal E was reached); otherwise feasible with the gap
-(E - proven lower E) / E. The simulator re-times the decoded schedule.
+for the MILP the LP's minimal E was reached) and the solve at E finished; otherwise
+feasible with the gap (E - proven lower E) / E. The simulator re-times the decoded schedule.
 """
 from __future__ import annotations
 
