@@ -29,7 +29,7 @@ from planner.units import parse_size
 from solvers.baselines import direct_alltoall, spreadout_alltoall
 from solvers.hierarchical import hierarchical_alltoall
 from models.alltoall_flow import time_expanded_schedule
-from solvers.flash import flash_alltoall, flash_members, flash_plan, flash_schedule, traffic_array
+from solvers.flash import flash_alltoall, flash_members, flash_plan, flash_schedule
 from topologies.io import load_topology
 from topologies.routing import Router
 
@@ -89,7 +89,7 @@ def scaling(servers: list[int], size: int, materialize_upto: int = 256) -> None:
         members = flash_members(topo)
         for traffic in ("uniform", "zipf:s=1.2,seed=0"):
             coll = collective_for(topo, traffic, size)
-            matrix = traffic_array(coll)  # the input, built outside the timing
+            matrix = coll.matrix  # the input, built outside the timing
             runs = []
             for _ in range(3):
                 t0 = time.perf_counter()

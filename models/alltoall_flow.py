@@ -55,17 +55,11 @@ MAX_UNITS = 200_000  # the MILP's chunks: one per unit
 UNITS_PER_EPOCH = 8  # the MILP's unit: at most 1/this of what the slowest connection moves in an epoch
 
 
-def _traffic(coll: Collective) -> np.ndarray:
-    m = np.array(coll.matrix(), dtype=float)
-    np.fill_diagonal(m, 0.0)
-    return m
-
-
 def concurrent_flow_bound(coll: Collective, topo: Topology, solver: str = "highs",
                           max_variables: int = FLOW_BOUND_MAX_VARIABLES, time_limit_s: float = 20.0) -> float | None:
     """The max-concurrent-flow time (us) of the all-to-all's bytes on the data plane, or
     None when the LP would have more than `max_variables` variables. O(LP(G x arcs))."""
-    traffic = _traffic(coll)
+    traffic = coll.matrix
     net = FlowNetwork(topo)
     sources = [i for i in range(coll.ranks) if traffic[i].sum() > 0]
     arcs = len(net.tail)
@@ -119,7 +113,7 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     if coll.kind not in ("alltoall", "alltoallv"):
         raise InputError(f"the time-expanded flow model does not do {coll.kind}", field="method")
     started = time.perf_counter()
-    traffic = _traffic(coll)
+    traffic = coll.matrix
     floor_us = concurrent_flow_bound(coll, topo, max_variables=10 * FLOW_BOUND_MAX_VARIABLES)
     if floor_us is None or floor_us <= 0:
         raise InputError("the flow bound could not be computed for this size", field="method")
@@ -128,8 +122,9 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     # as the bound's bytes: small messages would otherwise lag past every horizon
     tau = max(floor_us, max(latency for *_, latency in routes)) / EPOCHS_PER_BOUND
     conns = [_Conn(a, b, links, int(latency // tau)) for a, b, links, _, latency in routes]
+    # bytes per variable unit: the MILP's indivisible chunk; for the LP only a scale (values near 1)
     unit = _unit(traffic, min(w for *_, w, _ in routes) * 1e3 * tau / UNITS_PER_EPOCH) if integral else traffic.max() / 64
-    if traffic.sum() / unit > MAX_UNITS:
+    if integral and traffic.sum() / unit > MAX_UNITS:
         raise InputError(f"whole units of {unit:g} bytes (the common divisor of the block sizes) would make "
                          f"{traffic.sum() / unit:.0f} chunks (limit {MAX_UNITS}); use --method lp", field="method")
     sources = [i for i in range(coll.ranks) if traffic[i].sum() > 0]
@@ -144,7 +139,7 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
         left = time_limit_s - (time.perf_counter() - started)
         if left <= 0.05:
             return None
-        built = _build(traffic, sources, conns, topo, epochs, tau, unit if whole else lp_unit, whole)
+        built = _build(traffic, sources, conns, topo, epochs, tau, unit, whole)
         res = solve_model(built[0], solver if whole else (solver or "highs"), SolveOptions(time_limit_s=left))
         if not whole and res.has_solution and res.termination != Termination.optimal:
             res = replace(res, values=None)  # an LP stopped early is no proof that E is feasible
@@ -153,7 +148,6 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
 
     # the LP: grow E from the flow bound until feasible, then bisect (no E tau below the
     # flow bound is feasible, so that is where the proof of minimality starts)
-    lp_unit = traffic.max() / 64
     best, bad, hi = None, EPOCHS_PER_BOUND - 1, EPOCHS_PER_BOUND
     while (best is None and hi <= high_cap) or (best is not None and best[0] - bad > 1):
         epochs = hi if best is None else (best[0] + bad) // 2
@@ -190,8 +184,7 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
         return MilpOutcome(None, result, hi, tau, 0, 0)
     epochs, (model, flows, carry), res = best
     try:
-        schedule = _decode(coll, traffic, sources, conns, flows, carry, res, epochs,
-                           unit if integral else lp_unit, tau, integral)
+        schedule = _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau, integral)
     except _DecodeError as exc:
         raise InputError(f"its solution does not decode: {exc}", field="method") from None
     gap = (epochs - lower) / epochs
@@ -277,9 +270,7 @@ def _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau,
     out-arcs; (u, E) ends at u. A walk along positive arcs from a send of the source
     reaches some (u, E); its smallest arc is a path's amount."""
     tol = 0.5 if integral else 1e-7 * max(1.0, traffic.max() / unit)  # whole units / solver noise
-    block_id = np.full(traffic.shape, -1, dtype=np.int64)
-    positive = traffic > 0
-    block_id[positive] = np.arange(int(positive.sum()))
+    block_id = coll.block_ids
     paths_of: dict[tuple[int, int], list[tuple[float, list[tuple[int, int, int]]]]] = {}
     for i in sources:
         out: dict[tuple[int, int], list[list]] = {}  # (gpu, epoch) -> [[amount, conn or -1 (carry), epoch]]
@@ -326,7 +317,7 @@ def _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau,
             chunks.append(Chunk(int(block_id[i, j]), lo, 1.0 if k == len(paths) - 1 else done / total))
             for a, b, t in hops:
                 transfers.append(Transfer(len(chunks) - 1, a, b, t))
-    missing = [(int(i), int(j)) for i, j in zip(*np.nonzero(positive)) if (int(i), int(j)) not in paths_of]
+    missing = [(int(i), int(j)) for i, j in zip(*np.nonzero(block_id >= 0)) if (int(i), int(j)) not in paths_of]
     if missing:
         raise _DecodeError(f"time-expanded flow: block {missing[0]} has no path")
     return Schedule(coll, tuple(chunks), tuple(transfers), algorithm="milp" if integral else "lp",

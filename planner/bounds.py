@@ -164,7 +164,7 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
                       "M / min cut splitting the GPUs)")
         detail += [("gossip_term_us", gossip), ("cut_term_us", cut_us)]
     else:
-        mat = np.array(coll.matrix(), dtype=float)
+        mat = coll.matrix
         back = FlowNetwork(topo, reverse=True)
         gpus = net.gpus
         worst = (0.0, "")
@@ -182,16 +182,15 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
                     t = _us(nbytes, _flow_mbps(flows, [gpus[i] for i in members], outside, gpus))
                     if t > worst[0]:
                         worst = (t, f"{name} {what}")
-        bw = worst[0]
+        bw, binding = worst
         derivation = "max over GPUs and servers of bytes to send (receive) / max-flow egress (ingress)"
-        detail += [("binding", worst[1]), ("cut_bound_us", bw)]
         from models.alltoall_flow import concurrent_flow_bound
         flow = concurrent_flow_bound(coll, topo)
-        detail.append(("flow_lp_bound_us", flow))
+        detail += [("cut_bound_us", bw), ("flow_lp_bound_us", flow)]
         if flow is not None and flow > bw * (1 + 1e-9):
-            bw = flow
+            bw, binding = flow, "max-concurrent-flow LP"
             derivation += "; tightened by the max-concurrent-flow LP (links shared beyond single cuts)"
-            detail[-3] = ("binding", "max-concurrent-flow LP")
+        detail.append(("binding", binding))
         need = mat > 0
     lat, shortest = _latency_terms(need, net)
     detail.append(("min_path_latency_us", shortest))

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from planner.errors import InputError
 
 COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall", "alltoallv")
@@ -71,13 +73,27 @@ class Collective:
     def full_mask(self) -> int:
         return (1 << self.ranks) - 1
 
-    def matrix(self) -> list[list[float]]:
-        """Bytes each rank must deliver to each other rank (alltoall / alltoallv)."""
+    @cached_property
+    def matrix(self) -> np.ndarray:
+        """Bytes each rank must deliver to each other rank (alltoall / alltoallv): a
+        read-only G x G float array, diagonal zero."""
         n = self.ranks
         if self.kind == "alltoallv":
-            return [[float(self.traffic[i][j]) if i != j else 0.0 for j in range(n)] for i in range(n)]
-        per = self.size / n
-        return [[per if i != j else 0.0 for j in range(n)] for i in range(n)]
+            m = np.array(self.traffic, dtype=float)
+        else:
+            m = np.full((n, n), self.size / n)
+        np.fill_diagonal(m, 0.0)
+        m.setflags(write=False)
+        return m
+
+    @cached_property
+    def block_ids(self) -> np.ndarray:
+        """alltoall(v): index in `blocks` of the block from rank i to rank j, -1 where none."""
+        positive = self.matrix > 0
+        ids = np.full(positive.shape, -1, dtype=np.int64)
+        ids[positive] = np.arange(int(positive.sum()))
+        ids.setflags(write=False)
+        return ids
 
     @cached_property
     def blocks(self) -> tuple[Block, ...]:
@@ -97,7 +113,7 @@ class Collective:
         if self.kind == "reduce":
             return (Block("b0", m, everyone_own, ((self.root, full),)),)
         out = []
-        mat = self.matrix()
+        mat = self.matrix.tolist()
         for i in range(n):
             for j in range(n):
                 if i != j and mat[i][j] > 0:

@@ -64,6 +64,7 @@ def methods_for(kind: str) -> list[str]:
 
 EXACT_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce")
 FLOW_KINDS = ("alltoall", "alltoallv")  # milp and lp: the time-expanded flow model (models/alltoall_flow.py)
+SEARCHING = ("auto", "milp", "lp")  # methods that run every applicable heuristic and return the fastest
 AUTO_MILP_MAX_GPUS = 16
 AUTO_MILP_MAX_BLOCK_BYTES = 256 << 10  # beyond this the message is bandwidth-bound: trees/rings do
 AUTO_MILP_MAX_VARIABLES = 60_000  # auto tries only models that solve in seconds; `milp` takes larger
@@ -83,7 +84,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     `auto` the others are listed in `skipped` with the reason.
     """
     heuristics = methods_for(coll.kind)
-    if method not in ("auto", "milp", "lp") and method not in METHODS:
+    if method not in SEARCHING and method not in METHODS:
         raise InputError(f"unknown method {method!r} (known: auto, milp, lp, {', '.join(METHODS)})", field="method")
     if method == "milp" and coll.kind not in EXACT_KINDS + FLOW_KINDS:
         raise InputError(f"method 'milp' does not do {coll.kind} (use {', '.join(heuristics)})", field="method")
@@ -95,8 +96,8 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         raise InputError(f"method {method!r} does not do {coll.kind} (use {', '.join(heuristics) or 'none'})",
                          field="method")
     skipped = {}
-    candidates = heuristics if method in ("auto", "milp", "lp") else [method]
-    if method in ("auto", "milp") and "trees" in candidates and (coll.ranks > TREES_AUTO_MAX_GPUS
+    candidates = heuristics if method in SEARCHING else [method]
+    if method in SEARCHING and "trees" in candidates and (coll.ranks > TREES_AUTO_MAX_GPUS
                                                                  or len(topo.servers) > 1):
         candidates = [c for c in candidates if c != "trees"]
         skipped["trees"] = (f"auto packs trees on one server of up to {TREES_AUTO_MAX_GPUS} GPUs "
@@ -107,12 +108,12 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     for name in candidates:
         t0 = time.perf_counter()
         try:
-            if name == "trees" and method in ("auto", "milp"):
+            if name == "trees" and method in SEARCHING:
                 schedule = tree_schedule(coll, topo, budget=TREES_AUTO_BUDGET)
             else:
                 schedule = METHODS[name][1](coll, topo, router)
         except InputError as exc:
-            if method not in ("auto", "milp", "lp") or exc.field != "method":
+            if method not in SEARCHING or exc.field != "method":
                 raise
             skipped[name] = exc.message  # does not apply to this topology; move on
             continue
@@ -158,7 +159,8 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                 elif outcome.result.termination.value == "infeasible":
                     why = "no schedule fits the model's horizon (the best baseline's time, or the fastest delivery)"
                 else:
-                    why = f"the solver ended with {outcome.result.termination.value}"
+                    why = f"the solver ended with {outcome.result.termination.value}" + (
+                        f" ({outcome.result.message})" if outcome.result.message else "")
                 fallback = f"{exact}: {why}; returned {best_heuristic[1]}"
             else:
                 sim = simulate(outcome.schedule, topo, router)
@@ -168,7 +170,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
     if export:
         tried, exported = _exportable(tried, export, topo, skipped)
     time_us, name, schedule, sim, synthesis = tried[0]
-    if method in ("auto", "milp", "lp"):
+    if method in SEARCHING:
         synthesis = time.perf_counter() - search_started  # the whole search: baselines, model, solve
     if wants_milp and name != exact and fallback is None:
         milp_time = next(t for t, n, *_ in tried if n == exact)
@@ -181,7 +183,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
         "steps": sim.steps,
         "max_link_utilization": sim.max_link_utilization,
     }
-    if method in ("auto", "milp", "lp"):
+    if method in SEARCHING:
         metrics["candidates"] = {n: t for t, n, *_ in tried}
         if skipped:
             metrics["skipped"] = skipped
@@ -201,7 +203,7 @@ def plan_collective(coll: Collective, topo: Topology, method: str = "auto", topo
                 provenance={"planner_version": __version__, "heuristic": name in HEURISTIC_METHODS,
                             "verified_by": "planner.simulator", "auto_choice":
                                 (f"fastest simulated of {', '.join(n for _, n, *_ in tried)}"
-                                 if method in ("auto", "milp", "lp") else "requested")})
+                                 if method in SEARCHING else "requested")})
     return CollectiveResult(plan, schedule, sim, exported)
 
 

@@ -172,16 +172,6 @@ def flash_members(topo: Topology) -> list[list[int]]:
     return [[topo.rank_of[x] for x in sv] for sv in servers]
 
 
-def traffic_array(collective: Collective) -> np.ndarray:
-    """The G x G byte matrix of an alltoall / alltoallv, diagonal zero."""
-    if collective.kind == "alltoallv":
-        m = np.array(collective.traffic, dtype=float)
-    else:
-        m = np.full((collective.ranks, collective.ranks), collective.size / collective.ranks)
-    np.fill_diagonal(m, 0.0)
-    return m
-
-
 def flash_plan(traffic: np.ndarray, members: list[list[int]]) -> FlashPlan:
     """Stages and rail shares for the G x G byte matrix `traffic` on servers `members`
     (ranks in rail order): steps 1-4 of the module doc."""
@@ -234,8 +224,7 @@ def _cover_rounding(pair, perms, weights, sent):
     largest remainder; the permutation carries only those remainders."""
     nserv = len(pair)
     covered = np.zeros_like(pair)
-    for k in range(len(weights)):
-        covered[np.arange(nserv), perms[k]] += sent[k]
+    np.add.at(covered, (np.broadcast_to(np.arange(nserv), perms.shape), perms), sent)
     short = np.where(pair > 0, np.maximum(pair - covered, 0.0), 0.0)
     extra_perms, extra_weights, extra_sent = [], [], []
     for d in range(1, nserv):
@@ -254,17 +243,15 @@ def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
     """The FLASH-style schedule for alltoall / alltoallv (see the module doc)."""
     if collective.kind not in ("alltoall", "alltoallv"):
         raise InputError(f"the flash method does not do {collective.kind}", field="method")
-    return flash_schedule(collective, flash_plan(traffic_array(collective), flash_members(topo)))
+    return flash_schedule(collective, flash_plan(collective.matrix, flash_members(topo)))
 
 
 def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule:
     """Chunks and transfers of `plan` (the module doc's materialization)."""
-    traffic = traffic_array(collective)
-    members = [list(rs) for rs in plan.members]
-    nserv, g = len(members), len(members[0])
-    block_id = np.full(traffic.shape, -1, dtype=np.int64)
+    traffic, block_id = collective.matrix, collective.block_ids
+    members = plan.members
+    g = len(members[0])
     positive = traffic > 0
-    block_id[positive] = np.arange(int(positive.sum()))
     chunks: list[Chunk] = []
     transfers: list[Transfer] = []
     for rs in members:  # inside a server: directly, at once
@@ -273,8 +260,8 @@ def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule:
                 if positive[i, j]:
                     chunks.append(Chunk(int(block_id[i, j]), 0.0, 1.0))
                     transfers.append(Transfer(len(chunks) - 1, i, j, 0))
-    busiest = plan.pair.sum(axis=1).max() if nserv else 0.0
-    cap = max(MIN_PIECE_BYTES, max(busiest, plan.pair.sum(axis=0).max()) / g / PIECES_PER_RAIL)
+    line = max(plan.pair.sum(axis=1).max(), plan.pair.sum(axis=0).max())  # the busiest server's bytes
+    cap = max(MIN_PIECE_BYTES, line / g / PIECES_PER_RAIL)
     # pieces: at least one per rail and stage of a pair, and one per cap of bytes; most
     # take three transfers (load-balance, send, restore)
     pieces = int(np.ceil(plan.sent / g / cap).sum()) * g

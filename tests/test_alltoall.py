@@ -12,7 +12,7 @@ from planner.errors import InputError
 from planner.simulator import simulate, verify
 from planner.traffic import traffic_from_spec
 from solvers.baselines import direct_alltoall, spreadout_alltoall
-from solvers.flash import flash_alltoall, flash_members, flash_plan, server_stages, traffic_array
+from solvers.flash import flash_alltoall, flash_members, flash_plan, server_stages
 from solvers.hierarchical import hierarchical_alltoall
 from topologies.io import load_topology
 
@@ -122,12 +122,12 @@ def test_flash_within_the_documented_factor_when_scale_up_is_4x_the_nic(name, tr
 def test_flash_plan_is_a_compact_schedule_of_the_matrix():
     topo = load_topology("hgx-h100x4")
     coll = _zipf(topo, 1.2, seed=5)
-    plan = flash_plan(traffic_array(coll), flash_members(topo))
+    plan = flash_plan(coll.matrix, flash_members(topo))
     g = 8
     # rails: what each GPU sends to a server, split over lanes that each carry a g-th
     rails = plan.rails
     src_sums = rails.sum(axis=3)
-    matrix = traffic_array(coll)
+    matrix = coll.matrix
     for s, rs in enumerate(plan.members):
         for t, rt in enumerate(plan.members):
             if s != t:
