@@ -279,6 +279,7 @@ class MatrixForm:
     var_lb: np.ndarray
     var_ub: np.ndarray
     integrality: np.ndarray
+    hint: np.ndarray | None = None  # a starting solution (NaN where none), see Model.set_hint
 
     def variables(self) -> Iterator[tuple[int, float, float, bool]]:
         """(index, lower bound, upper bound, is integer) of every variable."""
@@ -320,6 +321,7 @@ class Model:
         self._row_names: list[str] = []
         self._objective = LinearExpr._wrap({}, 0.0, None)
         self._maximize = False
+        self._hint: dict[int, float] = {}
 
     # ----- variables -------------------------------------------------------
 
@@ -351,6 +353,14 @@ class Model:
     def add_binary(self, name: str) -> Variable:
         """Add a 0/1 integer variable."""
         return self.add_var(name, 0.0, 1.0, integer=True)
+
+    def set_hint(self, values: Mapping[Variable, float]) -> None:
+        """A starting solution (a warm start): solvers that take one (CP-SAT) begin their
+        search from it; others ignore it. A partial hint is allowed."""
+        for var, value in values.items():
+            if var.model_id != self.model_id:
+                raise ModelError("a hint names a variable of another model")
+            self._hint[var.index] = float(value)
 
     # ----- constraints -----------------------------------------------------
 
@@ -500,7 +510,15 @@ class Model:
             var_lb=np.array(self._var_lb, dtype=np.float64),
             var_ub=np.array(self._var_ub, dtype=np.float64),
             integrality=np.array(self._var_integer, dtype=np.uint8),
+            hint=self._hint_array(n),
         )
+
+    def _hint_array(self, n: int) -> np.ndarray | None:
+        if not self._hint:
+            return None
+        hint = np.full(n, np.nan)
+        hint[np.fromiter(self._hint.keys(), dtype=np.int64)] = np.fromiter(self._hint.values(), dtype=np.float64)
+        return hint
 
     def max_violation(self, values: Sequence[float]) -> float:
         """Largest bound, row or integrality violation of an assignment (0.0 if feasible)."""

@@ -53,10 +53,15 @@ class SolveOptions:
     seed: int = 0
     rel_gap: float = 1e-6
     verbose: bool = False
+    # Deterministic work limit where the solver has one (CP-SAT's deterministic time, close
+    # to seconds on one core): the same model stops at the same point on any machine load.
+    work_limit: float | None = None
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and not (self.time_limit_s > 0 and math.isfinite(self.time_limit_s)):
             raise ValueError(f"time_limit_s must be a positive finite number or None, got {self.time_limit_s}")
+        if self.work_limit is not None and not (self.work_limit > 0 and math.isfinite(self.work_limit)):
+            raise ValueError(f"work_limit must be a positive finite number or None, got {self.work_limit}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.seed < 0:

@@ -67,6 +67,9 @@ class CpSatBackend(Backend):
             )
             (cp.maximize if form.maximize else cp.minimize)(objective)
 
+        if form.hint is not None:
+            for j in np.flatnonzero(~np.isnan(form.hint)).tolist():
+                cp.add_hint(xs[j], int(round(form.hint[j])))
         solver = cp_model.CpSolver()
         params = solver.parameters
         params.num_workers = options.threads
@@ -75,9 +78,11 @@ class CpSatBackend(Backend):
         params.log_search_progress = options.verbose
         if options.time_limit_s is not None:
             params.max_time_in_seconds = options.time_limit_s
+        if options.work_limit is not None:
+            params.max_deterministic_time = options.work_limit
         status = solver.solve(cp)
 
-        limited = options.time_limit_s is not None
+        limited = options.time_limit_s is not None or options.work_limit is not None
         has_objective = bool(objective_support.size)
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             values = list(solver.response_proto.solution)

@@ -1,0 +1,259 @@
+"""MoE expert placement: the problem description, the LOADS file, metrics and the check
+every expert map passes before it is written.
+
+A layer's map is `physical_to_logical_map[p]` = logical expert in physical slot p; slot p
+lives on GPU p // K (K slots per GPU) and GPU g on node g // (G / nodes). A replica carries
+its expert's load / replica count (uniform dispatch over replicas: SGLang's and vLLM's
+dispatch, docs/experts.md). At most one replica of an expert per GPU; with expert groups
+(node-limited routing) every replica of a group's experts sits on that group's node.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.errors import InputError
+from planner.loader import expect_mapping, read_document
+
+LOADS_FIELDS = ("weights", "coactivation", "logical_count")
+
+
+@dataclass(frozen=True)
+class Coactivation:
+    """Per layer, pairs of experts the same tokens pick: arrays (first, second, tokens)."""
+
+    first: tuple[np.ndarray, ...]
+    second: tuple[np.ndarray, ...]
+    tokens: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class ExpertProblem:
+    weights: np.ndarray  # [layers, experts], tokens routed to each logical expert
+    gpus: int
+    nodes: int
+    slots_per_gpu: int
+    groups: int | None = None
+    coactivation: Coactivation | None = None
+    source: str | None = None
+
+    @property
+    def layers(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def experts(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def slots(self) -> int:
+        return self.gpus * self.slots_per_gpu
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes
+
+    def describe(self) -> dict:
+        return {"loads": self.source, "layers": self.layers, "experts": self.experts, "gpus": self.gpus,
+                "nodes": self.nodes, "slots_per_gpu": self.slots_per_gpu, "slots": self.slots,
+                "redundant": self.slots - self.experts, "groups": self.groups,
+                "coactivation": self.coactivation is not None}
+
+
+def read_loads(path: str) -> tuple[np.ndarray, Coactivation | None]:
+    """Expert loads from a LOADS file: `{"weights": [[...]...], "coactivation": ...}`, a bare
+    list of layers, or an SGLang expert-distribution dump saved as JSON (`logical_count`,
+    [layers, experts] or [passes, layers, experts], summed over passes)."""
+    if path.endswith(".pt"):
+        raise InputError("a .pt dump needs torch; save its logical_count as JSON "
+                         "(json.dump({'logical_count': d['logical_count'].tolist()}, f))", source=path)
+    doc = read_document(path)
+    coact = None
+    if isinstance(doc, list):
+        weights, field = doc, "weights"
+    else:
+        expect_mapping(doc, source=path, field=None, allowed=LOADS_FIELDS + ("rank", "average_utilization_rate_over_window"))
+        if ("weights" in doc) == ("logical_count" in doc):
+            raise InputError("give exactly one of 'weights' and 'logical_count'", source=path, field="weights")
+        field = "weights" if "weights" in doc else "logical_count"
+        weights = doc[field]
+    matrix = _numeric_layers(weights, path, field)
+    if "coactivation" in (doc if isinstance(doc, dict) else {}):
+        coact = _read_coactivation(doc["coactivation"], matrix.shape, path)
+    return matrix, coact
+
+
+def _numeric_layers(value, path: str, field: str) -> np.ndarray:
+    if not isinstance(value, list) or not value:
+        raise InputError("expected a non-empty list of layers, each a list of per-expert loads", source=path, field=field)
+    depth = 3 if isinstance(value[0], list) and value[0] and isinstance(value[0][0], list) else 2
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError("ragged or non-numeric: every layer needs one number per expert", source=path,
+                         field=field) from None
+    if arr.ndim != depth or arr.size == 0:
+        raise InputError("ragged or non-numeric: every layer needs one number per expert", source=path, field=field)
+    if depth == 3:  # SGLang stat dump: [passes, layers, experts]
+        arr = arr.sum(axis=0)
+    bad = np.argwhere(~np.isfinite(arr) | (arr < 0))
+    if bad.size:
+        layer, expert = (int(v) for v in bad[0])
+        raise InputError(f"loads must be finite and >= 0 (layer {layer}, expert {expert}: {arr[layer, expert]})",
+                         source=path, field=f"{field}[{layer}][{expert}]")
+    return arr
+
+
+def _read_coactivation(value, shape: tuple[int, int], path: str) -> Coactivation:
+    layers, experts = shape
+    field = "coactivation"
+    if not isinstance(value, list) or len(value) != layers:
+        raise InputError(f"expected one list of [expert, expert, tokens] pairs per layer ({layers})", source=path,
+                         field=field)
+    first, second, tokens = [], [], []
+    for layer, pairs in enumerate(value):
+        where = f"{field}[{layer}]"
+        try:
+            arr = np.array(pairs, dtype=np.float64).reshape(-1, 3) if pairs else np.zeros((0, 3))
+        except (ValueError, TypeError):
+            raise InputError("expected [expert, expert, tokens] triples", source=path, field=where) from None
+        if pairs and (np.array(pairs, dtype=object).ndim != 2 or len(pairs[0]) != 3):
+            raise InputError("expected [expert, expert, tokens] triples", source=path, field=where)
+        ids = arr[:, :2]
+        if ((ids != np.round(ids)) | (ids < 0) | (ids >= experts)).any() or (ids[:, 0] == ids[:, 1]).any():
+            raise InputError(f"expert ids must be integers in 0..{experts - 1}, two different per pair", source=path,
+                             field=where)
+        if (~np.isfinite(arr[:, 2]) | (arr[:, 2] < 0)).any():
+            raise InputError("token counts must be finite and >= 0", source=path, field=where)
+        first.append(ids[:, 0].astype(np.int64))
+        second.append(ids[:, 1].astype(np.int64))
+        tokens.append(arr[:, 2].copy())
+    return Coactivation(tuple(first), tuple(second), tuple(tokens))
+
+
+def expert_problem(weights: np.ndarray, gpus: int, nodes: int = 1, slots_per_gpu: int | None = None,
+                   redundant: int | None = None, groups: int | None = None,
+                   coactivation: Coactivation | None = None, source: str | None = None) -> ExpertProblem:
+    """Validate the engine's constraints (each failure names the option) and build the problem."""
+    layers, experts = weights.shape
+    if gpus < 1:
+        raise InputError("must be >= 1", field="--gpus")
+    if nodes < 1 or gpus % nodes:
+        raise InputError(f"{gpus} GPUs do not divide into {nodes} nodes", field="--nodes")
+    if slots_per_gpu is not None and redundant is not None:
+        raise InputError("give --slots-per-gpu or --redundant, not both", field="--redundant")
+    if slots_per_gpu is None:
+        redundant = 0 if redundant is None else redundant
+        if redundant < 0:
+            raise InputError("must be >= 0", field="--redundant")
+        if (experts + redundant) % gpus:
+            raise InputError(f"{experts} experts + {redundant} redundant = {experts + redundant} slots do not "
+                             f"divide over {gpus} GPUs", field="--redundant")
+        slots_per_gpu = (experts + redundant) // gpus
+    if slots_per_gpu < 1:
+        raise InputError("must be >= 1", field="--slots-per-gpu")
+    if gpus * slots_per_gpu < experts:
+        raise InputError(f"{experts} experts need at least {experts} slots; {gpus} GPUs x {slots_per_gpu} = "
+                         f"{gpus * slots_per_gpu}", field="--slots-per-gpu")
+    if slots_per_gpu > experts:
+        raise InputError(f"{slots_per_gpu} slots per GPU but only {experts} experts (one replica of an expert per "
+                         f"GPU)", field="--slots-per-gpu")
+    if groups is not None:
+        if groups < 1 or experts % groups:
+            raise InputError(f"{experts} experts do not divide into {groups} groups", field="--groups")
+        if groups % nodes:
+            raise InputError(f"{groups} groups do not spread evenly over {nodes} nodes (node-limited routing keeps "
+                             f"a group on one node)", field="--groups")
+        if (gpus * slots_per_gpu) % nodes:
+            raise InputError("slots do not divide over the nodes", field="--nodes")
+        node_experts = experts // nodes
+        node_slots = gpus * slots_per_gpu // nodes
+        if slots_per_gpu > node_experts or node_slots < node_experts:
+            raise InputError(f"a node's {node_experts} experts do not fit its {node_slots} slots "
+                             f"({slots_per_gpu} per GPU)", field="--slots-per-gpu")
+    if coactivation is not None and len(coactivation.tokens) != layers:
+        raise InputError("coactivation needs one entry per layer", source=source, field="coactivation")
+    return ExpertProblem(np.asarray(weights, dtype=np.float64), gpus, nodes, slots_per_gpu, groups, coactivation,
+                         source)
+
+
+# ---------------------------------------------------------------- metrics
+def gpu_loads(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int) -> np.ndarray:
+    """Load of every GPU in one layer: each slot carries its expert's load / replica count."""
+    counts = np.bincount(phys, minlength=len(w))
+    return (w[phys] / counts[phys]).reshape(-1, slots_per_gpu).sum(axis=1)
+
+
+def max_over_mean_per_layer(problem: ExpertProblem, maps: np.ndarray) -> np.ndarray:
+    """Max GPU load / mean GPU load of every layer (1.0 for a layer without load)."""
+    out = np.ones(problem.layers)
+    for layer, (w, phys) in enumerate(zip(problem.weights, maps)):
+        mean = w.sum() / problem.gpus
+        if mean > 0:
+            out[layer] = gpu_loads(w, phys, problem.slots_per_gpu).max() / mean
+    return out
+
+
+def node_holds(problem: ExpertProblem, phys: np.ndarray) -> np.ndarray:
+    """[nodes, experts] True where a node holds a replica of the expert."""
+    holds = np.zeros((problem.nodes, problem.experts), dtype=bool)
+    node_of_slot = np.arange(len(phys)) // (problem.slots_per_gpu * problem.gpus_per_node)
+    holds[node_of_slot, phys] = True
+    return holds
+
+
+def cross_node_tokens(problem: ExpertProblem, maps: np.ndarray) -> tuple[float, float]:
+    """(co-activated token pairs whose two experts share no node, all co-activated pairs),
+    summed over layers: the pairs a token must reach over the scale-out network."""
+    crossing = total = 0.0
+    for layer, phys in enumerate(maps):
+        first, second = problem.coactivation.first[layer], problem.coactivation.second[layer]
+        tokens = problem.coactivation.tokens[layer]
+        holds = node_holds(problem, phys)
+        together = (holds[:, first] & holds[:, second]).any(axis=0)
+        crossing += float(tokens[~together].sum())
+        total += float(tokens.sum())
+    return crossing, total
+
+
+def expert_metrics(problem: ExpertProblem, maps: np.ndarray) -> dict:
+    per_layer = max_over_mean_per_layer(problem, maps)
+    metrics = {"max_over_mean": float(per_layer.mean()), "worst_layer_max_over_mean": float(per_layer.max()),
+               "max_over_mean_per_layer": [float(v) for v in per_layer]}
+    if problem.coactivation is not None:
+        crossing, total = cross_node_tokens(problem, maps)
+        metrics["cross_node_coactivated_tokens"] = crossing
+        metrics["cross_node_fraction"] = crossing / total if total else 0.0
+    return metrics
+
+
+# ---------------------------------------------------------------- the check before writing
+def check_expert_maps(problem: ExpertProblem, maps: np.ndarray) -> None:
+    """Raise ValueError unless `maps` is a valid placement of every layer: shape [layers,
+    G*K], ids in range, every expert in at least one slot, one replica of an expert per
+    GPU, and with groups every group's replicas on one node."""
+    expected = (problem.layers, problem.slots)
+    if maps.shape != expected:
+        raise ValueError(f"expert map has shape {maps.shape}, expected {expected}")
+    if maps.min() < 0 or maps.max() >= problem.experts:
+        raise ValueError("expert map names an expert that does not exist")
+    for layer, phys in enumerate(maps):
+        counts = np.bincount(phys, minlength=problem.experts)
+        if (counts == 0).any():
+            raise ValueError(f"layer {layer}: expert {int(np.argmin(counts))} has no slot")
+        per_gpu = np.sort(phys.reshape(problem.gpus, problem.slots_per_gpu), axis=1)
+        if (per_gpu[:, 1:] == per_gpu[:, :-1]).any():
+            raise ValueError(f"layer {layer}: a GPU holds two replicas of one expert")
+        if problem.groups:
+            group_of = np.arange(problem.experts) // (problem.experts // problem.groups)
+            holds = node_holds(problem, phys)
+            nodes_per_group = np.array([holds[:, group_of == grp].any(axis=1).sum() for grp in range(problem.groups)])
+            if (nodes_per_group != 1).any():
+                raise ValueError(f"layer {layer}: expert group {int(np.argmax(nodes_per_group != 1))} spans "
+                                 f"{int(nodes_per_group.max())} nodes")
+
+
+def ratio(value: float, bound: float) -> float:
+    return value / bound if bound > 0 else (1.0 if value <= 0 else math.inf)

@@ -1,0 +1,204 @@
+"""MoE expert replication and placement by a fast heuristic (`--method greedy`).
+
+One layer at a time, on the expert loads w (tokens routed to each logical expert):
+1. replica counts: every expert gets one replica, then each redundant slot goes to the
+   expert with the heaviest load per replica (w / count), at most one replica per GPU;
+2. packing: replicas in decreasing load go to the least-loaded GPU that has a free slot
+   and does not hold that expert yet (longest-processing-time with slot capacities);
+3. local search: the most loaded GPU swaps one replica with a replica of another GPU
+   when that lowers the larger of the two loads, until no swap helps;
+4. replica moves: a replica of the lightest-per-slot donor moves to the heaviest replica
+   on the most loaded GPU, re-packed, kept when the maximum drops.
+A replica carries its expert's load / replica count (uniform dispatch over replicas, as
+SGLang and vLLM dispatch). A heuristic: planner/expert_bounds.py measures it.
+
+The hierarchical variant (expert groups, node-limited routing) first packs whole groups
+onto nodes (equal group counts per node, heaviest group first to the lightest node), then
+runs the above inside every node, so a token's experts span only its groups' nodes.
+
+Cost per layer: O(S log S + rounds x K x S) for S slots of K per GPU; 61 layers x 256
+experts on 64 GPUs take a few tens of milliseconds.
+"""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from planner.experts import gpu_loads
+
+SWAP_ROUNDS_PER_SLOT = 4  # local-search swaps per slot at most (each strictly improves)
+REPLICA_MOVES = 6  # replica moves tried per layer after the first packing
+_EPS = 1e-9
+
+
+def replica_counts(w: np.ndarray, slots: int, max_per_expert: int) -> np.ndarray:
+    """Replicas per expert: one each, then the heaviest load per replica gets the next
+    slot (ties: lower expert id), capped at `max_per_expert`. O(S log E)."""
+    counts = np.ones(len(w), dtype=np.int64)
+    heap = [(-float(w[e]), e) for e in range(len(w))]
+    heapq.heapify(heap)
+    for _ in range(slots - int(counts.sum())):
+        while True:
+            _, e = heapq.heappop(heap)
+            if counts[e] < max_per_expert:
+                break
+        counts[e] += 1
+        if counts[e] < max_per_expert:
+            heapq.heappush(heap, (-float(w[e]) / counts[e], e))
+    return counts
+
+
+def pack_replicas(w: np.ndarray, counts: np.ndarray, gpus: int, slots_per_gpu: int) -> np.ndarray:
+    """Physical-to-logical map of one layer: replicas by decreasing load onto the least
+    loaded GPU with a free slot that lacks the expert. O(S log G + S x G) worst case."""
+    share = w / counts
+    experts = np.repeat(np.arange(len(w)), counts)
+    order = np.lexsort((experts, -share[experts]))
+    heap = [(0.0, g) for g in range(gpus)]
+    held: list[set[int]] = [set() for _ in range(gpus)]
+    slots: list[list[int]] = [[] for _ in range(gpus)]
+    for e in experts[order].tolist():
+        skipped = []
+        while True:
+            load, g = heapq.heappop(heap)
+            if e not in held[g]:
+                break
+            skipped.append((load, g))
+        held[g].add(e)
+        slots[g].append(e)
+        if len(slots[g]) < slots_per_gpu:
+            heapq.heappush(heap, (load + float(share[e]), g))
+        for item in skipped:
+            heapq.heappush(heap, item)
+    return np.array([e for g in range(gpus) for e in sorted(slots[g])], dtype=np.int64)
+
+
+def improve_by_swaps(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int,
+                     max_rounds: int | None = None) -> np.ndarray:
+    """Swap a replica of the most loaded GPU with one elsewhere while that lowers the
+    larger of the two GPUs' loads (and keeps one replica of an expert per GPU).
+    O(rounds x K x S) with numpy."""
+    phys = phys.copy()
+    gpus = len(phys) // slots_per_gpu
+    counts = np.bincount(phys, minlength=len(w))
+    share = w / np.maximum(counts, 1)
+    gpu_of = np.arange(len(phys)) // slots_per_gpu
+    holds = np.zeros((gpus, len(w)), dtype=bool)
+    holds[gpu_of, phys] = True
+    load = np.bincount(gpu_of, weights=share[phys], minlength=gpus)
+    for _ in range(max_rounds if max_rounds is not None else SWAP_ROUNDS_PER_SLOT * len(phys)):
+        h = int(np.argmax(load))
+        mine = np.arange(h * slots_per_gpu, (h + 1) * slots_per_gpu)
+        delta = share[phys[mine]][:, None] - share[phys][None, :]
+        other = gpu_of[None, :]
+        new_max = np.maximum(load[h] - delta, load[other] + delta)
+        ok = (other != h) & (delta > _EPS)
+        ok &= ~holds[gpu_of[None, :], phys[mine][:, None]]  # the other GPU lacks my expert
+        ok &= ~holds[h][phys][None, :]  # and I lack its expert
+        new_max = np.where(ok, new_max, np.inf)
+        a, b = np.unravel_index(int(np.argmin(new_max)), new_max.shape)
+        if not new_max[a, b] < load[h] - _EPS * max(1.0, load[h]):
+            break
+        sa, sb, g = int(mine[a]), int(b), int(gpu_of[b])
+        ea, eb = int(phys[sa]), int(phys[sb])
+        holds[h, ea], holds[g, eb], holds[h, eb], holds[g, ea] = False, False, True, True
+        phys[sa], phys[sb] = eb, ea
+        load[h] -= delta[a, b]
+        load[g] += delta[a, b]
+    return _sorted_within_gpus(phys, slots_per_gpu)
+
+
+def _sorted_within_gpus(phys: np.ndarray, slots_per_gpu: int) -> np.ndarray:
+    return np.sort(phys.reshape(-1, slots_per_gpu), axis=1).reshape(-1)
+
+
+def _pack_and_swap(w, counts, gpus, slots_per_gpu):
+    phys = improve_by_swaps(w, pack_replicas(w, counts, gpus, slots_per_gpu), slots_per_gpu)
+    return phys, float(gpu_loads(w, phys, slots_per_gpu).max())
+
+
+def greedy_layer(w: np.ndarray, gpus: int, slots_per_gpu: int) -> np.ndarray:
+    """Physical-to-logical map [gpus * slots_per_gpu] of one layer (steps 1-4 above)."""
+    w = np.asarray(w, dtype=np.float64)
+    slots = gpus * slots_per_gpu
+    counts = replica_counts(w, slots, gpus)
+    phys, worst = _pack_and_swap(w, counts, gpus, slots_per_gpu)
+    for _ in range(REPLICA_MOVES):
+        moved = _replica_move(w, counts, phys, slots_per_gpu, gpus)
+        if moved is None:
+            break
+        trial, trial_worst = _pack_and_swap(w, moved, gpus, slots_per_gpu)
+        if not trial_worst < worst - _EPS * max(1.0, worst):
+            break
+        counts, phys, worst = moved, trial, trial_worst
+    return phys
+
+
+def _replica_move(w, counts, phys, slots_per_gpu, gpus):
+    """Counts with one replica moved from the donor whose per-replica load grows least to
+    the heaviest-per-replica expert on the most loaded GPU; None if there is no such move."""
+    load = gpu_loads(w, phys, slots_per_gpu)
+    h = int(np.argmax(load))
+    on_h = phys[h * slots_per_gpu:(h + 1) * slots_per_gpu]
+    share = w / counts
+    takers = [e for e in on_h[np.argsort(-share[on_h], kind="stable")].tolist() if counts[e] < gpus]
+    donors = np.flatnonzero(counts > 1)
+    if not takers or not donors.size:
+        return None
+    taker = takers[0]
+    donors = donors[donors != taker]
+    if not donors.size:
+        return None
+    grown = w[donors] / (counts[donors] - 1)
+    donor = int(donors[np.argmin(grown)])
+    if grown.min() >= share[taker]:
+        return None
+    moved = counts.copy()
+    moved[taker] += 1
+    moved[donor] -= 1
+    return moved
+
+
+def pack_groups_on_nodes(group_loads: np.ndarray, nodes: int) -> np.ndarray:
+    """Node of every expert group: equal group counts per node, heaviest group first to
+    the lightest node with room (ties: lower ids). O(NG log NG + NG x N)."""
+    per_node = len(group_loads) // nodes
+    node_load = np.zeros(nodes)
+    room = np.full(nodes, per_node)
+    node_of = np.empty(len(group_loads), dtype=np.int64)
+    for grp in np.lexsort((np.arange(len(group_loads)), -group_loads)).tolist():
+        n = int(np.argmin(np.where(room > 0, node_load, np.inf)))
+        node_of[grp] = n
+        node_load[n] += group_loads[grp]
+        room[n] -= 1
+    return node_of
+
+
+def greedy_hierarchical_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, nodes: int,
+                              groups: int) -> np.ndarray:
+    """Groups packed onto nodes, then `greedy_layer` inside each node's GPUs and slots."""
+    w = np.asarray(w, dtype=np.float64)
+    group_of = np.arange(len(w)) // (len(w) // groups)
+    node_of_group = pack_groups_on_nodes(np.bincount(group_of, weights=w, minlength=groups), nodes)
+    return solve_per_node(w, node_of_group[group_of], gpus, slots_per_gpu, nodes, greedy_layer)
+
+
+def solve_per_node(w, node_of_expert, gpus, slots_per_gpu, nodes, layer_method):
+    """Run `layer_method(w_node, gpus_per_node, K)` on every node's experts and stitch the
+    node maps together (node n owns GPUs n*G/N .. (n+1)*G/N - 1)."""
+    parts = []
+    for n in range(nodes):
+        experts = np.flatnonzero(node_of_expert == n)
+        local = layer_method(w[experts], gpus // nodes, slots_per_gpu)
+        parts.append(experts[local])
+    return np.concatenate(parts)
+
+
+def greedy_assign(weights: np.ndarray, gpus: int, slots_per_gpu: int, nodes: int = 1,
+                  groups: int | None = None) -> np.ndarray:
+    """Physical-to-logical maps [layers, gpus * slots_per_gpu]; with `groups`, the
+    hierarchical variant (groups stay on nodes)."""
+    if groups:
+        return np.stack([greedy_hierarchical_layer(w, gpus, slots_per_gpu, nodes, groups) for w in weights])
+    return np.stack([greedy_layer(w, gpus, slots_per_gpu) for w in weights])
