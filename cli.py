@@ -257,13 +257,7 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
     if bool(export_fmt) != bool(export_file):
         raise InputError("--export and --export-file go together",
                          field="--export-file" if export_fmt else "--export")
-    if solver is not None:
-        from solvers.registry import get
-
-        try:
-            get(solver)  # unknown or unavailable names fail here, before any work
-        except Exception as exc:  # the registry's UnknownSolver lists the available names
-            raise InputError(str(exc), field="--solver") from None
+    _check_solver(solver)
     c = as_options(lambda: Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix).require_whole_blocks())
     result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver,
                              export=export_fmt)
@@ -301,6 +295,84 @@ def _print_collective(doc: dict, output: str | None) -> None:
         click.echo(f"  fallback: {doc['fallback']}")
     if output:
         click.echo(f"  plan written to {output}")
+
+
+# ---------------------------------------------------------------- experts
+@main.command()
+@click.argument("loads", type=click.Path(dir_okay=False))
+@click.option("--gpus", type=int, required=True, help="GPUs (EP ranks) the experts are placed on.")
+@click.option("--nodes", type=int, default=1, show_default=True, help="Nodes the GPUs are split over (equally).")
+@click.option("--slots-per-gpu", type=int, default=None, help="Expert slots per GPU (slots = GPUs x this).")
+@click.option("--redundant", type=int, default=None, help="Redundant experts: slots = experts + this (default 0).")
+@click.option("--groups", type=int, default=None,
+              help="Expert groups for node-limited routing; every group stays on one node.")
+@click.option("--method", type=click.Choice(["auto", "milp", "greedy", "eplb"]), default="auto", show_default=True,
+              help="docs/experts.md.")
+@click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds for milp, all layers.")
+@click.option("--solver", default=None, help="Solver backend for milp (default cpsat).")
+@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here.")
+@click.option("--export", "export_fmt", type=click.Choice(["sglang", "vllm", "gpu-list"]), default=None,
+              help="Also write the map for an engine (needs --export-file).")
+@click.option("--export-file", type=click.Path(dir_okay=False), default=None,
+              help="Where --export writes; written only after it parses back to the same map.")
+@json_option
+@reproducible_option
+@handles_errors
+def experts(loads, gpus, nodes, slots_per_gpu, redundant, groups, method, time_limit, solver, output, export_fmt,
+            export_file, as_json, reproducible):
+    """Replicate and place MoE experts (LOADS: per-layer expert loads) on GPUs, balanced."""
+    from planner.errors import InputError
+    from planner.expert_pipeline import plan_experts
+    from planner.experts import expert_problem, read_loads
+    from planner.plan import dumps, write_plan, write_text_atomic
+
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError("must be a positive number of seconds", field="--time-limit")
+    if bool(export_fmt) != bool(export_file):
+        raise InputError("--export and --export-file go together", field="--export-file" if export_fmt else "--export")
+    _check_solver(solver)
+    weights, coact = read_loads(loads)
+    problem = expert_problem(weights, gpus, nodes, slots_per_gpu, redundant, groups, coact, source=loads)
+    result = plan_experts(problem, method, time_limit, solver, export_fmt)
+    doc = result.plan.to_json(reproducible)
+    if output:
+        write_plan(result.plan, output, reproducible)
+    if result.exported is not None:
+        write_text_atomic(export_file, result.exported, field="--export-file")
+    if as_json:
+        click.echo(dumps(doc), nl=False)
+        return
+    m, p = doc["metrics"], doc["problem"]
+    click.echo(f"{p['layers']} layers x {p['experts']} experts on {p['gpus']} GPUs ({p['nodes']} nodes, "
+               f"{p['slots_per_gpu']} slots per GPU, {p['redundant']} redundant): method {doc['method']}")
+    click.echo(f"  max/mean {m['max_over_mean']:.4f} (worst layer {m['worst_layer_max_over_mean']:.4f})   "
+               f"bound {m['lower_bound_max_over_mean']:.4f}   ratio to bound {m['ratio_to_bound']:.4f}   "
+               f"synthesis {m['synthesis_seconds']:.3f} s")
+    if "cross_node_fraction" in m:
+        click.echo(f"  cross-node co-activated tokens {m['cross_node_coactivated_tokens']:.0f} "
+                   f"({100 * m['cross_node_fraction']:.1f}% of pairs)")
+    if doc["solver"]:
+        s = doc["solver"]
+        click.echo(f"  solver {s['name']}: {s['status']}, gap {s['gap']:.3g}, {s['seconds']:.2f} s"
+                   + (", work limit hit" if s["limit_hit"] else ""))
+    if doc["fallback"]:
+        click.echo(f"  fallback: {doc['fallback']}")
+    if output:
+        click.echo(f"  plan written to {output}")
+    if export_file:
+        click.echo(f"  {export_fmt} map written to {export_file} (parsed back: same map)")
+
+
+def _check_solver(solver: str | None) -> None:
+    if solver is None:
+        return
+    from planner.errors import InputError
+    from solvers.registry import get
+
+    try:
+        get(solver)  # unknown or unavailable names fail here, before any work
+    except Exception as exc:  # the registry's UnknownSolver lists the available names
+        raise InputError(str(exc), field="--solver") from None
 
 
 # ---------------------------------------------------------------- simulate

@@ -21,7 +21,8 @@ Decoding puts the modelled replicas where x says, packs the other experts (decre
 load, least loaded GPU with a free slot) and runs the greedy's swap search; the better of
 that and the warm start is kept. With every expert modelled the model is the exact
 problem; otherwise it is exact for the heavy experts and a relaxation-guided packing for
-the rest, and only the lower bound of planner/expert_bounds.py proves anything.
+the rest, and only the lower bound of planner/expert_bounds.py proves anything; with every
+expert modelled the solver's own bound is a lower bound too.
 
 Layers are independent: solved in parallel threads (CP-SAT releases the GIL), each with a
 deterministic work limit so the same input gives the same map.
@@ -53,6 +54,7 @@ class LayerSolve:
     variables: int
     improved: bool  # the model's map beat the warm start
     message: str = ""
+    dual_bound: float | None = None  # a lower bound on the max load, when every expert is modelled
 
 
 def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, work_s: float,
@@ -78,8 +80,10 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     phys = _decode(w, result, x, modelled, others, gpus, slots_per_gpu)
     found = float(gpu_loads(w, phys, slots_per_gpu).max())
     improved = found < best * (1 - 1e-12)
+    # Loads were rounded down, so the model's bound never exceeds the true optimum.
+    dual = result.dual_bound / scale if not len(others) and result.dual_bound is not None else None
     return LayerSolve(phys if improved else warm, result.termination.value, result.seconds, result.limit_hit,
-                      len(modelled), model.num_vars, improved, result.message)
+                      len(modelled), model.num_vars, improved, result.message, dual)
 
 
 def _modelled_experts(w, counts, gpus):

@@ -12,14 +12,54 @@
   exceeds `heaviest_replica` and is reported so the relaxation's weakness is visible.
 The bound is the largest. With groups kept on nodes, an expert's replicas share its node's
 G/N GPUs (r_e <= G/N in both bounds above), and a group's whole load lands on one node:
-`heaviest_group` = the heaviest group's load / (G/N) is a bound too.
+`groups_on_nodes` = the least, over the ways to put NG/N groups on each node, of the
+heaviest node's load / (G/N) is a bound too (enumerated while there are at most
+MAX_GROUP_PARTITIONS ways, else the heaviest group's load / (G/N)).
 Cost: O(S log E) per layer plus 60 bisection steps of O(E).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from solvers.expert_greedy import replica_counts
+
+
+MAX_GROUP_PARTITIONS = 20_000
+
+
+def _equal_partitions(items: int, parts: int):
+    """Every way to split items 0..n-1 into `parts` equal unlabelled sets (each set opened
+    by its smallest item)."""
+    size = items // parts
+    assigned = [-1] * items
+
+    def place(i, sizes):
+        if i == items:
+            yield list(assigned)
+            return
+        opened = sum(1 for s in sizes if s > 0)
+        for p in range(min(opened + 1, parts)):
+            if sizes[p] < size:
+                assigned[i] = p
+                sizes[p] += 1
+                yield from place(i + 1, sizes)
+                sizes[p] -= 1
+        assigned[i] = -1
+
+    yield from place(0, [0] * parts)
+
+
+def groups_on_nodes_bound(group_loads: np.ndarray, nodes: int, gpus_per_node: int) -> float:
+    count = math.factorial(len(group_loads)) // (math.factorial(len(group_loads) // nodes) ** nodes
+                                                 * math.factorial(nodes))
+    if count > MAX_GROUP_PARTITIONS:
+        return float(group_loads.max()) / gpus_per_node
+    best = math.inf
+    for assign in _equal_partitions(len(group_loads), nodes):
+        best = min(best, float(np.bincount(assign, weights=group_loads, minlength=nodes).max()))
+    return best / gpus_per_node
 
 
 def layer_bounds(w: np.ndarray, gpus: int, slots: int, max_replicas: int | None = None) -> dict:
@@ -70,7 +110,7 @@ def expert_bounds(problem) -> list[dict]:
         per_node = problem.gpus_per_node
         b = layer_bounds(w, problem.gpus, problem.slots, per_node)
         group_loads = w.reshape(problem.groups, -1).sum(axis=1)
-        b["heaviest_group"] = float(group_loads.max()) / per_node
-        b["value"] = max(b["value"], b["heaviest_group"])
+        b["groups_on_nodes"] = groups_on_nodes_bound(group_loads, problem.nodes, per_node)
+        b["value"] = max(b["value"], b["groups_on_nodes"])
         out.append(b)
     return out

@@ -230,10 +230,11 @@ def expert_metrics(problem: ExpertProblem, maps: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------- the check before writing
-def check_expert_maps(problem: ExpertProblem, maps: np.ndarray) -> None:
+def check_expert_maps(problem: ExpertProblem, maps: np.ndarray, shared_gpus: bool = False) -> None:
     """Raise ValueError unless `maps` is a valid placement of every layer: shape [layers,
     G*K], ids in range, every expert in at least one slot, one replica of an expert per
-    GPU, and with groups every group's replicas on one node."""
+    GPU (unless `shared_gpus`: EPLB may put two on one GPU), and with groups every
+    group's replicas on one node."""
     expected = (problem.layers, problem.slots)
     if maps.shape != expected:
         raise ValueError(f"expert map has shape {maps.shape}, expected {expected}")
@@ -244,7 +245,7 @@ def check_expert_maps(problem: ExpertProblem, maps: np.ndarray) -> None:
         if (counts == 0).any():
             raise ValueError(f"layer {layer}: expert {int(np.argmin(counts))} has no slot")
         per_gpu = np.sort(phys.reshape(problem.gpus, problem.slots_per_gpu), axis=1)
-        if (per_gpu[:, 1:] == per_gpu[:, :-1]).any():
+        if not shared_gpus and (per_gpu[:, 1:] == per_gpu[:, :-1]).any():
             raise ValueError(f"layer {layer}: a GPU holds two replicas of one expert")
         if problem.groups:
             group_of = np.arange(problem.experts) // (problem.experts // problem.groups)

@@ -1,0 +1,157 @@
+"""The expert-placement pipeline: problem -> maps (method) -> check -> bounds -> plan.
+
+Methods: `greedy` (solvers/expert_greedy.py), `milp` (models/expert_milp.py, warm-started
+from greedy, per layer in parallel), `eplb` (DeepSeek's heuristic as published, a
+baseline), `auto` (= milp under the time limit; greedy alone when the models would be too
+many for it). With expert groups every method keeps each group on one node: greedy and
+milp use greedy's group-to-node packing and solve each node on its own GPUs.
+With co-activation data, greedy and milp finish with the swap search of
+solvers/expert_traffic.py (fewer cross-node tokens at the same max load).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner import __version__
+from planner.errors import InputError, PlannerError
+from planner.expert_bounds import expert_bounds
+from planner.experts import ExpertProblem, check_expert_maps, expert_metrics, max_over_mean_per_layer
+from planner.plan import Plan
+from solvers.eplb import eplb_rebalance
+from solvers.expert_greedy import greedy_assign
+from solvers.expert_traffic import reduce_crossing
+
+EXPERT_METHODS = ("auto", "milp", "greedy", "eplb")
+AUTO_MAX_MODELS = 4096  # layer (or layer x node) models auto solves; beyond, greedy alone
+MIN_SECONDS_PER_MODEL = 0.05
+
+
+@dataclass(frozen=True)
+class ExpertResult:
+    plan: Plan
+    maps: np.ndarray
+    exported: str | None = None
+
+
+def plan_experts(problem: ExpertProblem, method: str = "auto", time_limit_s: float = 60.0,
+                 solver: str | None = None, export: str | None = None) -> ExpertResult:
+    if method not in EXPERT_METHODS:
+        raise InputError(f"unknown method {method!r} (experts: {', '.join(EXPERT_METHODS)})", field="--method")
+    started = time.perf_counter()
+    solver_json, fallback, model_info = None, None, None
+    if method == "eplb":
+        maps, _ = eplb_rebalance(problem.weights, problem.slots, problem.groups or 1,
+                                 problem.nodes if problem.groups else 1, problem.gpus)
+    else:
+        maps = greedy_assign(problem.weights, problem.gpus, problem.slots_per_gpu, problem.nodes, problem.groups)
+        jobs = _jobs(problem, maps)
+        if method == "auto" and len(jobs) > AUTO_MAX_MODELS:
+            fallback = f"{len(jobs)} layer models exceed auto's {AUTO_MAX_MODELS}: greedy alone"
+        elif method in ("auto", "milp"):
+            if time_limit_s / max(1, len(jobs)) < MIN_SECONDS_PER_MODEL and method == "auto":
+                fallback = f"--time-limit {time_limit_s:g} s leaves under {MIN_SECONDS_PER_MODEL} s per layer model"
+            else:
+                maps, solver_json, model_info = _milp(problem, maps, jobs, time_limit_s, solver)
+        maps = _reduce_traffic(problem, maps)
+    seconds = time.perf_counter() - started
+    return _finish(problem, method, maps, seconds, solver_json, fallback, model_info, export)
+
+
+def _jobs(problem: ExpertProblem, maps: np.ndarray) -> list[tuple]:
+    """(layer, node or None, experts, GPUs, warm map in local ids) of every model."""
+    jobs = []
+    for layer, phys in enumerate(maps):
+        if not problem.groups:
+            jobs.append((layer, None, np.arange(problem.experts), problem.gpus, phys))
+            continue
+        per_node = problem.slots // problem.nodes
+        for n in range(problem.nodes):
+            part = phys[n * per_node:(n + 1) * per_node]
+            experts = np.unique(part)
+            local = np.searchsorted(experts, part)
+            jobs.append((layer, n, experts, problem.gpus_per_node, local))
+    return jobs
+
+
+def _milp(problem, maps, jobs, time_limit_s, solver):
+    from models.expert_milp import solve_layers, summarize
+
+    solves = solve_layers([(problem.weights[layer][experts], gpus, problem.slots_per_gpu, warm)
+                           for layer, _, experts, gpus, warm in jobs], time_limit_s, solver)
+    maps = maps.copy()
+    per_node = problem.slots // problem.nodes
+    for (layer, node, experts, _, _), s in zip(jobs, solves):
+        if node is None:
+            maps[layer] = experts[s.phys]
+        else:
+            maps[layer, node * per_node:(node + 1) * per_node] = experts[s.phys]
+    info = summarize(solves)
+    duals = np.zeros(problem.layers)
+    for (layer, _, _, _, _), s in zip(jobs, solves):
+        if s.dual_bound is not None and not problem.groups:
+            duals[layer] = s.dual_bound
+    info["dual_bounds"] = duals
+    solver_json = {"name": solver or "cpsat", "status": None, "seconds": info["seconds"], "gap": None,
+                   "limit_hit": info["limit_hit"]}
+    return maps, solver_json, info
+
+
+def _reduce_traffic(problem: ExpertProblem, maps: np.ndarray) -> np.ndarray:
+    if problem.coactivation is None or problem.groups or problem.nodes == 1:
+        return maps
+    c = problem.coactivation
+    return np.stack([reduce_crossing(problem.weights[layer], phys, problem.slots_per_gpu, problem.gpus_per_node,
+                                     c.first[layer], c.second[layer], c.tokens[layer])
+                     for layer, phys in enumerate(maps)])
+
+
+def _finish(problem, method, maps, seconds, solver_json, fallback, model_info, export) -> ExpertResult:
+    try:
+        check_expert_maps(problem, maps, shared_gpus=(method == "eplb"))
+    except ValueError as exc:
+        raise PlannerError(f"{method} produced an invalid expert map: {exc}") from None
+    bounds = expert_bounds(problem)
+    if model_info is not None:
+        for b, dual in zip(bounds, model_info.pop("dual_bounds")):
+            if dual > 0:
+                b["milp_dual_bound"] = float(dual)
+                b["value"] = max(b["value"], float(dual))
+    per_layer = max_over_mean_per_layer(problem, maps)
+    means = problem.weights.sum(axis=1) / problem.gpus
+    bound_ratio = np.array([b["value"] / m if m > 0 else 1.0 for b, m in zip(bounds, means)])
+    to_bound = per_layer / bound_ratio
+    metrics = expert_metrics(problem, maps)
+    metrics.update({"synthesis_seconds": seconds, "lower_bound_max_over_mean": float(bound_ratio.mean()),
+                    "ratio_to_bound": float(to_bound.mean()), "worst_layer_ratio_to_bound": float(to_bound.max())})
+    if model_info is not None:
+        metrics["milp_model"] = model_info
+        gap = float(((to_bound - 1) / to_bound).max())
+        proved = bool((to_bound <= 1 + 1e-9).all())
+        solver_json = {**solver_json, "status": "optimal" if proved else "feasible", "gap": 0.0 if proved else gap}
+    counts = np.stack([np.bincount(row, minlength=problem.experts) for row in maps])
+    body = {"physical_to_logical_map": maps.tolist(), "logical_count": _plain(problem.weights),
+            "logical_replica_count": counts.tolist(), "slots_per_gpu": problem.slots_per_gpu,
+            "gpus": problem.gpus, "nodes": problem.nodes}
+    bound = {"per_layer_max_over_mean": [float(v) for v in bound_ratio],
+             "derivation": "per layer: max(total/GPUs, heaviest replica under the replica budget, LP relaxation of "
+                           "the replica counts, with groups the heaviest group / GPUs per node) (docs/experts.md)",
+             "per_layer": bounds}
+    plan = Plan(kind="experts", problem=problem.describe(), method=method, metrics=metrics, bound=bound, plan=body,
+                solver=solver_json, fallback=fallback, provenance={"planner": __version__})
+    exported = None
+    if export:
+        from planner.exports.expert_maps import round_trip_expert_maps
+
+        exported = round_trip_expert_maps(maps, problem.slots_per_gpu, problem.experts, export)
+    return ExpertResult(plan, maps, exported)
+
+
+def _plain(weights: np.ndarray) -> list:
+    """Loads as written: integers stay integers."""
+    if np.all(weights == np.round(weights)) and np.abs(weights).max(initial=0) < 2**53:
+        return weights.astype(np.int64).tolist()
+    return weights.tolist()
+
