@@ -205,10 +205,14 @@ def solve_layers(jobs: list[tuple[np.ndarray, int, int, np.ndarray]], time_limit
         return [f.result() for f in futures]
 
 
+def solve_seconds(solves: list[LayerSolve]) -> float:
+    return math.fsum(s.seconds for s in solves)
+
+
 def summarize(solves: list[LayerSolve]) -> dict:
     statuses = [s.status for s in solves]
     return {"layers_solved": len(solves), "improved_layers": sum(s.improved for s in solves),
             "statuses": {name: statuses.count(name) for name in sorted(set(statuses))},
-            "seconds": math.fsum(s.seconds for s in solves), "limit_hit": any(s.limit_hit for s in solves),
+            "limit_hit": any(s.limit_hit for s in solves),
             "modelled_experts_max": max((s.modelled for s in solves), default=0),
             "variables_max": max((s.variables for s in solves), default=0)}
