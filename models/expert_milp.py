@@ -73,7 +73,7 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     others = np.setdiff1d(np.arange(experts), modelled)
     model, x, hint = _build(units, modelled, others, counts, warm, gpus, slots_per_gpu, slots)
     model.set_hint(hint)
-    result = solve(model, solver, SolveOptions(time_limit_s=3 * work_s + 5, work_limit=work_s, threads=1))
+    result = solve(model, solver, SolveOptions(time_limit_s=1.5 * work_s + 0.5, work_limit=work_s, threads=1))
     if not result.has_solution:
         return LayerSolve(warm, result.termination.value, result.seconds, result.limit_hit, len(modelled),
                           model.num_vars, False, result.message)
@@ -199,7 +199,7 @@ def solve_layers(jobs: list[tuple[np.ndarray, int, int, np.ndarray]], time_limit
                  solver: str | None = None) -> list[LayerSolve]:
     """Solve (w, gpus, K, warm) jobs in parallel threads within about `time_limit_s` in all."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    work = max(0.05, time_limit_s * workers / max(1, len(jobs)) / 1.5)
+    work = max(0.05, time_limit_s * workers / max(1, len(jobs)) / 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(solve_layer, w, g, k, warm, work, solver) for w, g, k, warm in jobs]
         return [f.result() for f in futures]
