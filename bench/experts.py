@@ -45,7 +45,7 @@ def balance_inputs():
 
 
 def balance_table(time_limit: float) -> None:
-    print(f"| input | method | max_over_mean | worst layer | bound | ratio to bound | synthesis s | solver |")
+    print("| input | method | max_over_mean | worst layer | bound | ratio to bound | synthesis s | solver |")
     print("|---|---|---|---|---|---|---|---|")
     for name, problem in balance_inputs():
         for method in ("milp", "greedy", "eplb"):
