@@ -38,7 +38,7 @@ import numpy as np
 
 from planner.experts import gpu_loads
 from solvers import Model, SolveOptions, quicksum, solve
-from solvers.expert_greedy import improve_by_swaps
+from solvers.expert_greedy import flatten_slots, improve_by_swaps, place_in_order
 
 MODEL_BINARIES = 2400  # x variables per model: what CP-SAT improves within about a second
 UNITS = 1_000_000  # load units per warm-start max load
@@ -183,16 +183,10 @@ def _decode(w, result, x, modelled, others, gpus, k):
         counts[e] = len(on)
         for g in on:
             slots[g].append(e)
-    load = np.zeros(gpus)
-    for g in range(gpus):
-        load[g] = sum(w[e] / counts[e] for e in slots[g])
-    for e in others[np.lexsort((others, -w[others]))].tolist():
-        free = [g for g in range(gpus) if len(slots[g]) < k]
-        g = min(free, key=lambda g: (load[g], g))
-        slots[g].append(e)
-        load[g] += w[e]
-    phys = np.array([e for g in range(gpus) for e in sorted(slots[g])], dtype=np.int64)
-    return improve_by_swaps(w, phys, k)
+    share = w / counts
+    load = np.array([sum(share[e] for e in gpu) for gpu in slots], dtype=np.float64)
+    place_in_order(others[np.lexsort((others, -w[others]))].tolist(), share, slots, load, k)
+    return improve_by_swaps(w, flatten_slots(slots), k)
 
 
 def solve_layers(jobs: list[tuple[np.ndarray, int, int, np.ndarray]], time_limit_s: float,

@@ -18,7 +18,7 @@ import numpy as np
 from planner import __version__
 from planner.errors import InputError, PlannerError
 from planner.expert_bounds import expert_bounds
-from planner.experts import ExpertProblem, check_expert_maps, expert_metrics, max_over_mean_per_layer
+from planner.experts import ExpertProblem, check_expert_maps, expert_metrics
 from planner.plan import Plan
 from solvers.eplb import eplb_rebalance
 from solvers.expert_greedy import greedy_assign
@@ -43,7 +43,7 @@ def plan_experts(problem: ExpertProblem, method: str = "auto", time_limit_s: flo
     if method not in EXPERT_METHODS:
         raise InputError(f"unknown method {method!r} (experts: {', '.join(EXPERT_METHODS)})", field="--method")
     started = time.perf_counter()
-    solver_json, fallback, model_info = None, None, None
+    solver_json, fallback, model_info, duals = None, None, None, None
     if method == "eplb":
         maps, _ = eplb_rebalance(problem.weights, problem.slots, problem.groups or 1,
                                  problem.nodes if problem.groups else 1, problem.gpus)
@@ -52,14 +52,13 @@ def plan_experts(problem: ExpertProblem, method: str = "auto", time_limit_s: flo
         jobs = _jobs(problem, maps)
         if method == "auto" and len(jobs) > AUTO_MAX_MODELS:
             fallback = f"{len(jobs)} layer models exceed auto's {AUTO_MAX_MODELS}: greedy alone"
+        elif method == "auto" and time_limit_s / max(1, len(jobs)) < MIN_SECONDS_PER_MODEL:
+            fallback = f"--time-limit {time_limit_s:g} s leaves under {MIN_SECONDS_PER_MODEL} s per layer model"
         elif method in ("auto", "milp"):
-            if time_limit_s / max(1, len(jobs)) < MIN_SECONDS_PER_MODEL and method == "auto":
-                fallback = f"--time-limit {time_limit_s:g} s leaves under {MIN_SECONDS_PER_MODEL} s per layer model"
-            else:
-                maps, solver_json, model_info = _milp(problem, maps, jobs, time_limit_s, solver)
+            maps, solver_json, model_info, duals = _milp(problem, maps, jobs, time_limit_s, solver)
         maps = _reduce_traffic(problem, maps)
     seconds = time.perf_counter() - started
-    return _finish(problem, method, maps, seconds, solver_json, fallback, model_info, export)
+    return _finish(problem, method, maps, seconds, solver_json, fallback, model_info, duals, export)
 
 
 def _jobs(problem: ExpertProblem, maps: np.ndarray) -> list[tuple]:
@@ -85,20 +84,17 @@ def _milp(problem, maps, jobs, time_limit_s, solver):
                            for layer, _, experts, gpus, warm in jobs], time_limit_s, solver)
     maps = maps.copy()
     per_node = problem.slots // problem.nodes
+    duals = np.zeros(problem.layers)  # a layer's own bound, from an exact model without groups
     for (layer, node, experts, _, _), s in zip(jobs, solves):
         if node is None:
             maps[layer] = experts[s.phys]
-        else:
+            duals[layer] = s.dual_bound or 0.0
+        else:  # the node's model fixes the group-to-node packing: its bound is not the layer's
             maps[layer, node * per_node:(node + 1) * per_node] = experts[s.phys]
     info = summarize(solves)
-    duals = np.zeros(problem.layers)
-    for (layer, _, _, _, _), s in zip(jobs, solves):
-        if s.dual_bound is not None and not problem.groups:
-            duals[layer] = s.dual_bound
-    info["dual_bounds"] = duals
     solver_json = {"name": solver or "cpsat", "status": None, "seconds": solve_seconds(solves), "gap": None,
                    "limit_hit": info["limit_hit"]}
-    return maps, solver_json, info
+    return maps, solver_json, info, duals
 
 
 def _reduce_traffic(problem: ExpertProblem, maps: np.ndarray) -> np.ndarray:
@@ -110,22 +106,20 @@ def _reduce_traffic(problem: ExpertProblem, maps: np.ndarray) -> np.ndarray:
                      for layer, phys in enumerate(maps)])
 
 
-def _finish(problem, method, maps, seconds, solver_json, fallback, model_info, export) -> ExpertResult:
+def _finish(problem, method, maps, seconds, solver_json, fallback, model_info, duals, export) -> ExpertResult:
     try:
         check_expert_maps(problem, maps, shared_gpus=(method == "eplb"))
     except ValueError as exc:
         raise PlannerError(f"{method} produced an invalid expert map: {exc}") from None
     bounds = expert_bounds(problem)
-    if model_info is not None:
-        for b, dual in zip(bounds, model_info.pop("dual_bounds")):
-            if dual > 0:
-                b["milp_dual_bound"] = float(dual)
-                b["value"] = max(b["value"], float(dual))
-    per_layer = max_over_mean_per_layer(problem, maps)
+    for b, dual in zip(bounds, duals if duals is not None else ()):
+        if dual > 0:
+            b["milp_dual_bound"] = float(dual)
+            b["value"] = max(b["value"], float(dual))
+    metrics = expert_metrics(problem, maps)
     means = problem.weights.sum(axis=1) / problem.gpus
     bound_ratio = np.array([b["value"] / m if m > 0 else 1.0 for b, m in zip(bounds, means)])
-    to_bound = per_layer / bound_ratio
-    metrics = expert_metrics(problem, maps)
+    to_bound = np.array(metrics["max_over_mean_per_layer"]) / bound_ratio
     metrics.update({"synthesis_seconds": seconds, "lower_bound_max_over_mean": float(bound_ratio.mean()),
                     "ratio_to_bound": float(to_bound.mean()), "worst_layer_ratio_to_bound": float(to_bound.max())})
     if model_info is not None:
@@ -139,7 +133,8 @@ def _finish(problem, method, maps, seconds, solver_json, fallback, model_info, e
             "gpus": problem.gpus, "nodes": problem.nodes}
     bound = {"per_layer_max_over_mean": [float(v) for v in bound_ratio],
              "derivation": "per layer: max(total/GPUs, heaviest replica under the replica budget, LP relaxation of "
-                           "the replica counts, with groups the heaviest group / GPUs per node) (docs/experts.md)",
+                           "the replica counts, with groups the best group-to-node split / GPUs per node, the milp's "
+                           "dual bound when its model is exact) (docs/experts.md)",
              "per_layer": bounds}
     plan = Plan(kind="experts", problem=problem.describe(), method=method, metrics=metrics, bound=bound, plan=body,
                 solver=solver_json, fallback=fallback, provenance={"planner": __version__})

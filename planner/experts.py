@@ -9,7 +9,6 @@ dispatch, docs/experts.md). At most one replica of an expert per GPU; with exper
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +203,11 @@ def node_holds(problem: ExpertProblem, phys: np.ndarray) -> np.ndarray:
     return holds
 
 
+def crossing_tokens(holds: np.ndarray, first: np.ndarray, second: np.ndarray, tokens: np.ndarray) -> float:
+    """Tokens of pairs no node serves alone; holds[n, e] = node n holds expert e."""
+    return float(tokens[~(holds[:, first] & holds[:, second]).any(axis=0)].sum())
+
+
 def cross_node_tokens(problem: ExpertProblem, maps: np.ndarray) -> tuple[float, float]:
     """(co-activated token pairs whose two experts share no node, all co-activated pairs),
     summed over layers: the pairs a token must reach over the scale-out network."""
@@ -211,9 +215,7 @@ def cross_node_tokens(problem: ExpertProblem, maps: np.ndarray) -> tuple[float, 
     for layer, phys in enumerate(maps):
         first, second = problem.coactivation.first[layer], problem.coactivation.second[layer]
         tokens = problem.coactivation.tokens[layer]
-        holds = node_holds(problem, phys)
-        together = (holds[:, first] & holds[:, second]).any(axis=0)
-        crossing += float(tokens[~together].sum())
+        crossing += crossing_tokens(node_holds(problem, phys), first, second, tokens)
         total += float(tokens.sum())
     return crossing, total
 
@@ -255,6 +257,3 @@ def check_expert_maps(problem: ExpertProblem, maps: np.ndarray, shared_gpus: boo
                 raise ValueError(f"layer {layer}: expert group {int(np.argmax(nodes_per_group != 1))} spans "
                                  f"{int(nodes_per_group.max())} nodes")
 
-
-def ratio(value: float, bound: float) -> float:
-    return value / bound if bound > 0 else (1.0 if value <= 0 else math.inf)

@@ -38,7 +38,7 @@ def replica_counts(w: np.ndarray, slots: int, max_per_expert: int) -> np.ndarray
     counts = np.ones(len(w), dtype=np.int64)
     heap = [(-float(w[e]), e) for e in range(len(w))]
     heapq.heapify(heap)
-    for _ in range(slots - int(counts.sum())):
+    for _ in range(slots - len(w)):
         while True:
             _, e = heapq.heappop(heap)
             if counts[e] < max_per_expert:
@@ -55,39 +55,62 @@ def pack_replicas(w: np.ndarray, counts: np.ndarray, gpus: int, slots_per_gpu: i
     share = w / counts
     experts = np.repeat(np.arange(len(w)), counts)
     order = np.lexsort((experts, -share[experts]))
-    heap = [(0.0, g) for g in range(gpus)]
-    held: list[set[int]] = [set() for _ in range(gpus)]
     slots: list[list[int]] = [[] for _ in range(gpus)]
-    for e in experts[order].tolist():
+    place_in_order(experts[order].tolist(), share, slots, np.zeros(gpus), slots_per_gpu)
+    return flatten_slots(slots)
+
+
+def place_in_order(items: list[int], share: np.ndarray, slots: list[list[int]], load: np.ndarray,
+                   slots_per_gpu: int) -> None:
+    """Put each expert of `items`, in order, on the least loaded GPU (ties: lower id) that
+    has a free slot and lacks it; `slots[g]` (the GPU's experts so far) and `load` (their
+    loads) are updated in place. O(items x log G), more when GPUs must be skipped."""
+    heap = [(float(load[g]), g) for g in range(len(slots)) if len(slots[g]) < slots_per_gpu]
+    heapq.heapify(heap)
+    held = [set(s) for s in slots]
+    for e in items:
         skipped = []
         while True:
-            load, g = heapq.heappop(heap)
+            gpu_load, g = heapq.heappop(heap)
             if e not in held[g]:
                 break
-            skipped.append((load, g))
+            skipped.append((gpu_load, g))
         held[g].add(e)
         slots[g].append(e)
+        load[g] = gpu_load + float(share[e])
         if len(slots[g]) < slots_per_gpu:
-            heapq.heappush(heap, (load + float(share[e]), g))
+            heapq.heappush(heap, (load[g], g))
         for item in skipped:
             heapq.heappush(heap, item)
-    return np.array([e for g in range(gpus) for e in sorted(slots[g])], dtype=np.int64)
 
 
-def improve_by_swaps(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int,
-                     max_rounds: int | None = None) -> np.ndarray:
-    """Swap a replica of the most loaded GPU with one elsewhere while that lowers the
-    larger of the two GPUs' loads (and keeps one replica of an expert per GPU).
-    O(rounds x K x S) with numpy."""
-    phys = phys.copy()
+def flatten_slots(slots: list[list[int]]) -> np.ndarray:
+    """The physical-to-logical map of per-GPU expert lists, each GPU's slots in id order."""
+    return np.array([e for gpu in slots for e in sorted(gpu)], dtype=np.int64)
+
+
+def sorted_within_gpus(phys: np.ndarray, slots_per_gpu: int) -> np.ndarray:
+    return np.sort(phys.reshape(-1, slots_per_gpu), axis=1).reshape(-1)
+
+
+def layer_state(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int):
+    """(share per expert, GPU of every slot, holds[g, e], load per GPU) of a layer's map."""
     gpus = len(phys) // slots_per_gpu
     counts = np.bincount(phys, minlength=len(w))
     share = w / np.maximum(counts, 1)
     gpu_of = np.arange(len(phys)) // slots_per_gpu
     holds = np.zeros((gpus, len(w)), dtype=bool)
     holds[gpu_of, phys] = True
-    load = np.bincount(gpu_of, weights=share[phys], minlength=gpus)
-    for _ in range(max_rounds if max_rounds is not None else SWAP_ROUNDS_PER_SLOT * len(phys)):
+    return share, gpu_of, holds, np.bincount(gpu_of, weights=share[phys], minlength=gpus)
+
+
+def improve_by_swaps(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int) -> np.ndarray:
+    """Swap a replica of the most loaded GPU with one elsewhere while that lowers the
+    larger of the two GPUs' loads (and keeps one replica of an expert per GPU).
+    O(rounds x K x S) with numpy."""
+    phys = phys.copy()
+    share, gpu_of, holds, load = layer_state(w, phys, slots_per_gpu)
+    for _ in range(SWAP_ROUNDS_PER_SLOT * len(phys)):
         h = int(np.argmax(load))
         mine = np.arange(h * slots_per_gpu, (h + 1) * slots_per_gpu)
         delta = share[phys[mine]][:, None] - share[phys][None, :]
@@ -106,11 +129,7 @@ def improve_by_swaps(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int,
         phys[sa], phys[sb] = eb, ea
         load[h] -= delta[a, b]
         load[g] += delta[a, b]
-    return _sorted_within_gpus(phys, slots_per_gpu)
-
-
-def _sorted_within_gpus(phys: np.ndarray, slots_per_gpu: int) -> np.ndarray:
-    return np.sort(phys.reshape(-1, slots_per_gpu), axis=1).reshape(-1)
+    return sorted_within_gpus(phys, slots_per_gpu)
 
 
 def _pack_and_swap(w, counts, gpus, slots_per_gpu):
@@ -180,18 +199,11 @@ def greedy_hierarchical_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, node
     """Groups packed onto nodes, then `greedy_layer` inside each node's GPUs and slots."""
     w = np.asarray(w, dtype=np.float64)
     group_of = np.arange(len(w)) // (len(w) // groups)
-    node_of_group = pack_groups_on_nodes(np.bincount(group_of, weights=w, minlength=groups), nodes)
-    return solve_per_node(w, node_of_group[group_of], gpus, slots_per_gpu, nodes, greedy_layer)
-
-
-def solve_per_node(w, node_of_expert, gpus, slots_per_gpu, nodes, layer_method):
-    """Run `layer_method(w_node, gpus_per_node, K)` on every node's experts and stitch the
-    node maps together (node n owns GPUs n*G/N .. (n+1)*G/N - 1)."""
+    node_of_expert = pack_groups_on_nodes(np.bincount(group_of, weights=w, minlength=groups), nodes)[group_of]
     parts = []
-    for n in range(nodes):
+    for n in range(nodes):  # node n owns GPUs n*G/N .. (n+1)*G/N - 1
         experts = np.flatnonzero(node_of_expert == n)
-        local = layer_method(w[experts], gpus // nodes, slots_per_gpu)
-        parts.append(experts[local])
+        parts.append(experts[greedy_layer(w[experts], gpus // nodes, slots_per_gpu)])
     return np.concatenate(parts)
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from planner.experts import crossing_tokens
+from solvers.expert_greedy import layer_state, sorted_within_gpus
+
 PAIRS_TRIED = 256  # heaviest co-activation pairs a layer's search starts from
 _EPS = 1e-9
-
-
-def crossing_tokens(holds: np.ndarray, first: np.ndarray, second: np.ndarray, tokens: np.ndarray) -> float:
-    """Tokens of pairs no node serves alone; holds[n, e] = node n holds expert e."""
-    return float(tokens[~(holds[:, first] & holds[:, second]).any(axis=0)].sum())
 
 
 def reduce_crossing(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int, gpus_per_node: int,
@@ -30,19 +28,17 @@ def reduce_crossing(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int, gpus_pe
     if not len(tokens):
         return phys
     experts = len(w)
-    slots = len(phys)
-    counts = np.bincount(phys, minlength=experts)
-    share = w / np.maximum(counts, 1)
-    gpu_of = np.arange(slots) // slots_per_gpu
+    share, gpu_of, holds_gpu, load = layer_state(w, phys, slots_per_gpu)
     node_of = gpu_of // gpus_per_node
-    nodes = int(node_of[-1]) + 1
-    load = np.bincount(gpu_of, weights=share[phys], minlength=slots // slots_per_gpu)
     ceiling = load.max() * (1 + _EPS)
-    holds_gpu = np.zeros((slots // slots_per_gpu, experts), dtype=bool)
-    holds_gpu[gpu_of, phys] = True
-
-    holds = np.zeros((nodes, experts), dtype=bool)
+    holds = np.zeros((int(node_of[-1]) + 1, experts), dtype=bool)
     holds[node_of, phys] = True
+
+    def refresh(*changed):
+        for e in changed:
+            holds[:, e] = False
+            holds[node_of[phys == e], e] = True
+
     pairs_of = [[] for _ in range(experts)]
     for i, (a, b) in enumerate(zip(first.tolist(), second.tolist())):
         pairs_of[a].append(i)
@@ -57,9 +53,7 @@ def reduce_crossing(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int, gpus_pe
         before = crossing_tokens(holds, first[idx], second[idx], tokens[idx])
         saved = holds[:, [x, move]].copy()
         phys[slot_a], phys[slot_b] = move, x
-        for e in (x, move):
-            holds[:, e] = False
-            holds[node_of[phys == e], e] = True
+        refresh(x, move)
         after = crossing_tokens(holds, first[idx], second[idx], tokens[idx])
         phys[slot_a], phys[slot_b] = x, move
         holds[:, [x, move]] = saved
@@ -94,7 +88,5 @@ def reduce_crossing(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int, gpus_pe
         load[g_b] -= d
         holds_gpu[g_a, x], holds_gpu[g_a, move], holds_gpu[g_b, move], holds_gpu[g_b, x] = False, True, False, True
         phys[slot_a], phys[slot_b] = move, x
-        for ex in (x, move):
-            holds[:, ex] = False
-            holds[node_of[phys == ex], ex] = True
-    return np.sort(phys.reshape(-1, slots_per_gpu), axis=1).reshape(-1)
+        refresh(x, move)
+    return sorted_within_gpus(phys, slots_per_gpu)

@@ -12,12 +12,12 @@ from cli import main
 from planner.errors import InputError
 from planner.expert_bounds import expert_bounds, groups_on_nodes_bound, layer_bounds
 from planner.expert_pipeline import plan_experts
-from planner.experts import (Coactivation, check_expert_maps, cross_node_tokens, expert_problem, gpu_loads,
-                             read_loads)
+from planner.experts import (Coactivation, check_expert_maps, cross_node_tokens, crossing_tokens, expert_problem,
+                             gpu_loads, read_loads)
 from planner.exports.expert_maps import export_expert_maps, import_expert_maps, round_trip_expert_maps
 from planner.exports.roundtrip import ExportMismatch
 from solvers.expert_greedy import greedy_assign, replica_counts
-from solvers.expert_traffic import crossing_tokens, reduce_crossing
+from solvers.expert_traffic import reduce_crossing
 
 EXAMPLE = np.array([[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86],
                     [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]], dtype=np.float64)
