@@ -192,10 +192,17 @@ def _decode(w, result, x, modelled, others, gpus, k):
 def solve_layers(jobs: list[tuple[np.ndarray, int, int, np.ndarray]], time_limit_s: float,
                  solver: str | None = None) -> list[LayerSolve]:
     """Solve (w, gpus, K, warm) jobs in parallel threads within about `time_limit_s` in all."""
+    return run_in_parallel(solve_layer, jobs, time_limit_s, solver)
+
+
+def run_in_parallel(solve_one, jobs: list[tuple], time_limit_s: float, solver: str | None) -> list:
+    """solve_one(*job, work_s, solver) for every job in threads, one per core, with a
+    deterministic work limit per job that keeps the whole run within about `time_limit_s`
+    (half of each job's share: solvers overrun their work limits and decoding takes time)."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     work = max(0.05, time_limit_s * workers / max(1, len(jobs)) / 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(solve_layer, w, g, k, warm, work, solver) for w, g, k, warm in jobs]
+        futures = [pool.submit(solve_one, *job, work, solver) for job in jobs]
         return [f.result() for f in futures]
 
 

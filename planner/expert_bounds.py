@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from solvers.expert_greedy import replica_counts
+from solvers.expert_counts import replica_counts
 
 
 MAX_GROUP_PARTITIONS = 20_000

@@ -5,8 +5,10 @@ from greedy, per layer in parallel), `eplb` (DeepSeek's heuristic as published, 
 baseline), `auto` (= milp under the time limit; greedy alone when the models would be too
 many for it). With expert groups every method keeps each group on one node: greedy and
 milp use greedy's group-to-node packing and solve each node on its own GPUs.
-With co-activation data, greedy and milp finish with the swap search of
-solvers/expert_traffic.py (fewer cross-node tokens at the same max load).
+With co-activation data, milp has a second objective (models/expert_traffic_milp.py: GPUs'
+contents placed on nodes for fewer cross-node tokens, the max load unchanged), and greedy
+and milp finish with the swap search of solvers/expert_traffic.py (fewer cross-node
+tokens at the same max load).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ AUTO_MAX_MODELS = 4096  # layer (or layer x node) models auto solves; beyond, gr
 MIN_SECONDS_PER_MODEL = 0.05
 # The models round loads down to 1e-6 of the warm start's max, so a proof holds to K x 1e-6.
 PROOF_TOLERANCE = 1e-4
+FIRST_OBJECTIVE_SHARE = 0.75  # of the milp's time for the max load when a traffic model follows
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,10 @@ def _jobs(problem: ExpertProblem, maps: np.ndarray) -> list[tuple]:
 def _milp(problem, maps, jobs, time_limit_s, solver):
     from models.expert_milp import solve_layers, solve_seconds, summarize
 
+    second_stage = _traffic_model_applies(problem)
+    first_share = FIRST_OBJECTIVE_SHARE if second_stage else 1.0
     solves = solve_layers([(problem.weights[layer][experts], gpus, problem.slots_per_gpu, warm)
-                           for layer, _, experts, gpus, warm in jobs], time_limit_s, solver)
+                           for layer, _, experts, gpus, warm in jobs], time_limit_s * first_share, solver)
     maps = maps.copy()
     per_node = problem.slots // problem.nodes
     duals = np.zeros(problem.layers)  # a layer's own bound, from an exact model without groups
@@ -92,13 +97,32 @@ def _milp(problem, maps, jobs, time_limit_s, solver):
         else:  # the node's model fixes the group-to-node packing: its bound is not the layer's
             maps[layer, node * per_node:(node + 1) * per_node] = experts[s.phys]
     info = summarize(solves)
-    solver_json = {"name": solver or "cpsat", "status": None, "seconds": solve_seconds(solves), "gap": None,
-                   "limit_hit": info["limit_hit"]}
+    seconds = solve_seconds(solves)
+    if second_stage:
+        maps, info["traffic_model"] = _traffic_model(problem, maps, time_limit_s * (1 - first_share), solver)
+        seconds += info["traffic_model"]["seconds"]
+    solver_json = {"name": solver or "cpsat", "status": None, "seconds": seconds, "gap": None,
+                   "limit_hit": info["limit_hit"] or info.get("traffic_model", {}).get("limit_hit", False)}
     return maps, solver_json, info, duals
 
 
+def _traffic_model_applies(problem: ExpertProblem) -> bool:
+    return problem.coactivation is not None and not problem.groups and problem.nodes > 1
+
+
+def _traffic_model(problem, maps, time_limit_s, solver):
+    """The second objective: GPUs' contents placed on nodes for fewer crossing tokens."""
+    from models.expert_traffic_milp import place_layers_on_nodes, summarize_nodes
+
+    c = problem.coactivation
+    solves = place_layers_on_nodes([(phys, problem.experts, problem.slots_per_gpu, problem.gpus_per_node,
+                                     c.first[layer], c.second[layer], c.tokens[layer])
+                                    for layer, phys in enumerate(maps)], time_limit_s, solver)
+    return np.stack([s.phys for s in solves]), summarize_nodes(solves)
+
+
 def _reduce_traffic(problem: ExpertProblem, maps: np.ndarray) -> np.ndarray:
-    if problem.coactivation is None or problem.groups or problem.nodes == 1:
+    if not _traffic_model_applies(problem):
         return maps
     c = problem.coactivation
     return np.stack([reduce_crossing(problem.weights[layer], phys, problem.slots_per_gpu, problem.gpus_per_node,

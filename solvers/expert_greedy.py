@@ -1,13 +1,17 @@
 """MoE expert replication and placement by a fast heuristic (`--method greedy`).
 
 One layer at a time, on the expert loads w (tokens routed to each logical expert):
-1. replica counts: every expert gets one replica, then each redundant slot goes to the
-   expert with the heaviest load per replica (w / count), at most one replica per GPU;
+1. replica counts by water-filling: every expert gets one replica, then each redundant
+   slot goes to the expert with the heaviest load per replica (w / count), at most one
+   replica per GPU (solvers/expert_counts.py);
 2. packing: replicas in decreasing load go to the least-loaded GPU that has a free slot
    and does not hold that expert yet (longest-processing-time with slot capacities);
 3. local search: the most loaded GPU swaps one replica with a replica of another GPU
    when that lowers the larger of the two loads, until no swap helps;
-4. replica moves: a replica of the lightest-per-slot donor moves to the heaviest replica
+4. if the result is above the simple bound T = max(total / GPUs, heaviest replica) by
+   more than TARGET_TOLERANCE, steps 2-3 are repeated on packing-aware counts aimed at T
+   (both spare-slot policies of solvers/expert_counts.py) and the best map is kept;
+5. replica moves: a replica of the lightest-per-slot donor moves to the heaviest replica
    on the most loaded GPU, re-packed, kept when the maximum drops.
 A replica carries its expert's load / replica count (uniform dispatch over replicas, as
 SGLang and vLLM dispatch). A heuristic: planner/expert_bounds.py measures it.
@@ -16,8 +20,8 @@ The hierarchical variant (expert groups, node-limited routing) first packs whole
 onto nodes (equal group counts per node, heaviest group first to the lightest node), then
 runs the above inside every node, so a token's experts span only its groups' nodes.
 
-Cost per layer: O(S log S + rounds x K x S) for S slots of K per GPU; 61 layers x 256
-experts on 64 GPUs take a few tens of milliseconds.
+Cost per layer: O(S log S + rounds x K x S) for S slots of K per GPU, times at most 3 + 
+REPLICA_MOVES packings; 61 layers x 256 experts on 64 GPUs take about a tenth of a second.
 """
 from __future__ import annotations
 
@@ -26,27 +30,12 @@ import heapq
 import numpy as np
 
 from planner.experts import gpu_loads
+from solvers.expert_counts import SPARE_POLICIES, counts_for_target, replica_counts
 
 SWAP_ROUNDS_PER_SLOT = 4  # local-search swaps per slot at most (each strictly improves)
 REPLICA_MOVES = 6  # replica moves tried per layer after the first packing
+TARGET_TOLERANCE = 1e-3  # packing-aware counts are tried when the first packing is further off
 _EPS = 1e-9
-
-
-def replica_counts(w: np.ndarray, slots: int, max_per_expert: int) -> np.ndarray:
-    """Replicas per expert: one each, then the heaviest load per replica gets the next
-    slot (ties: lower expert id), capped at `max_per_expert`. O(S log E)."""
-    counts = np.ones(len(w), dtype=np.int64)
-    heap = [(-float(w[e]), e) for e in range(len(w))]
-    heapq.heapify(heap)
-    for _ in range(slots - len(w)):
-        while True:
-            _, e = heapq.heappop(heap)
-            if counts[e] < max_per_expert:
-                break
-        counts[e] += 1
-        if counts[e] < max_per_expert:
-            heapq.heappush(heap, (-float(w[e]) / counts[e], e))
-    return counts
 
 
 def pack_replicas(w: np.ndarray, counts: np.ndarray, gpus: int, slots_per_gpu: int) -> np.ndarray:
@@ -70,11 +59,17 @@ def place_in_order(items: list[int], share: np.ndarray, slots: list[list[int]], 
     held = [set(s) for s in slots]
     for e in items:
         skipped = []
-        while True:
+        while heap:
             gpu_load, g = heapq.heappop(heap)
             if e not in held[g]:
                 break
             skipped.append((gpu_load, g))
+        else:  # every GPU with room holds e already: a full GPU makes room
+            _, roomy = skipped.pop(0)
+            g = _make_room_for(e, roomy, slots, held, load, share)
+            if len(slots[roomy]) < slots_per_gpu:
+                skipped.append((float(load[roomy]), roomy))
+            gpu_load = float(load[g])
         held[g].add(e)
         slots[g].append(e)
         load[g] = gpu_load + float(share[e])
@@ -82,6 +77,31 @@ def place_in_order(items: list[int], share: np.ndarray, slots: list[list[int]], 
             heapq.heappush(heap, (load[g], g))
         for item in skipped:
             heapq.heappush(heap, item)
+
+
+def _make_room_for(e: int, roomy: int, slots, held, load, share) -> int:
+    """GPU `roomy` has a free slot but holds e: move an expert f that `roomy` lacks from a
+    GPU h that lacks e into it (the move that keeps the larger of the two loads least)
+    and return h, whose freed slot takes e. Raises ValueError if no such move exists."""
+    best = None
+    for h, experts in enumerate(slots):
+        if e in held[h] or h == roomy:
+            continue
+        for f in experts:
+            if f not in held[roomy]:
+                worse = max(load[roomy] + share[f], load[h] - share[f] + share[e])
+                if best is None or worse < best[0]:
+                    best = (worse, h, f)
+    if best is None:
+        raise ValueError(f"no GPU can take another replica of expert {e}")
+    _, h, f = best
+    slots[h].remove(f)
+    held[h].discard(f)
+    slots[roomy].append(f)
+    held[roomy].add(f)
+    load[h] -= share[f]
+    load[roomy] += share[f]
+    return h
 
 
 def flatten_slots(slots: list[list[int]]) -> np.ndarray:
@@ -142,7 +162,16 @@ def greedy_layer(w: np.ndarray, gpus: int, slots_per_gpu: int) -> np.ndarray:
     w = np.asarray(w, dtype=np.float64)
     slots = gpus * slots_per_gpu
     counts = replica_counts(w, slots, gpus)
-    phys, worst = _pack_and_swap(w, counts, gpus, slots_per_gpu)
+    best = (*_pack_and_swap(w, counts, gpus, slots_per_gpu), counts)
+    target = max(float(w.sum()) / gpus, float((w / counts).max()))  # a lower bound
+    if best[1] > target * (1 + TARGET_TOLERANCE):
+        for spare in SPARE_POLICIES:
+            aimed = counts_for_target(w, target, gpus, slots, spare)
+            if aimed is not None:
+                phys, worst = _pack_and_swap(w, aimed, gpus, slots_per_gpu)
+                if worst < best[1] - _EPS * max(1.0, best[1]):
+                    best = (phys, worst, aimed)
+    phys, worst, counts = best
     for _ in range(REPLICA_MOVES):
         moved = _replica_move(w, counts, phys, slots_per_gpu, gpus)
         if moved is None:
