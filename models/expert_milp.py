@@ -65,7 +65,8 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     warm_loads = gpu_loads(w, warm, slots_per_gpu)
     best = float(warm_loads.max())
     if best <= 0 or w.sum() / gpus >= best * (1 - 1e-12):  # already at the average: nothing to gain
-        return LayerSolve(warm, "optimal", 0.0, False, 0, 0, False, "the warm start carries the mean load")
+        return LayerSolve(warm, "optimal", 0.0, False, 0, 0, False, "the warm start carries the mean load",
+                          dual_bound=best)
     counts = np.bincount(warm, minlength=experts)
     scale = UNITS / best
     units = np.floor(w * scale).astype(np.int64)

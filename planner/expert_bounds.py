@@ -29,7 +29,12 @@ from solvers.expert_counts import replica_counts
 MAX_GROUP_PARTITIONS = 20_000
 
 
-def _equal_partitions(items: int, parts: int):
+def count_equal_partitions(items: int, parts: int) -> int:
+    size = items // parts
+    return math.factorial(items) // (math.factorial(size) ** parts * math.factorial(parts))
+
+
+def equal_partitions(items: int, parts: int):
     """Every way to split items 0..n-1 into `parts` equal unlabelled sets (each set opened
     by its smallest item)."""
     size = items // parts
@@ -52,12 +57,10 @@ def _equal_partitions(items: int, parts: int):
 
 
 def groups_on_nodes_bound(group_loads: np.ndarray, nodes: int, gpus_per_node: int) -> float:
-    count = math.factorial(len(group_loads)) // (math.factorial(len(group_loads) // nodes) ** nodes
-                                                 * math.factorial(nodes))
-    if count > MAX_GROUP_PARTITIONS:
+    if count_equal_partitions(len(group_loads), nodes) > MAX_GROUP_PARTITIONS:
         return float(group_loads.max()) / gpus_per_node
     best = math.inf
-    for assign in _equal_partitions(len(group_loads), nodes):
+    for assign in equal_partitions(len(group_loads), nodes):
         best = min(best, float(np.bincount(assign, weights=group_loads, minlength=nodes).max()))
     return best / gpus_per_node
 

@@ -3,8 +3,10 @@
 Methods: `greedy` (solvers/expert_greedy.py), `milp` (models/expert_milp.py, warm-started
 from greedy, per layer in parallel), `eplb` (DeepSeek's heuristic as published, a
 baseline), `auto` (= milp under the time limit; greedy alone when the models would be too
-many for it). With expert groups every method keeps each group on one node: greedy and
-milp use greedy's group-to-node packing and solve each node on its own GPUs.
+many for it). With expert groups every method keeps each group on one node: greedy packs
+groups on nodes first; milp solves each node on its own GPUs for every group-to-node split
+when there are at most MAX_SPLIT_MODELS node models (and keeps the best split), else for
+greedy's split.
 With co-activation data, milp has a second objective (models/expert_traffic_milp.py: GPUs'
 contents placed on nodes for fewer cross-node tokens, the max load unchanged), and greedy
 and milp finish with the swap search of solvers/expert_traffic.py (fewer cross-node
@@ -19,11 +21,11 @@ import numpy as np
 
 from planner import __version__
 from planner.errors import InputError, PlannerError
-from planner.expert_bounds import expert_bounds
-from planner.experts import ExpertProblem, check_expert_maps, expert_metrics
+from planner.expert_bounds import count_equal_partitions, equal_partitions, expert_bounds
+from planner.experts import ExpertProblem, check_expert_maps, expert_metrics, gpu_loads
 from planner.plan import Plan
 from solvers.eplb import eplb_rebalance
-from solvers.expert_greedy import greedy_assign
+from solvers.expert_greedy import greedy_assign, greedy_layer
 from solvers.expert_traffic import reduce_crossing
 
 EXPERT_METHODS = ("auto", "milp", "greedy", "eplb")
@@ -31,6 +33,7 @@ AUTO_MAX_MODELS = 4096  # layer (or layer x node) models auto solves; beyond, gr
 MIN_SECONDS_PER_MODEL = 0.05
 # The models round loads down to 1e-6 of the warm start's max, so a proof holds to K x 1e-6.
 PROOF_TOLERANCE = 1e-4
+MAX_SPLIT_MODELS = 256  # node models when the milp tries every group-to-node split
 FIRST_OBJECTIVE_SHARE = 0.75  # of the milp's time for the max load when a traffic model follows
 
 
@@ -52,50 +55,77 @@ def plan_experts(problem: ExpertProblem, method: str = "auto", time_limit_s: flo
                                  problem.nodes if problem.groups else 1, problem.gpus)
     else:
         maps = greedy_assign(problem.weights, problem.gpus, problem.slots_per_gpu, problem.nodes, problem.groups)
-        jobs = _jobs(problem, maps)
+        jobs, every_split = _jobs(problem, maps)
         if method == "auto" and len(jobs) > AUTO_MAX_MODELS:
             fallback = f"{len(jobs)} layer models exceed auto's {AUTO_MAX_MODELS}: greedy alone"
         elif method == "auto" and time_limit_s / max(1, len(jobs)) < MIN_SECONDS_PER_MODEL:
             fallback = f"--time-limit {time_limit_s:g} s leaves under {MIN_SECONDS_PER_MODEL} s per layer model"
         elif method in ("auto", "milp"):
-            maps, solver_json, model_info, duals = _milp(problem, maps, jobs, time_limit_s, solver)
+            maps, solver_json, model_info, duals = _milp(problem, maps, jobs, every_split, time_limit_s, solver)
         maps = _reduce_traffic(problem, maps)
     seconds = time.perf_counter() - started
     return _finish(problem, method, maps, seconds, solver_json, fallback, model_info, duals, export)
 
 
-def _jobs(problem: ExpertProblem, maps: np.ndarray) -> list[tuple]:
-    """(layer, node or None, experts, GPUs, warm map in local ids) of every model."""
+def _jobs(problem: ExpertProblem, maps: np.ndarray) -> tuple[list[tuple], bool]:
+    """(layer, split, node or None, experts, GPUs, warm map in local ids) of every model,
+    and whether the splits are every group-to-node split. Without groups, one model per
+    layer. With groups, one per node of greedy's split, or of every split when there are
+    at most MAX_SPLIT_MODELS node models in all (greedy's packing inside each node as warm
+    start): then the milp chooses the split too."""
+    if not problem.groups:
+        return [(layer, 0, None, np.arange(problem.experts), problem.gpus, phys)
+                for layer, phys in enumerate(maps)], True
+    group_of = np.arange(problem.experts) // (problem.experts // problem.groups)
+    splits = count_equal_partitions(problem.groups, problem.nodes)
     jobs = []
+    if problem.layers * splits * problem.nodes <= MAX_SPLIT_MODELS:
+        for layer, w in enumerate(problem.weights):
+            for index, split in enumerate(equal_partitions(problem.groups, problem.nodes)):
+                node_of = np.asarray(split)[group_of]
+                for n in range(problem.nodes):
+                    experts = np.flatnonzero(node_of == n)
+                    warm = greedy_layer(w[experts], problem.gpus_per_node, problem.slots_per_gpu)
+                    jobs.append((layer, index, n, experts, problem.gpus_per_node, warm))
+        return jobs, True
+    per_node = problem.slots // problem.nodes
     for layer, phys in enumerate(maps):
-        if not problem.groups:
-            jobs.append((layer, None, np.arange(problem.experts), problem.gpus, phys))
-            continue
-        per_node = problem.slots // problem.nodes
         for n in range(problem.nodes):
             part = phys[n * per_node:(n + 1) * per_node]
             experts = np.unique(part)
-            local = np.searchsorted(experts, part)
-            jobs.append((layer, n, experts, problem.gpus_per_node, local))
-    return jobs
+            jobs.append((layer, 0, n, experts, problem.gpus_per_node, np.searchsorted(experts, part)))
+    return jobs, splits == 1
 
 
-def _milp(problem, maps, jobs, time_limit_s, solver):
+def _milp(problem, maps, jobs, every_split, time_limit_s, solver):
     from models.expert_milp import solve_layers, solve_seconds, summarize
 
     second_stage = _traffic_model_applies(problem)
     first_share = FIRST_OBJECTIVE_SHARE if second_stage else 1.0
     solves = solve_layers([(problem.weights[layer][experts], gpus, problem.slots_per_gpu, warm)
-                           for layer, _, experts, gpus, warm in jobs], time_limit_s * first_share, solver)
+                           for layer, _, _, experts, gpus, warm in jobs], time_limit_s * first_share, solver)
     maps = maps.copy()
     per_node = problem.slots // problem.nodes
-    duals = np.zeros(problem.layers)  # a layer's own bound, from an exact model without groups
-    for (layer, node, experts, _, _), s in zip(jobs, solves):
-        if node is None:
-            maps[layer] = experts[s.phys]
-            duals[layer] = s.dual_bound or 0.0
-        else:  # the node's model fixes the group-to-node packing: its bound is not the layer's
-            maps[layer, node * per_node:(node + 1) * per_node] = experts[s.phys]
+    by_split: dict[tuple[int, int], list] = {}
+    for (layer, split, node, experts, _, _), s in zip(jobs, solves):
+        by_split.setdefault((layer, split), []).append((node, experts, s))
+    # A split's max load is its worst node's; its bound is the worst node's exact-model
+    # bound. The layer keeps its best split, and min over all splits of their bounds is a
+    # lower bound on the layer when the splits are all of them and every model is exact.
+    found = np.full(problem.layers, np.inf)
+    duals = np.full(problem.layers, np.inf)
+    for (layer, _), parts in sorted(by_split.items()):
+        loads = [gpu_loads(problem.weights[layer][experts], s.phys, problem.slots_per_gpu).max()
+                 for _, experts, s in parts]
+        bounds = [s.dual_bound for _, _, s in parts]
+        duals[layer] = min(duals[layer], max(bounds) if None not in bounds and every_split else 0.0)
+        if max(loads) < found[layer] * (1 - 1e-12):
+            found[layer] = max(loads)
+            for node, experts, s in parts:
+                if node is None:
+                    maps[layer] = experts[s.phys]
+                else:
+                    maps[layer, node * per_node:(node + 1) * per_node] = experts[s.phys]
     info = summarize(solves)
     seconds = solve_seconds(solves)
     if second_stage:
@@ -158,7 +188,7 @@ def _finish(problem, method, maps, seconds, solver_json, fallback, model_info, d
     bound = {"per_layer_max_over_mean": [float(v) for v in bound_ratio],
              "derivation": "per layer: max(total/GPUs, heaviest replica under the replica budget, LP relaxation of "
                            "the replica counts, with groups the best group-to-node split / GPUs per node, the milp's "
-                           "dual bound when its model is exact) (docs/experts.md)",
+                           "dual bound when its model is exact (with groups: over every split)) (docs/experts.md)",
              "per_layer": bounds}
     plan = Plan(kind="experts", problem=problem.describe(), method=method, metrics=metrics, bound=bound, plan=body,
                 solver=solver_json, fallback=fallback, provenance={"planner": __version__})

@@ -128,6 +128,22 @@ def test_milp_is_optimal_on_a_tiny_layer():
     assert r.plan.solver["status"] == "optimal" and r.plan.solver["gap"] == 0.0
 
 
+def test_milp_chooses_the_group_split_and_proves_it_against_brute_force():
+    rng = np.random.default_rng(2)
+    w = np.round(rng.lognormal(0, 1.2, (2, 8)) * 100)  # 4 groups of 2 on 2 nodes of 2 GPUs x 3 slots
+    problem = expert_problem(w, 4, 2, slots_per_gpu=3, groups=4)
+    r = plan_experts(problem, "milp", time_limit_s=10)
+    for layer in range(2):
+        pairs = w[layer].reshape(4, 2)
+        optimum = min(max(_brute_force_optimum(pairs[[a, b]].ravel(), 2, 3),
+                          _brute_force_optimum(pairs[[c, d]].ravel(), 2, 3))
+                      for (a, b), (c, d) in (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))))
+        assert _max_loads(problem, r.maps)[layer] == pytest.approx(optimum)
+    assert r.plan.solver["status"] == "optimal"
+    eplb = plan_experts(expert_problem(EXAMPLE, 8, 2, redundant=4, groups=4), "milp", time_limit_s=10)
+    assert eplb.plan.solver["status"] == "optimal" and eplb.plan.metrics["max_over_mean"] < 1.2252 - 1e-3
+
+
 def test_milp_never_worse_than_its_warm_start_and_deterministic():
     rng = np.random.default_rng(11)
     w = np.round(rng.lognormal(0, 2, (4, 32)) * 100)
