@@ -42,6 +42,7 @@ from solvers.expert_greedy import flatten_slots, improve_by_swaps, place_in_orde
 
 MODEL_BINARIES = 2400  # x variables per model: what CP-SAT improves within about a second
 UNITS = 1_000_000  # load units per warm-start max load
+WALL_GUARD = 4.0  # wall seconds per unit of work before a model is stopped regardless
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     others = np.setdiff1d(np.arange(experts), modelled)
     model, x, hint = _build(units, modelled, others, counts, warm, gpus, slots_per_gpu, slots)
     model.set_hint(hint)
-    result = solve(model, solver, SolveOptions(time_limit_s=1.5 * work_s + 0.5, work_limit=work_s, threads=1))
+    # The work limit decides; the wall-clock guard only stops a runaway, and is wide so
+    # that a busy machine does not cut a search short and change the map.
+    result = solve(model, solver, SolveOptions(time_limit_s=WALL_GUARD * work_s + 1.0, work_limit=work_s, threads=1))
     if not result.has_solution:
         return LayerSolve(warm, result.termination.value, result.seconds, result.limit_hit, len(modelled),
                           model.num_vars, False, result.message)
@@ -196,12 +199,14 @@ def solve_layers(jobs: list[tuple[np.ndarray, int, int, np.ndarray]], time_limit
     return run_in_parallel(solve_layer, jobs, time_limit_s, solver)
 
 
-def run_in_parallel(solve_one, jobs: list[tuple], time_limit_s: float, solver: str | None) -> list:
+def run_in_parallel(solve_one, jobs: list[tuple], time_limit_s: float, solver: str | None,
+                    work_per_second: float = 1.0) -> list:
     """solve_one(*job, work_s, solver) for every job in threads, one per core, with a
-    deterministic work limit per job that keeps the whole run within about `time_limit_s`
-    (half of each job's share: solvers overrun their work limits and decoding takes time)."""
+    deterministic work limit per job that keeps the whole run within about `time_limit_s`:
+    half of each job's share (solvers overrun their work limits and decoding takes time),
+    times the model's `work_per_second` (CP-SAT's deterministic time per wall second)."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    work = max(0.05, time_limit_s * workers / max(1, len(jobs)) / 2)
+    work = max(0.05, time_limit_s * workers / max(1, len(jobs)) / 2 * work_per_second)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(solve_one, *job, work, solver) for job in jobs]
         return [f.result() for f in futures]
