@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.expert_milp import WALL_GUARD, run_in_parallel
-from planner.experts import crossing_tokens
+from planner.experts import crossing_tokens, holds_by_node
 from solvers import Model, SolveOptions, quicksum, solve
 
 MAX_PAIR_ITEMS = 400  # GPU pairs and replicated-expert pairs with y variables
@@ -53,23 +53,18 @@ class NodeSolve:
     crossing_after: float
 
 
-def node_holds_of(phys: np.ndarray, slots_per_gpu: int, gpus_per_node: int, experts: int) -> np.ndarray:
-    nodes = len(phys) // (slots_per_gpu * gpus_per_node)
-    holds = np.zeros((nodes, experts), dtype=bool)
-    holds[np.arange(len(phys)) // (slots_per_gpu * gpus_per_node), phys] = True
-    return holds
-
-
 def place_gpus_on_nodes(phys: np.ndarray, experts: int, slots_per_gpu: int, gpus_per_node: int,
                         first: np.ndarray, second: np.ndarray, tokens: np.ndarray, work_s: float,
                         solver: str | None = None) -> NodeSolve:
     """The layer map with GPUs' contents reassigned to nodes (docstring above)."""
-    before = crossing_tokens(node_holds_of(phys, slots_per_gpu, gpus_per_node, experts), first, second, tokens)
+    slots_per_node = slots_per_gpu * gpus_per_node
+    holds = holds_by_node(phys, slots_per_node, experts)
+    before = crossing_tokens(holds, first, second, tokens)
     gpus = len(phys) // slots_per_gpu
     nodes = gpus // gpus_per_node
     if nodes < 2 or before <= 0:
         return NodeSolve(phys, "optimal", 0.0, False, 0, before, before)
-    model, a, hint = _build(phys, experts, slots_per_gpu, gpus, nodes, gpus_per_node, first, second, tokens)
+    model, a, hint = _build(phys, holds, slots_per_gpu, gpus, nodes, gpus_per_node, first, second, tokens)
     model.set_hint(hint)
     wall_guard = WALL_GUARD * work_s / WORK_PER_SECOND + 1.0
     result = solve(model, solver, SolveOptions(time_limit_s=wall_guard, work_limit=work_s, threads=1))
@@ -79,7 +74,7 @@ def place_gpus_on_nodes(phys: np.ndarray, experts: int, slots_per_gpu: int, gpus
     node_of = np.array([next(n for n in range(nodes) if result.value(a[g][n]) > 0.5) for g in range(gpus)])
     order = np.lexsort((np.arange(gpus), node_of))  # node 0's GPUs first, each node's in old order
     moved = phys.reshape(gpus, slots_per_gpu)[order].reshape(-1)
-    after = crossing_tokens(node_holds_of(moved, slots_per_gpu, gpus_per_node, experts), first, second, tokens)
+    after = crossing_tokens(holds_by_node(moved, slots_per_node, experts), first, second, tokens)
     better = after < before * (1 - 1e-12)
     return NodeSolve(moved if better else phys, result.termination.value, result.seconds, result.limit_hit,
                      model.num_vars, before, after if better else before)
@@ -123,8 +118,11 @@ def _pair_items(phys, experts, slots_per_gpu, first, second, tokens):
     return items[:MAX_PAIR_ITEMS], counts
 
 
-def _build(phys, experts, slots_per_gpu, gpus, nodes, gpus_per_node, first, second, tokens):
+def _build(phys, holds, slots_per_gpu, gpus, nodes, gpus_per_node, first, second, tokens):
+    """The model, a[g][n] (None where symmetry breaking rules it out) and the hint of the
+    current placement, whose node holdings are `holds`."""
     m = Model("experts-gpus-to-nodes")
+    experts = holds.shape[1]
     items, counts = _pair_items(phys, experts, slots_per_gpu, first, second, tokens)
     scale = TOKEN_UNITS / max(float(tokens.sum()), 1e-300)
     held_on = [[] for _ in range(experts)]
@@ -154,7 +152,7 @@ def _build(phys, experts, slots_per_gpu, gpus, nodes, gpus_per_node, first, seco
                 m.add(v - quicksum(on) <= 0)
             else:
                 m.add(v == 0)
-            hint[v] = float(any(node_now[g] == n for g in held_on[e]))
+            hint[v] = float(holds[n, e])
         return h[(e, n)]
 
     served = []
@@ -169,7 +167,7 @@ def _build(phys, experts, slots_per_gpu, gpus, nodes, gpus_per_node, first, seco
                 now = node_now[p] == n and node_now[q] == n
             else:
                 left, right = holder(p, n), holder(q, n)
-                now = any(node_now[g] == n for g in held_on[p]) and any(node_now[g] == n for g in held_on[q])
+                now = holds[n, p] and holds[n, q]
             if left is None or right is None:
                 continue
             y = m.add_binary(f"y{i}_{n}")

@@ -197,9 +197,13 @@ def max_over_mean_per_layer(problem: ExpertProblem, maps: np.ndarray) -> np.ndar
 
 def node_holds(problem: ExpertProblem, phys: np.ndarray) -> np.ndarray:
     """[nodes, experts] True where a node holds a replica of the expert."""
-    holds = np.zeros((problem.nodes, problem.experts), dtype=bool)
-    node_of_slot = np.arange(len(phys)) // (problem.slots_per_gpu * problem.gpus_per_node)
-    holds[node_of_slot, phys] = True
+    return holds_by_node(phys, problem.slots_per_gpu * problem.gpus_per_node, problem.experts)
+
+
+def holds_by_node(phys: np.ndarray, slots_per_node: int, experts: int) -> np.ndarray:
+    """`node_holds` of a map whose nodes are runs of `slots_per_node` slots."""
+    holds = np.zeros((len(phys) // slots_per_node, experts), dtype=bool)
+    holds[np.arange(len(phys)) // slots_per_node, phys] = True
     return holds
 
 

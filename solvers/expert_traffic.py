@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.experts import crossing_tokens
+from planner.experts import crossing_tokens, holds_by_node
 from solvers.expert_greedy import layer_state, sorted_within_gpus
 
 PAIRS_TRIED = 256  # heaviest co-activation pairs a layer's search starts from
@@ -31,8 +31,7 @@ def reduce_crossing(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int, gpus_pe
     share, gpu_of, holds_gpu, load = layer_state(w, phys, slots_per_gpu)
     node_of = gpu_of // gpus_per_node
     ceiling = load.max() * (1 + _EPS)
-    holds = np.zeros((int(node_of[-1]) + 1, experts), dtype=bool)
-    holds[node_of, phys] = True
+    holds = holds_by_node(phys, slots_per_gpu * gpus_per_node, experts)
 
     def refresh(*changed):
         for e in changed:
