@@ -9,7 +9,7 @@ import sys
 import click
 
 from planner import __version__
-from planner.errors import PlannerError
+from planner.core.errors import PlannerError
 
 
 def _fail(exc: PlannerError) -> None:
@@ -30,7 +30,7 @@ def handles_errors(fn):
 
 def as_options(build):
     """Run `build`; an InputError about a field becomes one about the matching option."""
-    from planner.errors import InputError
+    from planner.core.errors import InputError
 
     try:
         return build()
@@ -41,7 +41,7 @@ def as_options(build):
 
 
 def _echo_json(doc) -> None:
-    from planner.plan import dumps
+    from planner.core.plan import dumps
 
     click.echo(dumps(doc), nl=False)
 
@@ -125,16 +125,23 @@ def topology_show(topo: str, as_json: bool) -> None:
 @json_option
 @handles_errors
 def topology_validate(file: str, as_json: bool) -> None:
-    """Check a topology description file; exit 2 with the first fault."""
+    """Check a topology description file; exit 2 with the first fault. Also says whether
+    every GPU reaches every other over the paths collectives may use (if not, collectives
+    on it are infeasible: exit 3)."""
+    from topologies.dataplane import DATA_PLANE_RULE, data_plane, unreachable_gpu
     from topologies.io import load_topology_file
 
     t = load_topology_file(file)
+    cut_off = unreachable_gpu(data_plane(t), t.gpus) if t.num_gpus > 1 else None
     if as_json:
         _echo_json({"valid": True, "name": t.name, "gpus": t.num_gpus, "servers": len(t.servers),
-                    "nodes": len(t.nodes), "links": len(t.links)})
-    else:
-        click.echo(f"ok: {file}: {t.num_gpus} GPUs in {len(t.servers)} server(s), {len(t.nodes)} nodes, "
-                   f"{len(t.links)} directed links")
+                    "nodes": len(t.nodes), "links": len(t.links), "collectives_reach_every_gpu": cut_off is None})
+        return
+    click.echo(f"ok: {file}: {t.num_gpus} GPUs in {len(t.servers)} server(s), {len(t.nodes)} nodes, "
+               f"{len(t.links)} directed links")
+    if cut_off is not None:
+        click.echo(f"note: GPU {cut_off!r} cannot reach or be reached by GPU {t.gpus[0]!r} {DATA_PLANE_RULE}: "
+                   f"collectives on it are infeasible")
 
 
 def _topology_text(t, fmt: str, server: int) -> str:
@@ -157,7 +164,7 @@ def _topology_text(t, fmt: str, server: int) -> str:
 @handles_errors
 def topology_import_nccl(nccl_xml: str, output: str | None) -> None:
     """Read an NCCL topology XML (NCCL_TOPO_FILE format) into a topology description."""
-    from planner.plan import write_text_atomic
+    from planner.core.plan import write_text_atomic
     from topologies.io import validate_topology
     from topologies.nccl_xml import import_nccl_xml
 
@@ -180,8 +187,8 @@ def topology_import_nccl(nccl_xml: str, output: str | None) -> None:
 @handles_errors
 def topology_export(topo: str, fmt: str, server: int, output: str | None) -> None:
     """Print TOPO in the explicit description form or as NCCL topology XML."""
-    from planner.errors import InputError
-    from planner.plan import write_text_atomic
+    from planner.core.errors import InputError
+    from planner.core.plan import write_text_atomic
     from topologies.io import load_topology
 
     t = load_topology(topo)
@@ -194,44 +201,131 @@ def topology_export(topo: str, fmt: str, server: int, output: str | None) -> Non
         click.echo(text, nl=False)
 
 
+# ---------------------------------------------------------------- planning commands
+class RegistryChoice(click.Choice):
+    """A click.Choice read from a registry when first needed: the registries import the
+    solvers, which the other commands do without."""
+
+    def __init__(self, read):
+        self._read = read
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._read())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click's __init__ assigns the (empty) tuple
+        pass
+
+
+def _kind(name: str):
+    from planner.kinds import KINDS
+
+    return KINDS[name]
+
+
+def plan_options(kind: str, doc: str, time_limit_help: str, export_help: str):
+    """The options every planning command shares, with --method and --export read from the
+    kind's registry."""
+    def decorate(fn):
+        for option in reversed((
+            click.option("--method", default="auto", show_default=True, type=RegistryChoice(
+                lambda: _kind(kind).method_names), help=f"auto or a registered method ({doc})."),
+            click.option("--time-limit", type=float, default=60.0, show_default=True, help=time_limit_help),
+            click.option("--solver", default=None, help="Solver backend for exact methods (see `planner solvers`)."),
+            click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here."),
+            click.option("--export", "export_fmt", type=RegistryChoice(lambda: _kind(kind).exports), default=None,
+                         help=f"{export_help} (needs --export-file)."),
+            click.option("--export-file", type=click.Path(dir_okay=False), default=None,
+                         help="Where --export writes; written only after it parses back to the same plan."),
+            json_option,
+            reproducible_option,
+        )):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+def check_plan_options(time_limit: float, export_fmt: str | None, export_file: str | None,
+                       solver: str | None) -> None:
+    """Before any work: a positive time limit, --export with --export-file, a known solver."""
+    from planner.core.errors import InputError
+
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError("must be a positive number of seconds", field="--time-limit")
+    if bool(export_fmt) != bool(export_file):
+        raise InputError("--export and --export-file go together", field="--export-file" if export_fmt else "--export")
+    if solver is not None:
+        from solvers.registry import get
+
+        try:
+            get(solver)  # unknown or unavailable names fail here, before any work
+        except Exception as exc:  # the registry's UnknownSolver lists the available names
+            raise InputError(str(exc), field="--solver") from None
+
+
+def run_plan(kind: str, problem, method: str, time_limit: float, solver: str | None, output: str | None,
+             export_fmt: str | None, export_file: str | None, as_json: bool, reproducible: bool, headline) -> None:
+    """The one output path of every planning command: plan, write -o and --export-file,
+    then --json or the human view (`headline(doc)` lines, then what every plan says)."""
+    from planner.core.plan import dumps, write_plan, write_text_atomic
+    from planner.kind import Options
+    from planner.search import plan
+
+    result = plan(_kind(kind), problem, method, Options(time_limit, solver, export_fmt))
+    doc = result.plan.to_json(reproducible)
+    if output:
+        write_plan(result.plan, output, reproducible)
+    if result.exported is not None:
+        write_text_atomic(export_file, result.exported, field="--export-file")
+    if as_json:
+        click.echo(dumps(doc), nl=False)
+        return
+    for line in headline(doc):
+        click.echo(line)
+    attempt = doc["solver"] or doc["metrics"].get("milp_model", {}).get("solver")
+    if attempt:
+        gap = "-" if attempt["gap"] is None else f"{attempt['gap']:.3g}"
+        click.echo(f"  solver {attempt['name']}: {attempt['status']}, gap {gap}, {attempt['seconds']:.2f} s"
+                   + (f", {attempt['limit']} limit hit" if attempt.get("limit") else ""))
+    if doc["fallback"]:
+        click.echo(f"  fallback: {doc['fallback']}")
+    for name, why in sorted(doc["metrics"].get("skipped", {}).items()):
+        click.echo(f"  not used: {name} ({why})")
+    if output:
+        click.echo(f"  plan written to {output}")
+    if result.exported is not None:
+        click.echo(f"  {export_fmt} written to {export_file} ({_kind(kind).export_check})")
+
+
 # ---------------------------------------------------------------- collective
-COLLECTIVE_KINDS = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall", "alltoallv")
-
-
 @main.command()
-@click.argument("coll", type=click.Choice(COLLECTIVE_KINDS))
+@click.argument("coll", type=RegistryChoice(lambda: __import__("planner.core.collectives",
+                                                               fromlist=["COLLECTIVES"]).COLLECTIVES))
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
 @click.option("--size", default=None, help="Bytes, with an optional unit: 4096, 64KiB, 1MiB, 1GiB.")
-@click.option("--method", default="auto", show_default=True,
-              help="auto, milp, lp (alltoall), trees, ring, tree, hierarchical, chain, direct, spreadout, flash (docs/collectives.md).")
 @click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY), or a generator with --size: "
                    "zipf:s=1.2,seed=0 | hotspot:gpus=2,share=0.5 | uniform (docs/traffic.md).")
 @click.option("--root", default=0, show_default=True, help="Root rank of broadcast / reduce.")
-@click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds for exact methods.")
-@click.option("--solver", default=None, help="Solver backend for exact methods (see `planner solvers`).")
-@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here.")
-@click.option("--export", "export_fmt", type=click.Choice(["msccl-xml", "msccl-exec-xml", "mscclpp-json"]),
-              default=None, help="Also write the schedule for a runtime (needs --export-file).")
-@click.option("--export-file", type=click.Path(dir_okay=False), default=None,
-              help="Where --export writes; written only after the file parses back to the same plan.")
-@json_option
-@reproducible_option
+@plan_options("collective", "docs/collectives.md", "Seconds for exact methods.",
+              "Also write the schedule for a runtime")
 @handles_errors
-def collective(coll, topo, size, method, traffic, root, time_limit, solver, output, export_fmt, export_file,
+def collective(coll, topo, size, traffic, root, method, time_limit, solver, output, export_fmt, export_file,
                as_json, reproducible):
     """Plan a collective COLL on a topology; verified by the simulator.
 
     With --export FMT --export-file F the verified schedule is written for a runtime: it is
     exported, parsed back, re-simulated, and written only when the data movement and the
     time are the same (else exit 1 with the reason)."""
-    from planner.collectives import Collective
-    from planner.errors import InputError
-    from planner.pipeline import plan_collective
-    from planner.plan import dumps, write_plan
-    from planner.traffic import is_generator, load_traffic, traffic_from_spec
-    from planner.units import parse_size
+    from planner.core.collectives import Collective
+    from planner.core.errors import InputError
+    from planner.core.traffic import is_generator, load_traffic, traffic_from_spec
+    from planner.core.units import parse_size
+    from planner.kinds.collective import collective_problem
     from topologies.io import load_topology
 
+    check_plan_options(time_limit, export_fmt, export_file, solver)
     t = load_topology(topo)
     matrix = None
     if coll == "alltoallv":
@@ -252,49 +346,19 @@ def collective(coll, topo, size, method, traffic, root, time_limit, solver, outp
         if size is None:
             raise InputError("missing --size (e.g. 1GiB)", field="--size")
         nbytes = parse_size(size, field="--size")
-    if not (math.isfinite(time_limit) and time_limit > 0):
-        raise InputError("must be a positive number of seconds", field="--time-limit")
-    if bool(export_fmt) != bool(export_file):
-        raise InputError("--export and --export-file go together",
-                         field="--export-file" if export_fmt else "--export")
-    _check_solver(solver)
     c = as_options(lambda: Collective(coll, t.num_gpus, nbytes, root=root, traffic=matrix).require_whole_blocks())
-    result = plan_collective(c, t, method, topology_name=topo, time_limit_s=time_limit, solver=solver,
-                             export=export_fmt)
-    doc = result.plan.to_json(reproducible)
-    exported = result.exported
-    if export_fmt:
-        from planner.plan import write_text_atomic
-    if output:
-        write_plan(result.plan, output, reproducible)
-    if exported is not None:
-        write_text_atomic(export_file, exported, field="--export-file")
-    if as_json:
-        click.echo(dumps(doc), nl=False)
-    else:
-        _print_collective(doc, output)
-        if exported is not None:
-            click.echo(f"  {export_fmt} written to {export_file} (parsed back and re-simulated: same data movement, "
-                       f"same time)")
+    run_plan("collective", collective_problem(c, t, topo), method, time_limit, solver, output, export_fmt, export_file,
+             as_json, reproducible, _collective_headline)
 
 
-def _print_collective(doc: dict, output: str | None) -> None:
+def _collective_headline(doc: dict) -> list[str]:
     m, p = doc["metrics"], doc["problem"]
-    click.echo(f"{p['collective']} of {p['size_bytes']} bytes on {p['topology']} ({p['gpus']} GPUs): "
-               f"method {doc['method']}")
-    click.echo(f"  time {m['time_us']:.2f} us   algbw {m['algbw_GBps']:.2f} GB/s   "
-               f"bound {m['lower_bound_us']:.2f} us   ratio to bound {m['ratio_to_bound']:.3f}")
-    click.echo(f"  {m['transfers']} transfers in {m['steps']} steps, verified by the simulator; "
-               f"synthesis {m['synthesis_seconds']:.3f} s")
-    attempt = doc["solver"] or m.get("milp_model", {}).get("solver")
-    if attempt:
-        gap = "-" if attempt["gap"] is None else f"{attempt['gap']:.3g}"
-        click.echo(f"  solver {attempt['name']}: {attempt['status']}, gap {gap}, {attempt['seconds']:.2f} s"
-                   + (", time limit hit" if attempt["limit_hit"] else ""))
-    if doc["fallback"]:
-        click.echo(f"  fallback: {doc['fallback']}")
-    if output:
-        click.echo(f"  plan written to {output}")
+    return [f"{p['collective']} of {p['size_bytes']} bytes on {p['topology']} ({p['gpus']} GPUs): "
+            f"method {doc['method']}",
+            f"  time {m['time_us']:.2f} us   algbw {m['algbw_GBps']:.2f} GB/s   "
+            f"bound {m['lower_bound_us']:.2f} us   ratio to bound {m['ratio_to_bound']:.3f}",
+            f"  {m['transfers']} transfers in {m['steps']} steps, verified by the simulator; "
+            f"synthesis {m['synthesis_seconds']:.3f} s"]
 
 
 # ---------------------------------------------------------------- experts
@@ -306,73 +370,31 @@ def _print_collective(doc: dict, output: str | None) -> None:
 @click.option("--redundant", type=int, default=None, help="Redundant experts: slots = experts + this (default 0).")
 @click.option("--groups", type=int, default=None,
               help="Expert groups for node-limited routing; every group stays on one node.")
-@click.option("--method", type=click.Choice(["auto", "milp", "greedy", "eplb"]), default="auto", show_default=True,
-              help="docs/experts.md.")
-@click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds for milp, all layers.")
-@click.option("--solver", default=None, help="Solver backend for milp (default cpsat).")
-@click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here.")
-@click.option("--export", "export_fmt", type=click.Choice(["sglang", "vllm", "gpu-list"]), default=None,
-              help="Also write the map for an engine (needs --export-file).")
-@click.option("--export-file", type=click.Path(dir_okay=False), default=None,
-              help="Where --export writes; written only after it parses back to the same map.")
-@json_option
-@reproducible_option
+@plan_options("experts", "docs/experts.md", "Seconds for milp, all layers.", "Also write the map for an engine")
 @handles_errors
 def experts(loads, gpus, nodes, slots_per_gpu, redundant, groups, method, time_limit, solver, output, export_fmt,
             export_file, as_json, reproducible):
     """Replicate and place MoE experts (LOADS: per-layer expert loads) on GPUs, balanced."""
-    from planner.errors import InputError
-    from planner.expert_pipeline import plan_experts
-    from planner.experts import expert_problem, read_loads
-    from planner.plan import dumps, write_plan, write_text_atomic
+    from planner.core.experts import expert_problem, read_loads
 
-    if not (math.isfinite(time_limit) and time_limit > 0):
-        raise InputError("must be a positive number of seconds", field="--time-limit")
-    if bool(export_fmt) != bool(export_file):
-        raise InputError("--export and --export-file go together", field="--export-file" if export_fmt else "--export")
-    _check_solver(solver)
+    check_plan_options(time_limit, export_fmt, export_file, solver)
     weights, coact = read_loads(loads)
     problem = expert_problem(weights, gpus, nodes, slots_per_gpu, redundant, groups, coact, source=loads)
-    result = plan_experts(problem, method, time_limit, solver, export_fmt)
-    doc = result.plan.to_json(reproducible)
-    if output:
-        write_plan(result.plan, output, reproducible)
-    if result.exported is not None:
-        write_text_atomic(export_file, result.exported, field="--export-file")
-    if as_json:
-        click.echo(dumps(doc), nl=False)
-        return
+    run_plan("experts", problem, method, time_limit, solver, output, export_fmt, export_file, as_json, reproducible,
+             _experts_headline)
+
+
+def _experts_headline(doc: dict) -> list[str]:
     m, p = doc["metrics"], doc["problem"]
-    click.echo(f"{p['layers']} layers x {p['experts']} experts on {p['gpus']} GPUs ({p['nodes']} nodes, "
-               f"{p['slots_per_gpu']} slots per GPU, {p['redundant']} redundant): method {doc['method']}")
-    click.echo(f"  max/mean {m['max_over_mean']:.4f} (worst layer {m['worst_layer_max_over_mean']:.4f})   "
-               f"bound {m['lower_bound_max_over_mean']:.4f}   ratio to bound {m['ratio_to_bound']:.4f}   "
-               f"synthesis {m['synthesis_seconds']:.3f} s")
+    lines = [f"{p['layers']} layers x {p['experts']} experts on {p['gpus']} GPUs ({p['nodes']} nodes, "
+             f"{p['slots_per_gpu']} slots per GPU, {p['redundant']} redundant): method {doc['method']}",
+             f"  max/mean {m['max_over_mean']:.4f} (worst layer {m['worst_layer_max_over_mean']:.4f})   "
+             f"bound {m['lower_bound_max_over_mean']:.4f}   ratio to bound {m['ratio_to_bound']:.4f}   "
+             f"synthesis {m['synthesis_seconds']:.3f} s"]
     if "cross_node_fraction" in m:
-        click.echo(f"  cross-node co-activated tokens {m['cross_node_coactivated_tokens']:.0f} "
-                   f"({100 * m['cross_node_fraction']:.1f}% of pairs)")
-    if doc["solver"]:
-        s = doc["solver"]
-        click.echo(f"  solver {s['name']}: {s['status']}, gap {s['gap']:.3g}, {s['seconds']:.2f} s"
-                   + (", work limit hit" if s["limit_hit"] else ""))
-    if doc["fallback"]:
-        click.echo(f"  fallback: {doc['fallback']}")
-    if output:
-        click.echo(f"  plan written to {output}")
-    if export_file:
-        click.echo(f"  {export_fmt} map written to {export_file} (parsed back: same map)")
-
-
-def _check_solver(solver: str | None) -> None:
-    if solver is None:
-        return
-    from planner.errors import InputError
-    from solvers.registry import get
-
-    try:
-        get(solver)  # unknown or unavailable names fail here, before any work
-    except Exception as exc:  # the registry's UnknownSolver lists the available names
-        raise InputError(str(exc), field="--solver") from None
+        lines.append(f"  cross-node co-activated tokens {m['cross_node_coactivated_tokens']:.0f} "
+                     f"({100 * m['cross_node_fraction']:.1f}% of pairs)")
+    return lines
 
 
 # ---------------------------------------------------------------- simulate
@@ -387,7 +409,7 @@ def simulate(plan_file: str, topo: str, size: str | None, as_json: bool) -> None
     """Check and time a collective plan, an MSCCL XML (either dialect, any writer) or an
     MSCCL++ execution plan on a topology."""
     from planner.replay import replay_plan
-    from planner.units import parse_size
+    from planner.core.units import parse_size
     from topologies.io import load_topology
 
     nbytes = parse_size(size, field="--size") if size is not None else None

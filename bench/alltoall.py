@@ -22,10 +22,10 @@ import statistics
 import time
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
+from planner.core.collectives import Collective
 from planner.simulator import simulate
-from planner.traffic import traffic_from_spec
-from planner.units import parse_size
+from planner.core.traffic import traffic_from_spec
+from planner.core.units import parse_size
 from solvers.baselines import direct_alltoall, spreadout_alltoall
 from solvers.hierarchical import hierarchical_alltoall
 from models.alltoall_flow import time_expanded_schedule

@@ -10,13 +10,13 @@ import argparse
 import time
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.pipeline import METHODS, methods_for
+from planner.core.collectives import Collective
+from planner.kind import Context, Options
+from planner.kinds.collective import COLLECTIVE, collective_problem
 from planner.report import comparison_table
 from planner.simulator import simulate
-from planner.units import parse_size
+from planner.core.units import parse_size
 from topologies.io import load_topology
-from topologies.routing import Router
 
 DEFAULT_TOPOLOGIES = "dgx1,dgx-a100,mi250,mi300x,dgx-a100x2,hgx-h100x2,hgx-h100x4,mi300xx4,hgx-h100x8"
 COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "alltoall")
@@ -36,14 +36,17 @@ def main() -> None:
     rows = []
     for name in args.topologies.split(","):
         topo = load_topology(name)
-        router = Router(topo)
         for kind in args.collectives.split(","):
             coll = Collective(kind, topo.num_gpus, size)
-            for method in methods_for(kind):
+            problem = collective_problem(coll, topo, name)
+            for m in COLLECTIVE.methods:  # the heuristics that apply here
+                if not (m.heuristic and m.handles(problem)) or m.applies(problem):
+                    continue
+                method = m.name
                 t0 = time.perf_counter()
-                schedule = METHODS[method][1](coll, topo, router)
+                schedule = m.run(problem, Context(Options(), method, False)).solution
                 t1 = time.perf_counter()
-                sim = simulate(schedule, topo, router)
+                sim = simulate(schedule, topo, problem.router)
                 t2 = time.perf_counter()
                 bound = lower_bound(coll, topo)
                 t3 = time.perf_counter()

@@ -22,8 +22,9 @@ import time
 
 import numpy as np
 
-from planner.expert_pipeline import plan_experts
-from planner.experts import Coactivation, cross_node_tokens, expert_problem
+from planner.kinds.experts import plan_experts
+from planner.core.experts import Coactivation, expert_problem
+from planner.expert_checks import cross_node_tokens
 
 EPLB_EXAMPLE = np.array([[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86],
                          [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]], dtype=np.float64)
@@ -95,7 +96,7 @@ def traffic_table(time_limit: float) -> None:
         for label, problem, method in (("milp", aware, "milp"), ("greedy", aware, "greedy"),
                                        ("traffic-blind greedy", blind, "greedy"), ("eplb", aware, "eplb")):
             r = plan_experts(problem, method, time_limit)
-            crossing, total = cross_node_tokens(aware, r.maps)
+            crossing, total = cross_node_tokens(aware, r.solution.maps)
             m = r.plan.metrics
             print(f"| {gpus} GPUs / {nodes} nodes | {label} | {m['max_over_mean']:.4f} | {crossing:.0f} | "
                   f"{crossing / total:.3f} | {m['synthesis_seconds']:.3f} |", flush=True)

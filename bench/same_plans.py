@@ -106,7 +106,28 @@ CASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # Plan fields a structural change unifies on purpose: (key pattern, why). Patterns are
 # dotted paths with fnmatch wildcards; everything else must be equal.
-UNIFIED: tuple[tuple[str, str], ...] = ()
+UNIFIED: tuple[tuple[str, str], ...] = (
+    ("solver.limit", "the limit that stopped the solve (time | work | null) beside limit_hit: every solver entry "
+                     "is the solver layer's one result"),
+    ("solver.objective", "every solver entry is the solver layer's result (the trees' LP entry and the experts' "
+                         "entry were hand-made dicts without it)"),
+    ("solver.dual_bound", "as solver.objective"),
+    ("metrics.milp_model.solver.limit", "as solver.limit, for the exact attempt that lost"),
+    ("metrics.skipped.*", "a search lists every method it did not try, with why (auto now says why it left out "
+                          "the milp or lp)"),
+    ("metrics.candidates", "both kinds list a search's candidates and their scores (experts had none)"),
+    ("metrics.candidates.*", "as metrics.candidates"),
+    ("problem.method_requested", "every kind echoes the method, time limit and solver asked for (experts did not)"),
+    ("problem.solver_requested", "as problem.method_requested"),
+    ("problem.time_limit_s", "as problem.method_requested"),
+    ("provenance", "one provenance for every kind: planner_version, heuristic, verified_by, auto_choice (experts "
+                   "had only `planner`)"),
+    ("provenance.*", "as provenance"),
+    ("method", "experts under auto: the method that made the plan (milp or greedy), as the contract says, not "
+               "'auto'"),
+    ("fallback", "experts under auto: why the milp was not tried moved to metrics.skipped, as for collectives"),
+    ("metrics.milp_model.traffic_model.seconds", "a wall-clock field: now 0 under --reproducible"),
+)
 
 
 def write_inputs(folder: Path) -> None:
@@ -222,7 +243,7 @@ def main() -> None:
         failed += not ok
         export = "-" if before["export"] is None and after["export"] is None else (
             "same bytes" if same_export else "DIFFERS")
-        plan = "same" if not diffs else ("same but unified" if not bad else "DIFFERS: " + ", ".join(bad[:4]))
+        plan = "same" if not diffs else ("same but unified" if not bad else "DIFFERS: " + ", ".join(bad[:8]))
         rc = f"{before['rc']}" if same_rc else f"{before['rc']} -> {after['rc']}"
         if before["rc"] or after["rc"]:
             rc += " " + " / ".join(before["stderr"] + after["stderr"])

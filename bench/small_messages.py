@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from planner.collectives import Collective
-from planner.pipeline import plan_collective
+from planner.core.collectives import Collective
+from planner.kinds.collective import plan_collective
 from planner.report import comparison_table
-from planner.units import parse_size
+from planner.core.units import parse_size
 from topologies.io import load_topology
 
 COLUMNS = (("topology", "topology", "{}"), ("collective", "collective", "{}"), ("per_gpu", "per GPU", "{}"),

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
+from planner.core.collectives import Collective
 from planner.simulator import simulate
 from solvers import baselines
-from solvers.forest import gather_forest
-from solvers.tree_schedules import tree_schedule
+from models.forest import gather_forest
+from models.tree_packing import tree_schedule
 from topologies.io import load_topology
 from topologies.routing import Router
 

@@ -38,12 +38,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from models.collective_milp import MilpOutcome, direct_routes
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
-from solvers import Model, SolveOptions, SolveResult, Termination
+from planner.core.collectives import Collective
+from planner.core.declined import Declined
+from planner.core.schedule import Chunk, Schedule, Transfer
+from solvers import Limit, LinearModel, SolveOptions, SolveResult, Termination, combined_limit
 from solvers import solve as solve_model
-from solvers.model import LinearExpr
+from solvers.linear_model import LinearExpr
 from topologies.flows import FlowNetwork
 from topologies.routing import Router
 from topologies.types import Topology
@@ -67,7 +67,7 @@ def concurrent_flow_bound(coll: Collective, topo: Topology, solver: str = "highs
         return None
     scale = traffic.max()  # bytes in units of the largest block: values near 1 for the solver
     cap = net.cap.astype(float) * net.unit_mbps  # MB/s = bytes/us
-    model = Model("alltoall-concurrent-flow")
+    model = LinearModel("alltoall-concurrent-flow")
     t = model.add_var("T", 0.0)
     flow = {(i, a): model.add_var(f"f{i}_{a}", 0.0) for i in sources for a in range(arcs)
             if net.head[a] != net.gpus[i]}
@@ -108,15 +108,17 @@ class _Conn:
 
 def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, integral: bool,
                            solver: str | None = None, time_limit_s: float = 60.0,
-                           max_variables: int = 400_000) -> MilpOutcome:
-    """The time-expanded all-to-all schedule (LP when not `integral`); see the module doc."""
+                           max_variables: int = 400_000) -> MilpOutcome | Declined:
+    """The time-expanded all-to-all schedule (LP when not `integral`); see the module doc.
+    Declined when the model cannot be written within its limits or its solution does not
+    decode."""
     if coll.kind not in ("alltoall", "alltoallv"):
-        raise InputError(f"the time-expanded flow model does not do {coll.kind}", field="method")
+        raise ValueError(f"the time-expanded flow model does not do {coll.kind}")
     started = time.perf_counter()
     traffic = coll.matrix
     floor_us = concurrent_flow_bound(coll, topo, max_variables=10 * FLOW_BOUND_MAX_VARIABLES)
     if floor_us is None or floor_us <= 0:
-        raise InputError("the flow bound could not be computed for this size", field="method")
+        return Declined("the flow bound could not be computed for this size")
     routes = direct_routes(topo, router)
     # an epoch long enough that the slowest route's latency takes at most as many epochs
     # as the bound's bytes: small messages would otherwise lag past every horizon
@@ -124,14 +126,16 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     conns = [_Conn(a, b, links, int(latency // tau)) for a, b, links, _, latency in routes]
     # bytes per variable unit: the MILP's indivisible chunk; for the LP only a scale (values near 1)
     unit = _unit(traffic, min(w for *_, w, _ in routes) * 1e3 * tau / UNITS_PER_EPOCH) if integral else traffic.max() / 64
+    if isinstance(unit, Declined):
+        return unit
     if integral and traffic.sum() / unit > MAX_UNITS:
-        raise InputError(f"whole units of {unit:g} bytes (the common divisor of the block sizes) would make "
-                         f"{traffic.sum() / unit:.0f} chunks (limit {MAX_UNITS}); use --method lp", field="method")
+        return Declined(f"whole units of {unit:g} bytes (the common divisor of the block sizes) would make "
+                        f"{traffic.sum() / unit:.0f} chunks (limit {MAX_UNITS}); use --method lp")
     sources = [i for i in range(coll.ranks) if traffic[i].sum() > 0]
     per_epoch = len(sources) * len(conns)
     if per_epoch * EPOCHS_PER_BOUND > max_variables:
-        raise InputError(f"the time-expanded model would have about {per_epoch * EPOCHS_PER_BOUND} variables "
-                         f"(limit {max_variables})", field="method")
+        return Declined(f"the time-expanded model would have about {per_epoch * EPOCHS_PER_BOUND} variables "
+                        f"(limit {max_variables})")
     high_cap = min(MAX_EPOCH_FACTOR * EPOCHS_PER_BOUND, max_variables // per_epoch)
     solves: list[tuple[int, SolveResult]] = []
 
@@ -177,7 +181,7 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     if best is None:
         last = solves[-1][1] if solves else None
         result = last or SolveResult(solver or "highs", Termination.no_solution, None, None, None,
-                                     time.perf_counter() - started, True, None, "no time left to solve")
+                                     time.perf_counter() - started, Limit.time, None, "no time left to solve")
         if result.termination == Termination.infeasible:  # the cap on epochs, not the problem
             result = replace(result, termination=Termination.no_solution,
                              message=f"no schedule within the model's {high_cap} epochs of {tau:.3f} us")
@@ -186,7 +190,7 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     try:
         schedule = _decode(coll, traffic, sources, conns, flows, carry, res, epochs, unit, tau, integral)
     except _DecodeError as exc:
-        raise InputError(f"its solution does not decode: {exc}", field="method") from None
+        return Declined(f"its solution does not decode: {exc}")
     gap = (epochs - lower) / epochs
     # E is proved minimal when gap is 0; a solve at E that stopped at its limit leaves the
     # secondary objective (bytes moved) unproved: then `feasible`, never `optimal`
@@ -194,7 +198,7 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     result = replace(res, termination=Termination.optimal if done else Termination.feasible,
                      objective=float(epochs), dual_bound=float(lower), gap=gap,
                      seconds=time.perf_counter() - started,
-                     limit_hit=any(r.limit_hit for _, r in solves),
+                     limit=combined_limit(r.limit for _, r in solves),
                      message=(f"smallest feasible number of epochs of {tau:.3f} us "
                               f"({'proved' if gap == 0 else f'lower bound {lower}'}; "
                               f"{len(solves)} solves: LP{' then MILP' if integral else ''}"
@@ -202,12 +206,12 @@ def time_expanded_schedule(coll: Collective, topo: Topology, router: Router, int
     return MilpOutcome(schedule, result, epochs, tau, model.num_vars, model.num_constraints)
 
 
-def _unit(traffic: np.ndarray, fits: float) -> float:
+def _unit(traffic: np.ndarray, fits: float) -> float | Declined:
     """The MILP's indivisible unit: the largest divisor of every block size (their gcd) no
     larger than `fits` bytes."""
     sizes = traffic[traffic > 0]
     if not np.all(sizes == np.round(sizes)):
-        raise InputError("the milp method needs whole-byte blocks", field="method")
+        return Declined("the milp method needs whole-byte blocks")
     g = math.gcd(*(int(x) for x in sizes))
     k = max(1, math.ceil(g / max(fits, 1.0)))
     while g % k:
@@ -217,7 +221,7 @@ def _unit(traffic: np.ndarray, fits: float) -> float:
 
 def _build(traffic, sources, conns, topo, epochs: int, tau: float, unit: float, integral: bool):
     """The model for `epochs` epochs: (model, flow vars {(i, c, t)}, carry vars)."""
-    model = Model("alltoall-time-expanded")
+    model = LinearModel("alltoall-time-expanded")
     flows: dict[tuple[int, int, int], object] = {}
     sends: dict[tuple[int, int, int], dict[int, float]] = {}  # (i, gpu, epoch) -> terms
     load: dict[tuple[int, int], dict[int, float]] = {}

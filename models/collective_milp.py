@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
-from solvers import Model, SolveOptions, SolveResult, quicksum
+from planner.core.collectives import Collective
+from planner.core.declined import Declined
+from planner.core.schedule import Chunk, Schedule, Transfer
+from solvers import LinearModel, SolveOptions, SolveResult, combined_limit, quicksum
 from solvers import solve as solve_model
 from topologies.routing import Router
 from topologies.symmetry import rank_symmetry
@@ -111,25 +111,35 @@ MAX_VARIABLES = 400_000  # beyond this the model is refused rather than built fo
 MIN_SOLVE_S = 0.05  # the solver always gets at least this, even when building used the whole limit
 
 
-def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: list[list[int]], chunk_bytes: float,
-               horizon_us: float, reverse: bool, solver: str | None, deadline: float,
-               max_variables: int = MAX_VARIABLES, images: list[tuple[int, int]] | None = None,
-               ranks: np.ndarray | None = None
-               ) -> tuple[list[tuple[int, int, int, int, int]] | None, SolveResult, int, float, int, int, int]:
+@dataclass(frozen=True)
+class CopyModel:
+    """The time-expanded model of one copy pass, and what decoding its solution needs."""
+
+    model: LinearModel
+    x: dict[tuple[int, int, int], object]  # (chunk, connection, epoch) -> binary send
+    conns: list[Connection]
+    horizon: int
+    tau: float
+    order: int  # of the group the model was reduced by (1: none)
+    conn_image: list[list[int]] | None
+    images: list[tuple[int, int]] | None
+
+
+def build_copy(topo: Topology, router: Router, sources: list[int], receivers: list[list[int]], chunk_bytes: float,
+               horizon_us: float, reverse: bool, max_variables: int = MAX_VARIABLES,
+               images: list[tuple[int, int]] | None = None, ranks: np.ndarray | None = None) -> CopyModel | Declined:
     """Chunk c starts at GPU sources[c] and must reach every GPU in receivers[c].
 
     `images` (with `ranks`, rank permutations): per chunk, (g, c0) such that the chunk is
     the image of chunk c0 under element g, for use when the full model is too large.
-    Returns the sends (chunk, src, dst, epoch, epochs in flight) of the best solution found (or None), the
-    solver result, the horizon in epochs, tau, the model size, and the order of the group
-    the model was reduced by (1: none).
+    Declined when some GPU cannot be reached or the model would be over `max_variables`.
     """
     n = topo.num_gpus
     conns, tau = _connections(topo, router, chunk_bytes, reverse)
     earliest = {src: _earliest(n, conns, src) for src in set(sources)}
     reach = max(max(earliest[s][v] for v in receivers[c]) for c, s in enumerate(sources) if receivers[c])
     if reach == math.inf:
-        raise InputError("some GPU cannot be reached without another GPU forwarding", field="method")
+        return Declined("some GPU cannot be reached without another GPU forwarding")
     # the cap from the caller, but never below what the fastest delivery needs (epochs round up)
     horizon = max(1, math.ceil(horizon_us / tau - 1e-9), int(reach))
     estimate = sum(max(0, horizon - conn.epochs + 1 - int(earliest[src][conn.src]))
@@ -137,11 +147,10 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
     conn_image = _connection_images(conns, ranks) if estimate > max_variables and images is not None else None
     order = 1 if conn_image is None else len(ranks)
     if estimate // order > max_variables:
-        raise InputError(f"the time-expanded model would have about {estimate // order} variables "
-                         f"(limit {max_variables}{'; reduced by server symmetry' if order > 1 else ''})",
-                         field="method")
+        return Declined(f"the time-expanded model would have about {estimate // order} variables "
+                        f"(limit {max_variables}{'; reduced by server symmetry' if order > 1 else ''})")
     own = [c for c in range(len(sources)) if order == 1 or images[c][0] == 0]  # chunks with variables
-    model = Model("collective-time-expanded")
+    model = LinearModel("collective-time-expanded")
     x: dict[tuple[int, int, int], object] = {}
     into: dict[tuple[int, int], list[tuple[int, int, object]]] = {}  # (chunk, gpu) -> (epoch, d, var)
     for c in own:
@@ -155,15 +164,24 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
                 x[(c, e, t)] = var
                 into.setdefault((c, conn.dst), []).append((t, conn.epochs, var))
     if not x:
-        raise InputError("the time-expanded model has no room for any send", field="method")
+        return Declined("the time-expanded model has no room for any send")
     makespan = model.add_var("T", 0, horizon, integer=True)
     for c in own:
         for v in receivers[c]:
             arrivals = into.get((c, v), [])
             if not arrivals:
-                raise InputError(f"GPU {v} cannot receive within the horizon", field="method")
+                return Declined(f"GPU {v} cannot receive within the horizon")
             model.add(quicksum(var for _, _, var in arrivals) == 1)
             model.add(makespan - quicksum((t + d) * var for t, d, var in arrivals) >= 0)
+    _holding_rows(model, x, into, conns, sources, horizon)
+    _capacity_rows(model, x, conns, topo, order, conn_image)
+    model.minimize(makespan)
+    return CopyModel(model, x, conns, horizon, tau, order, conn_image, images)
+
+
+def _holding_rows(model: LinearModel, x: dict, into: dict, conns: list[Connection], sources: list[int],
+                  horizon: int) -> None:
+    """A GPU sends a chunk only from the epoch it holds it: h[c, u, t] counts its arrivals."""
     held: dict[tuple[int, int], list[object]] = {}  # (chunk, gpu) -> holds-it-by-epoch t (running total)
     for (c, u), arrivals in into.items():
         by_epoch: dict[int, list[object]] = {}
@@ -184,6 +202,12 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
             model.add(var - held[(c, u)][t] <= 0)
         else:
             model.add(var <= 0)
+
+
+def _capacity_rows(model: LinearModel, x: dict, conns: list[Connection], topo: Topology, order: int,
+                   conn_image: list[list[int]] | None) -> None:
+    """Per physical link and epoch, the sends in flight (and, under symmetry, their images)
+    within capacity, in integer parts of it."""
     load: dict[tuple[int, int], list[tuple[int, object]]] = {}
     for (c, e0, t), var in x.items():
         for g in range(order):  # the send and, under symmetry, its images
@@ -203,21 +227,39 @@ def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: li
                 continue
             written.add(key)
         model.add(quicksum(w * v for w, v in terms) <= CAPACITY_SCALE)
-    model.minimize(makespan)
-    # the time limit covers building the model too: the solver gets what is left
-    result = solve_model(model, solver, SolveOptions(time_limit_s=max(MIN_SOLVE_S, deadline - time.perf_counter())))
-    sends = None
-    if result.has_solution:
-        chosen = [(c, e, t) for (c, e, t), var in x.items() if result.value(var) > 0.5]
-        if conn_image is None:
-            sends = sorted((c, conns[e].src, conns[e].dst, t, conns[e].epochs) for c, e, t in chosen)
-        else:
-            owner = {(g, c0): c for c, (g, c0) in enumerate(images)}
-            sends = sorted((owner[g, c], conns[conn_image[g][e]].src, conns[conn_image[g][e]].dst, t, conns[e].epochs)
-                           for c, e, t in chosen for g in range(order))
-        if order > 1:
-            result = _restricted(result, order)
-    return sends, result, horizon, tau, model.num_vars, model.num_constraints, order
+
+
+def decode_copy(built: CopyModel, result: SolveResult) -> list[tuple[int, int, int, int, int]] | None:
+    """The sends (chunk, src, dst, epoch, epochs in flight) of the solution, images
+    included; None without a solution."""
+    if not result.has_solution:
+        return None
+    conns, conn_image = built.conns, built.conn_image
+    chosen = [(c, e, t) for (c, e, t), var in built.x.items() if result.value(var) > 0.5]
+    if conn_image is None:
+        return sorted((c, conns[e].src, conns[e].dst, t, conns[e].epochs) for c, e, t in chosen)
+    owner = {(g, c0): c for c, (g, c0) in enumerate(built.images)}
+    return sorted((owner[g, c], conns[conn_image[g][e]].src, conns[conn_image[g][e]].dst, t, conns[e].epochs)
+                  for c, e, t in chosen for g in range(built.order))
+
+
+def solve_copy(topo: Topology, router: Router, sources: list[int], receivers: list[list[int]], chunk_bytes: float,
+               horizon_us: float, reverse: bool, solver: str | None, deadline: float,
+               max_variables: int = MAX_VARIABLES, images: list[tuple[int, int]] | None = None,
+               ranks: np.ndarray | None = None) -> tuple[list | None, SolveResult, CopyModel] | Declined:
+    """build -> solve (the time limit covers building too: the solver gets what is left
+    before `deadline`) -> decode: the sends (or None), the solver's result (a restricted
+    model's, under symmetry, never optimal) and the model."""
+    built = build_copy(topo, router, sources, receivers, chunk_bytes, horizon_us, reverse, max_variables, images,
+                       ranks)
+    if isinstance(built, Declined):
+        return built
+    result = solve_model(built.model, solver,
+                         SolveOptions(time_limit_s=max(MIN_SOLVE_S, deadline - time.perf_counter())))
+    sends = decode_copy(built, result)
+    if sends is not None and built.order > 1:
+        result = _restricted(result, built.order)
+    return sends, result, built
 
 
 def _connection_images(conns: list[Connection], ranks: np.ndarray | None) -> list[list[int]] | None:
@@ -255,17 +297,18 @@ def _restricted(result: SolveResult, order: int) -> SolveResult:
 
 def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: float, parts: int = 1,
                   solver: str | None = None, time_limit_s: float = 60.0,
-                  max_variables: int = MAX_VARIABLES) -> MilpOutcome:
-    """Solve the time-expanded model for `coll` and decode it into a Schedule.
+                  max_variables: int = MAX_VARIABLES) -> MilpOutcome | Declined:
+    """Solve the time-expanded model for `coll` and decode it into a Schedule (Declined
+    when the model cannot be written: a GPU out of reach, over `max_variables`).
 
     `horizon_us` caps the makespan considered (e.g. the best baseline's simulated time);
     `parts` cuts every block into that many chunks.
     """
     if coll.kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
-        raise InputError(f"the milp method does not do {coll.kind}", field="method")
+        raise ValueError(f"the milp method does not do {coll.kind}")
     n = coll.ranks
     if n < 2:
-        raise InputError("one GPU moves nothing", field="method")
+        return Declined("one GPU moves nothing")
     blocks = len(coll.blocks)
     chunks = tuple(Chunk(b, p / parts, (p + 1) / parts) for b in range(blocks) for p in range(parts))
     chunk_bytes = coll.blocks[0].size / parts
@@ -293,9 +336,13 @@ def milp_schedule(coll: Collective, topo: Topology, router: Router, horizon_us: 
     first_step = 0
     for i, backwards in enumerate(passes):
         deadline = started + time_limit_s * (i + 1) / halves
-        sends, result, horizon, tau, nvars, ncons, order = solve_copy(
-            topo, router, sources, receivers, chunk_bytes, horizon_us, backwards, solver, deadline,
-            max_variables // halves, images, ranks)
+        solved = solve_copy(topo, router, sources, receivers, chunk_bytes, horizon_us, backwards, solver, deadline,
+                            max_variables // halves, images, ranks)
+        if isinstance(solved, Declined):
+            return solved
+        sends, result, built = solved
+        horizon, tau, order = built.horizon, built.tau, built.order
+        nvars, ncons = built.model.num_vars, built.model.num_constraints
         outcome = (result, horizon, tau, nvars, ncons, outcome)
         if sends is None:
             return MilpOutcome(None, result, horizon, tau, nvars, ncons, order)
@@ -329,7 +376,7 @@ def _combine(a: SolveResult, b: SolveResult) -> SolveResult:
     if worst == Termination.optimal:
         worst = Termination.feasible
     gaps = [g for g in (a.gap, b.gap) if g is not None]
-    return replace(b, termination=worst, seconds=a.seconds + b.seconds, limit_hit=a.limit_hit or b.limit_hit,
+    return replace(b, termination=worst, seconds=a.seconds + b.seconds, limit=combined_limit((a.limit, b.limit)),
                    message="reduce-scatter and allgather halves solved separately (each to its own status)",
                    gap=max(gaps) if gaps else None,
                    objective=(a.objective or 0) + (b.objective or 0) if a.objective is not None and b.objective is not None else None,

@@ -36,13 +36,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.experts import gpu_loads
-from solvers import Model, SolveOptions, quicksum, solve
+from planner.core.experts import gpu_loads
+from solvers import Limit, LinearModel, SolveOptions, quicksum, solve
 from solvers.expert_greedy import flatten_slots, improve_by_swaps, place_in_order
 
 MODEL_BINARIES = 2400  # x variables per model: what CP-SAT improves within about a second
 UNITS = 1_000_000  # load units per warm-start max load
 WALL_GUARD = 4.0  # wall seconds per unit of work before a model is stopped regardless
+# Cores the work budget is set for (this project's reference machine, where the figures of
+# docs/experts.md were measured): the budget never reads the machine's own core count.
+WORK_CORES = 2
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class LayerSolve:
     phys: np.ndarray  # the returned map of the layer (or node)
     status: str  # the model's termination
     seconds: float
-    limit_hit: bool
+    limit: Limit | None  # the limit that stopped the solve (the work limit, unless the wall guard)
     modelled: int  # experts with replica and placement variables
     variables: int
     improved: bool  # the model's map beat the warm start
@@ -66,7 +69,7 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     warm_loads = gpu_loads(w, warm, slots_per_gpu)
     best = float(warm_loads.max())
     if best <= 0 or w.sum() / gpus >= best * (1 - 1e-12):  # already at the average: nothing to gain
-        return LayerSolve(warm, "optimal", 0.0, False, 0, 0, False, "the warm start carries the mean load",
+        return LayerSolve(warm, "optimal", 0.0, None, 0, 0, False, "the warm start carries the mean load",
                           dual_bound=best)
     counts = np.bincount(warm, minlength=experts)
     scale = UNITS / best
@@ -79,14 +82,14 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     # that a busy machine does not cut a search short and change the map.
     result = solve(model, solver, SolveOptions(time_limit_s=WALL_GUARD * work_s + 1.0, work_limit=work_s, threads=1))
     if not result.has_solution:
-        return LayerSolve(warm, result.termination.value, result.seconds, result.limit_hit, len(modelled),
+        return LayerSolve(warm, result.termination.value, result.seconds, result.limit, len(modelled),
                           model.num_vars, False, result.message)
     phys = _decode(w, result, x, modelled, others, gpus, slots_per_gpu)
     found = float(gpu_loads(w, phys, slots_per_gpu).max())
     improved = found < best * (1 - 1e-12)
     # Loads were rounded down, so the model's bound never exceeds the true optimum.
     dual = result.dual_bound / scale if not len(others) and result.dual_bound is not None else None
-    return LayerSolve(phys if improved else warm, result.termination.value, result.seconds, result.limit_hit,
+    return LayerSolve(phys if improved else warm, result.termination.value, result.seconds, result.limit,
                       len(modelled), model.num_vars, improved, result.message, dual)
 
 
@@ -104,7 +107,7 @@ def _modelled_experts(w, counts, gpus):
 
 
 def _build(units, modelled, others, counts, warm, gpus, k, slots):
-    m = Model("expert-layer")
+    m = LinearModel("expert-layer")
     upper = UNITS + 1
     spare = slots - len(others) - sum(max(1, -(-int(units[e]) // upper)) for e in modelled)
     gpu_of_slot = np.arange(slots) // k
@@ -200,16 +203,25 @@ def solve_layers(jobs: list[tuple[np.ndarray, int, int, np.ndarray]], time_limit
 
 
 def run_in_parallel(solve_one, jobs: list[tuple], time_limit_s: float, solver: str | None,
-                    work_per_second: float = 1.0) -> list:
+                    work_per_second: float = 1.0, workers: int | None = None) -> list:
     """solve_one(*job, work_s, solver) for every job in threads, one per core, with a
-    deterministic work limit per job that keeps the whole run within about `time_limit_s`:
-    half of each job's share (solvers overrun their work limits and decoding takes time),
-    times the model's `work_per_second` (CP-SAT's deterministic time per wall second)."""
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    work = max(0.05, time_limit_s * workers / max(1, len(jobs)) / 2 * work_per_second)
+    deterministic work limit per job that keeps the whole run within about `time_limit_s`
+    on a machine of WORK_CORES cores: half of each job's share (solvers overrun their work
+    limits and decoding takes time), times the model's `work_per_second` (CP-SAT's
+    deterministic time per wall second). The limit does not depend on this machine's
+    cores, so the same input gives the same maps anywhere; more cores finish sooner, one
+    core takes up to WORK_CORES times as long. `workers`: threads (default: the cores)."""
+    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
+    work = work_limit(time_limit_s, len(jobs), work_per_second)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(solve_one, *job, work, solver) for job in jobs]
         return [f.result() for f in futures]
+
+
+def work_limit(time_limit_s: float, jobs: int, work_per_second: float = 1.0) -> float:
+    """Deterministic work per model: `run_in_parallel`'s budget, from the time limit and the
+    number of models only."""
+    return max(0.05, time_limit_s * WORK_CORES / max(1, jobs) / 2 * work_per_second)
 
 
 def solve_seconds(solves: list[LayerSolve]) -> float:
@@ -220,6 +232,6 @@ def summarize(solves: list[LayerSolve]) -> dict:
     statuses = [s.status for s in solves]
     return {"layers_solved": len(solves), "improved_layers": sum(s.improved for s in solves),
             "statuses": {name: statuses.count(name) for name in sorted(set(statuses))},
-            "limit_hit": any(s.limit_hit for s in solves),
+            "limit_hit": any(s.limit is not None for s in solves),
             "modelled_experts_max": max((s.modelled for s in solves), default=0),
             "variables_max": max((s.variables for s in solves), default=0)}

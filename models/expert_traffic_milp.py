@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.expert_milp import WALL_GUARD, run_in_parallel
-from planner.experts import crossing_tokens, holds_by_node
-from solvers import Model, SolveOptions, quicksum, solve
+from planner.core.experts import crossing_tokens, holds_by_node
+from solvers import Limit, LinearModel, SolveOptions, quicksum, solve
 
 MAX_PAIR_ITEMS = 400  # GPU pairs and replicated-expert pairs with y variables
 # CP-SAT's deterministic time on this model runs about 3x slower than wall time (64 GPUs,
@@ -47,7 +47,7 @@ class NodeSolve:
     phys: np.ndarray  # the layer's map, GPUs' contents permuted between nodes
     status: str
     seconds: float
-    limit_hit: bool
+    limit: Limit | None
     variables: int
     crossing_before: float
     crossing_after: float
@@ -63,20 +63,20 @@ def place_gpus_on_nodes(phys: np.ndarray, experts: int, slots_per_gpu: int, gpus
     gpus = len(phys) // slots_per_gpu
     nodes = gpus // gpus_per_node
     if nodes < 2 or before <= 0:
-        return NodeSolve(phys, "optimal", 0.0, False, 0, before, before)
+        return NodeSolve(phys, "optimal", 0.0, None, 0, before, before)
     model, a, hint = _build(phys, holds, slots_per_gpu, gpus, nodes, gpus_per_node, first, second, tokens)
     model.set_hint(hint)
     wall_guard = WALL_GUARD * work_s / WORK_PER_SECOND + 1.0
     result = solve(model, solver, SolveOptions(time_limit_s=wall_guard, work_limit=work_s, threads=1))
     if not result.has_solution:
-        return NodeSolve(phys, result.termination.value, result.seconds, result.limit_hit, model.num_vars,
+        return NodeSolve(phys, result.termination.value, result.seconds, result.limit, model.num_vars,
                          before, before)
     node_of = np.array([next(n for n in range(nodes) if result.value(a[g][n]) > 0.5) for g in range(gpus)])
     order = np.lexsort((np.arange(gpus), node_of))  # node 0's GPUs first, each node's in old order
     moved = phys.reshape(gpus, slots_per_gpu)[order].reshape(-1)
     after = crossing_tokens(holds_by_node(moved, slots_per_node, experts), first, second, tokens)
     better = after < before * (1 - 1e-12)
-    return NodeSolve(moved if better else phys, result.termination.value, result.seconds, result.limit_hit,
+    return NodeSolve(moved if better else phys, result.termination.value, result.seconds, result.limit,
                      model.num_vars, before, after if better else before)
 
 
@@ -91,7 +91,7 @@ def summarize_nodes(solves: list[NodeSolve]) -> dict:
             "improved_layers": sum(s.crossing_after < s.crossing_before for s in solves),
             "crossing_tokens_before": math.fsum(s.crossing_before for s in solves),
             "crossing_tokens_after": math.fsum(s.crossing_after for s in solves),
-            "limit_hit": any(s.limit_hit for s in solves),
+            "limit_hit": any(s.limit is not None for s in solves),
             "variables_max": max((s.variables for s in solves), default=0),
             "seconds": math.fsum(s.seconds for s in solves)}
 
@@ -121,7 +121,7 @@ def _pair_items(phys, experts, slots_per_gpu, first, second, tokens):
 def _build(phys, holds, slots_per_gpu, gpus, nodes, gpus_per_node, first, second, tokens):
     """The model, a[g][n] (None where symmetry breaking rules it out) and the hint of the
     current placement, whose node holdings are `holds`."""
-    m = Model("experts-gpus-to-nodes")
+    m = LinearModel("experts-gpus-to-nodes")
     experts = holds.shape[1]
     items, counts = _pair_items(phys, experts, slots_per_gpu, first, second, tokens)
     scale = TOKEN_UNITS / max(float(tokens.sum()), 1e-300)

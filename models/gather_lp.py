@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import maximum_flow
 
 from solvers import registry
-from solvers.model import Model, quicksum
+from solvers.linear_model import LinearModel, quicksum
 from solvers.result import SolveOptions
 from topologies.flows import FlowNetwork, dinic
 from topologies.symmetry import NetworkSymmetry, network_symmetry
@@ -80,7 +80,7 @@ def throughput_lp(size: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndar
     n = len(gpus)
     is_gpu = np.zeros(size, dtype=bool)
     is_gpu[gpus] = True
-    model = Model("gather-throughput")
+    model = LinearModel("gather-throughput")
     orbit = symmetry.arc_orbit if symmetry is not None else np.arange(len(tails))
     node_reps = (symmetry.node_orbit == np.arange(size)) if symmetry is not None else np.ones(size, dtype=bool)
     separated = [gpus[r] for r in symmetry.rank_reps] if symmetry is not None else list(gpus)

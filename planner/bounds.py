@@ -31,7 +31,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from planner.collectives import Collective
+from planner.core.collectives import Collective
 from topologies.dataplane import data_plane
 from topologies.flows import MBPS_PER_GBPS, FlowNetwork, min_gather_ratio
 from topologies.symmetry import server_symmetry

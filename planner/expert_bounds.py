@@ -23,37 +23,11 @@ import math
 
 import numpy as np
 
+from planner.core.experts import count_equal_partitions, equal_partitions
 from solvers.expert_counts import replica_counts
 
 
 MAX_GROUP_PARTITIONS = 20_000
-
-
-def count_equal_partitions(items: int, parts: int) -> int:
-    size = items // parts
-    return math.factorial(items) // (math.factorial(size) ** parts * math.factorial(parts))
-
-
-def equal_partitions(items: int, parts: int):
-    """Every way to split items 0..n-1 into `parts` equal unlabelled sets (each set opened
-    by its smallest item)."""
-    size = items // parts
-    assigned = [-1] * items
-
-    def place(i, sizes):
-        if i == items:
-            yield list(assigned)
-            return
-        opened = sum(1 for s in sizes if s > 0)
-        for p in range(min(opened + 1, parts)):
-            if sizes[p] < size:
-                assigned[i] = p
-                sizes[p] += 1
-                yield from place(i + 1, sizes)
-                sizes[p] -= 1
-        assigned[i] = -1
-
-    yield from place(0, [0] * parts)
 
 
 def groups_on_nodes_bound(group_loads: np.ndarray, nodes: int, gpus_per_node: int) -> float:

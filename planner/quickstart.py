@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from planner.collectives import Collective
-from planner.pipeline import plan_collective
-from planner.plan import dumps, write_plan, write_text_atomic
+from planner.core.collectives import Collective
+from planner.kinds.collective import plan_collective
+from planner.core.plan import dumps, write_plan, write_text_atomic
 from planner.report import comparison_table
-from planner.units import parse_size
+from planner.core.units import parse_size
 from topologies.io import load_topology
 
 QUICKSTART_COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "alltoall")

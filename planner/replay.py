@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import InputError, ScheduleError
-from planner.pipeline import quality_metrics, schedule_from_json
-from planner.plan import read_plan
+from planner.core.collectives import Collective
+from planner.core.errors import InputError, ScheduleError
+from planner.core.schedule import schedule_from_json
+from planner.kinds.collective import quality_metrics
+from planner.core.plan import read_plan
 from planner.simulator import simulate
 from topologies.types import Topology
 

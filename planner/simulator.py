@@ -26,14 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.errors import ScheduleError, ScheduleTooLarge
-from planner.schedule import Schedule
+from planner.core import limits
+from planner.core.errors import ScheduleError, ScheduleTooLarge
+from planner.core.schedule import Schedule
 from topologies.dataplane import physical_id
 from topologies.routing import Router
 from topologies.types import Topology
 
 _EPS = 1e-9
-MAX_TRANSFERS = 5_000_000  # beyond this a schedule is refused rather than left to run for hours
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,9 @@ def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int,
     its connection (-1 if none), whose bytes must have left before it starts."""
     coll = schedule.collective
     n = coll.ranks
-    if len(schedule.transfers) > MAX_TRANSFERS:
+    if len(schedule.transfers) > limits.MAX_TRANSFERS:
         raise ScheduleTooLarge(f"the schedule has {len(schedule.transfers)} transfers; the simulator checks at most "
-                               f"{MAX_TRANSFERS} (use fewer channels or larger chunks)")
+                               f"{limits.MAX_TRANSFERS} (use fewer channels or larger chunks)")
     _check_chunks(schedule)
     blocks = coll.blocks
     state: dict[tuple[int, int], int] = {}  # (rank, chunk) -> contribution mask

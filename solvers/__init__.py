@@ -1,7 +1,7 @@
 """Solver layer of the planner: a solver-neutral model and interchangeable backends.
 
-    from solvers import Model, quicksum, solve
-    m = Model("demo")
+    from solvers import LinearModel, quicksum, solve
+    m = LinearModel("demo")
     x = [m.add_binary(f"x{i}") for i in range(3)]
     m.add(quicksum(x) <= 2)
     m.maximize(3 * x[0] + 2 * x[1] + x[2])
@@ -10,16 +10,17 @@
 
 from .backends import Backend
 from .errors import ModelError, SolverError, UnknownSolver, UnsupportedModel
-from .model import Constraint, LinearExpr, MatrixForm, Model, Variable, quicksum
+from .linear_model import Constraint, LinearExpr, MatrixForm, LinearModel, Variable, quicksum
 from .registry import available, default_for, get, register, registered, solve
-from .result import SolveOptions, SolveResult, Termination, relative_gap
+from .result import Limit, SolveOptions, SolveResult, Termination, combined_limit, relative_gap
 
 __all__ = [
     "Backend",
     "Constraint",
+    "Limit",
     "LinearExpr",
     "MatrixForm",
-    "Model",
+    "LinearModel",
     "ModelError",
     "SolveOptions",
     "SolveResult",
@@ -29,6 +30,7 @@ __all__ = [
     "UnsupportedModel",
     "Variable",
     "available",
+    "combined_limit",
     "default_for",
     "get",
     "quicksum",

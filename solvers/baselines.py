@@ -5,9 +5,8 @@ ordinary `Schedule`s, so the simulator checks and times them like any other.
 """
 from __future__ import annotations
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.collectives import Collective
+from planner.core.schedule import Chunk, Schedule, Transfer
 from topologies.dataplane import HOST_KINDS, data_plane
 from topologies.routing import Router
 from topologies.types import Topology
@@ -122,11 +121,11 @@ def ring(collective: Collective, topo: Topology, channels: int | None = None,
     Allreduce is reduce-scatter followed by allgather on the same rings. O(C x N^2) transfers.
     """
     if collective.kind not in ("allgather", "reduce-scatter", "allreduce"):
-        raise InputError(f"the ring method does not do {collective.kind}", field="method")
+        raise ValueError(f"the ring method does not do {collective.kind}")
     n = collective.ranks
     requested = channels or default_channels(topo)
     if requested < 1:
-        raise InputError("channels must be >= 1", field="channels")
+        raise ValueError("channels must be >= 1")
     phases = 2 if collective.kind == "allreduce" else 1
     channels = max(1, min(requested, TRANSFER_BUDGET // max(1, phases * n * (n - 1))))
     rings = ring_orders(topo, channels, router)
@@ -166,7 +165,7 @@ def ring_phase(order: list[int], units: list[list[int]], first_step: int, reduce
 def direct_alltoall(collective: Collective, topo: Topology) -> Schedule:
     """Every GPU sends each peer its block at once, on the default route. O(N^2) transfers."""
     if collective.kind not in ("alltoall", "alltoallv"):
-        raise InputError(f"the direct method does not do {collective.kind}", field="method")
+        raise ValueError(f"the direct method does not do {collective.kind}")
     chunks = tuple(Chunk(b, 0.0, 1.0) for b in range(len(collective.blocks)))
     transfers = []
     for b, block in enumerate(collective.blocks):
@@ -181,7 +180,7 @@ def spreadout_alltoall(collective: Collective, topo: Topology) -> Schedule:
     its stage k - 1 send is done (explicit deps), so every GPU sends to one peer and
     receives from one at a time. O(N^2) transfers."""
     if collective.kind not in ("alltoall", "alltoallv"):
-        raise InputError(f"the spreadout method does not do {collective.kind}", field="method")
+        raise ValueError(f"the spreadout method does not do {collective.kind}")
     n = collective.ranks
     index = collective.block_index
     chunks, transfers, last = [], [], [None] * n
@@ -207,7 +206,7 @@ def chain(collective: Collective, topo: Topology, channels: int | None = None, p
     clamped to [1, 64]. O(C x parts x N) transfers.
     """
     if collective.kind not in ("broadcast", "reduce"):
-        raise InputError(f"the chain method does not do {collective.kind}", field="method")
+        raise ValueError(f"the chain method does not do {collective.kind}")
     n = collective.ranks
     router = router or Router(topo)
     channels = channels or default_channels(topo)

@@ -29,7 +29,7 @@ import heapq
 
 import numpy as np
 
-from planner.experts import gpu_loads
+from planner.core.experts import gpu_loads
 from solvers.expert_counts import SPARE_POLICIES, counts_for_target, replica_counts
 
 SWAP_ROUNDS_PER_SLOT = 4  # local-search swaps per slot at most (each strictly improves)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.experts import crossing_tokens, holds_by_node
+from planner.core.experts import crossing_tokens, holds_by_node
 from solvers.expert_greedy import layer_state, sorted_within_gpus
 
 PAIRS_TRIED = 256  # heaviest co-activation pairs a layer's search starts from

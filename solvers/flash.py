@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
-from planner.simulator import MAX_TRANSFERS
+from planner.core.collectives import Collective
+from planner.core.declined import Declined
+from planner.core.schedule import Chunk, Schedule, Transfer
+from planner.core import limits
 from topologies.types import Topology
 
 PIECES_PER_RAIL = 64  # pieces are at most the busiest rail's bytes / this: a short drain
@@ -163,13 +163,21 @@ def _augment(support: np.ndarray, row_match: np.ndarray, col_match: np.ndarray, 
     return False
 
 
-def flash_members(topo: Topology) -> list[list[int]]:
-    """Ranks per server in rail order; InputError unless >= 2 servers of equal size."""
+def flash_applies(topo: Topology) -> str | None:
+    """None, or why flash cannot run on `topo`."""
     servers = list(topo.servers.values())
     g = len(servers[0]) if servers else 0
     if len(servers) < 2 or any(len(sv) != g for sv in servers):
-        raise InputError("flash needs two or more servers with the same number of GPUs", field="method")
-    return [[topo.rank_of[x] for x in sv] for sv in servers]
+        return "flash needs two or more servers with the same number of GPUs"
+    return None
+
+
+def flash_members(topo: Topology) -> list[list[int]]:
+    """Ranks per server in rail order (ValueError unless flash applies)."""
+    reason = flash_applies(topo)
+    if reason:
+        raise ValueError(reason)
+    return [[topo.rank_of[x] for x in sv] for sv in topo.servers.values()]
 
 
 def flash_plan(traffic: np.ndarray, members: list[list[int]]) -> FlashPlan:
@@ -239,15 +247,17 @@ def _cover_rounding(pair, perms, weights, sent):
     return (np.vstack([perms, extra_perms]), np.r_[weights, extra_weights], np.vstack([sent, extra_sent]))
 
 
-def flash_alltoall(collective: Collective, topo: Topology) -> Schedule:
-    """The FLASH-style schedule for alltoall / alltoallv (see the module doc)."""
+def flash_alltoall(collective: Collective, topo: Topology) -> Schedule | Declined:
+    """The FLASH-style schedule for alltoall / alltoallv (see the module doc); Declined
+    when it would be too large for the simulator to check."""
     if collective.kind not in ("alltoall", "alltoallv"):
-        raise InputError(f"the flash method does not do {collective.kind}", field="method")
+        raise ValueError(f"the flash method does not do {collective.kind}")
     return flash_schedule(collective, flash_plan(collective.matrix, flash_members(topo)))
 
 
-def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule:
-    """Chunks and transfers of `plan` (the module doc's materialization)."""
+def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule | Declined:
+    """Chunks and transfers of `plan` (the module doc's materialization), or Declined
+    before materializing a schedule the simulator would refuse."""
     traffic, block_id = collective.matrix, collective.block_ids
     members = plan.members
     g = len(members[0])
@@ -265,10 +275,10 @@ def flash_schedule(collective: Collective, plan: FlashPlan) -> Schedule:
     # pieces: at least one per rail and stage of a pair, and one per cap of bytes; most
     # take three transfers (load-balance, send, restore)
     pieces = int(np.ceil(plan.sent / g / cap).sum()) * g
-    if 2 * pieces > MAX_TRANSFERS:
-        raise InputError(f"the flash plan has {plan.num_stages} stages and about {pieces} pieces: more "
-                         f"transfers than the simulator checks ({MAX_TRANSFERS}); the plan itself is built "
-                         "(solvers/flash.py flash_plan) but cannot be verified at this size", field="method")
+    if 2 * pieces > limits.MAX_TRANSFERS:
+        return Declined(f"the flash plan has {plan.num_stages} stages and about {pieces} pieces: more "
+                        f"transfers than the simulator checks ({limits.MAX_TRANSFERS}); the plan itself is built "
+                        "(solvers/flash.py flash_plan) but cannot be verified at this size")
     stages_of: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for k, row in enumerate(plan.perms.tolist()):
         for s, t in enumerate(row):

@@ -11,12 +11,19 @@ rail-optimized cluster); traffic inside a server goes directly.
 """
 from __future__ import annotations
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.collectives import Collective
+from planner.core.schedule import Chunk, Schedule, Transfer
 from solvers.baselines import _best_cycle, _hop_widths, ring_phase
 from topologies.routing import Router
 from topologies.types import Topology
+
+
+def hierarchical_applies(topo: Topology) -> str | None:
+    """None, or why the hierarchical schedules cannot run on `topo`."""
+    sizes = {len(g) for g in topo.servers.values()}
+    if len(topo.servers) < 2 or len(sizes) != 1:
+        return "the hierarchical method needs two or more servers with equal GPU counts"
+    return None
 
 
 def hierarchical(collective: Collective, topo: Topology, router: Router | None = None) -> Schedule:
@@ -24,12 +31,12 @@ def hierarchical(collective: Collective, topo: Topology, router: Router | None =
     if collective.kind in ("alltoall", "alltoallv"):
         return hierarchical_alltoall(collective, topo)
     if collective.kind not in ("allgather", "reduce-scatter", "allreduce"):
-        raise InputError(f"the hierarchical method does not do {collective.kind}", field="method")
+        raise ValueError(f"the hierarchical method does not do {collective.kind}")
+    reason = hierarchical_applies(topo)
+    if reason:
+        raise ValueError(reason)
     servers = list(topo.servers.values())
     sizes = {len(g) for g in servers}
-    if len(servers) < 2 or len(sizes) != 1:
-        raise InputError("the hierarchical method needs two or more servers with equal GPU counts",
-                         field="method")
     router = router or Router(topo)
     k, n_servers = sizes.pop(), len(servers)
     rank = topo.rank_of
@@ -73,11 +80,10 @@ def hierarchical(collective: Collective, topo: Topology, router: Router | None =
 def hierarchical_alltoall(collective: Collective, topo: Topology) -> Schedule:
     """Gather by destination rail over NVLink / xGMI (step 0), exchange over the rails
     (step 1); whole blocks. O(N^2) transfers."""
+    reason = hierarchical_applies(topo)
+    if reason:
+        raise ValueError(reason)
     servers = list(topo.servers.values())
-    sizes = {len(g) for g in servers}
-    if len(servers) < 2 or len(sizes) != 1:
-        raise InputError("the hierarchical method needs two or more servers with equal GPU counts",
-                         field="method")
     rank = topo.rank_of
     members = [[rank[g] for g in gpus] for gpus in servers]
     where = {r: (s, l) for s, rs in enumerate(members) for l, r in enumerate(rs)}
@@ -100,4 +106,4 @@ def hierarchical_alltoall(collective: Collective, topo: Topology) -> Schedule:
                 transfers.append(Transfer(c, i, relay, 0))
             transfers.append(Transfer(c, relay, j, 1))
     return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="hierarchical",
-                    params=(("servers", len(servers)), ("gpus_per_server", sizes.pop())))
+                    params=(("servers", len(servers)), ("gpus_per_server", len(servers[0]))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .backends import BUILTIN_BACKENDS, Backend
 from .errors import UnknownSolver, UnsupportedModel
-from .model import Model
+from .linear_model import LinearModel
 from .result import SolveOptions, SolveResult
 
 _backends: dict[str, Backend] = {}
@@ -48,7 +48,7 @@ def get(name: str) -> Backend:
     return _backends[name]
 
 
-def default_for(model: Model) -> str:
+def default_for(model: LinearModel) -> str:
     """Pick a solver: CP-SAT for pure-integer models with integral coefficients,
     HiGHS for MILPs with continuous variables and for LPs, else any available
     backend that accepts the model. O(nnz)."""
@@ -70,7 +70,7 @@ def default_for(model: Model) -> str:
     raise UnsupportedModel(f"no available solver accepts {model!r}; available: {', '.join(names) or 'none'}")
 
 
-def solve(model: Model, solver: str | None = None, options: SolveOptions | None = None) -> SolveResult:
+def solve(model: LinearModel, solver: str | None = None, options: SolveOptions | None = None) -> SolveResult:
     """Solve with the named backend, or with `default_for(model)` if solver is None."""
     return get(solver or default_for(model)).solve(model, options)
 

@@ -1,9 +1,10 @@
 """Solve options and solver-neutral results.
 
 Status rule (as in OR-Tools MathOpt): `optimal` means the solver *proved*
-optimality within the requested relative gap. A solution found before a time
-limit stopped the search is `feasible` with `limit_hit=True`; a time limit
-with no solution is `no_solution` with `limit_hit=True`.
+optimality within the requested relative gap. A solution found before a limit
+stopped the search is `feasible`, with `limit` saying which limit (`time`: the
+wall clock, which depends on the machine's load; `work`: a deterministic work
+limit, which does not); a limit with no solution is `no_solution`, with `limit`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .errors import SolverError
-from .model import LinearExpr, Variable
+from .linear_model import LinearExpr, Variable
 
 # Denominator floor of the relative gap, so a zero objective does not divide by zero.
 GAP_DENOMINATOR_FLOOR = 1e-9
+
+
+class Limit(StrEnum):
+    """The limit that ended a search: the wall clock or a deterministic work budget."""
+
+    time = "time"
+    work = "work"
 
 
 class Termination(StrEnum):
@@ -70,6 +78,14 @@ class SolveOptions:
             raise ValueError(f"rel_gap must be in [0, 1), got {self.rel_gap}")
 
 
+def combined_limit(limits) -> Limit | None:
+    """The limit that stopped several solves taken as one: the wall clock if it stopped
+    any of them (then the whole depends on the machine's load), else the work limit if
+    it stopped any."""
+    found = set(limits)
+    return Limit.time if Limit.time in found else Limit.work if Limit.work in found else None
+
+
 def relative_gap(primal: float | None, dual: float | None) -> float | None:
     """|primal - dual| / max(1e-9, |primal|), or None if either bound is unknown."""
     if primal is None or dual is None:
@@ -84,8 +100,9 @@ class SolveResult:
     objective is the primal bound (value of the returned solution, including
     the objective constant), dual_bound the proven bound on the optimum (a
     lower bound when minimizing, an upper bound when maximizing), gap their
-    relative distance. values[i] is the value of the variable with index i;
-    values of integer variables are rounded to the nearest integer.
+    relative distance. `limit` is the limit that stopped the search (None:
+    the solver ended on its own). values[i] is the value of the variable with
+    index i; values of integer variables are rounded to the nearest integer.
     """
 
     solver: str
@@ -94,9 +111,13 @@ class SolveResult:
     dual_bound: float | None
     gap: float | None
     seconds: float
-    limit_hit: bool
+    limit: Limit | None
     values: tuple[float, ...] | None
     message: str = ""
+
+    @property
+    def limit_hit(self) -> bool:
+        return self.limit is not None
 
     @property
     def has_solution(self) -> bool:
@@ -120,6 +141,7 @@ class SolveResult:
             "seconds": self.seconds,
             "gap": self.gap,
             "limit_hit": self.limit_hit,
+            "limit": None if self.limit is None else self.limit.value,
             "objective": self.objective,
             "dual_bound": self.dual_bound,
         }

@@ -25,7 +25,7 @@ def plan_validator():
     """Validates a plan document against planner/schema/plan.schema.json."""
     import jsonschema
 
-    from planner.plan import plan_schema
+    from planner.core.plan import plan_schema
 
     schema = plan_schema()
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -1,8 +1,8 @@
 """Shared builders for the simulator, bounds and property tests."""
 from __future__ import annotations
 
-from planner.collectives import Collective
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.collectives import Collective
+from planner.core.schedule import Chunk, Schedule, Transfer
 from solvers import baselines
 from topologies.routing import Router
 from topologies.types import Link, Node, Topology, build_topology

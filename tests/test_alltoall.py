@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import InputError
+from planner.core.collectives import Collective
+from planner.core.errors import InputError
 from planner.simulator import simulate, verify
-from planner.traffic import traffic_from_spec
+from planner.core.traffic import traffic_from_spec
 from solvers.baselines import direct_alltoall, spreadout_alltoall
-from solvers.flash import flash_alltoall, flash_members, flash_plan, server_stages
+from solvers.flash import flash_alltoall, flash_applies, flash_members, flash_plan, server_stages
 from solvers.hierarchical import hierarchical_alltoall
 from topologies.io import load_topology
 
@@ -70,10 +70,13 @@ def test_spreadout_sends_one_peer_at_a_time():
         assert all(deps == (prev,) for (_, deps, _), (_, _, prev) in zip(sends[1:], sends))
 
 
-def test_flash_refuses_one_server():
+def test_flash_refuses_one_server(run_cli):
     topo = load_topology("dgx-a100")
-    with pytest.raises(InputError, match="two or more servers"):
+    assert "two or more servers" in flash_applies(topo)
+    with pytest.raises(ValueError, match="two or more servers"):
         flash_alltoall(Collective("alltoall", 8, 8 << 10), topo)
+    r = run_cli("collective", "alltoall", "--topology", "dgx-a100", "--size", "1MiB", "--method", "flash")
+    assert r.exit_code == 2 and "two or more servers" in r.stderr and "--method" in r.stderr
 
 
 def test_generators_are_seeded_whole_and_skewed():
@@ -224,13 +227,16 @@ def test_cli_lp_and_milp_report_status_and_both_bounds(run_cli, tmp_path):
 
 
 def test_a_flash_plan_too_large_to_verify_is_refused_and_auto_moves_on(monkeypatch):
+    from types import SimpleNamespace
+
     import solvers.flash as flash
-    from planner.pipeline import plan_collective
-    monkeypatch.setattr(flash, "MAX_TRANSFERS", 100)
+    from planner.core.declined import Declined
+    from planner.kinds.collective import plan_collective
+    monkeypatch.setattr(flash, "limits", SimpleNamespace(MAX_TRANSFERS=100))  # as flash sees the simulator's
     topo = load_topology("hgx-h100x2")
     coll = _zipf(topo, 1.2, size=8 << 20)
-    with pytest.raises(InputError, match="cannot be verified"):
-        flash_alltoall(coll, topo)
+    declined = flash_alltoall(coll, topo)
+    assert isinstance(declined, Declined) and "cannot be verified" in declined.reason
     res = plan_collective(coll, topo, "auto")
     assert res.plan.method != "flash" and "cannot be verified" in res.plan.metrics["skipped"]["flash"]
 

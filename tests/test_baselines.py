@@ -1,13 +1,13 @@
 import pytest
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.pipeline import plan_collective
+from planner.core.collectives import Collective
+from planner.core.errors import InputError
+from planner.kinds.collective import plan_collective
 from planner.simulator import simulate, verify
 from solvers.baselines import ring
-from solvers.hierarchical import hierarchical
-from solvers.trees import double_binary_tree, midpoint_tree
+from solvers.hierarchical import hierarchical, hierarchical_applies
+from solvers.double_binary_tree import double_binary_tree, midpoint_tree
 from topologies import fabrics
 from topologies.io import load_topology
 from topologies.routing import Router
@@ -55,9 +55,11 @@ def test_hierarchical_verifies_and_respects_the_bound(name, kind):
 
 
 def test_hierarchical_needs_equal_servers():
-    with pytest.raises(InputError, match="two or more servers"):
+    assert "two or more servers" in hierarchical_applies(load_topology("dgx-a100"))
+    assert hierarchical_applies(load_topology("dgx-a100x2")) is None
+    with pytest.raises(ValueError, match="two or more servers"):
         hierarchical(Collective("allreduce", 8, 8 << 10), load_topology("dgx-a100"))
-    with pytest.raises(InputError, match="does not do"):
+    with pytest.raises(ValueError, match="does not do"):
         double_binary_tree(Collective("allgather", 8, 8 << 10), load_topology("dgx-a100"))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
+from planner.core.collectives import Collective
 from planner.simulator import simulate
 from helpers import BASELINE_CASES, build_baseline, explicit
 from topologies import fabrics

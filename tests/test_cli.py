@@ -226,9 +226,10 @@ def test_quickstart(run_cli, tmp_path, plan_validator):
                                                          "alltoall"}
 
 
-def test_gpus_joined_only_through_a_nic_are_rejected(tmp_path, run_cli):
-    # One server whose GPUs meet only through their NICs: physically connected, but a lone
-    # server's collectives do not use its network, so no collective could run.
+def test_gpus_joined_only_through_a_nic_make_collectives_infeasible(tmp_path, run_cli):
+    # One server whose GPUs meet only through their NICs: physically connected (a valid
+    # description), but a lone server's collectives do not use its network, so no
+    # collective can run: exit 3 with the reason.
     doc = {"nodes": [{"id": "g0", "type": "gpu", "server": 0}, {"id": "g1", "type": "gpu", "server": 0},
                      {"id": "n0", "type": "nic", "server": 0}, {"id": "n1", "type": "nic", "server": 0},
                      {"id": "leaf", "type": "switch"}],
@@ -237,7 +238,11 @@ def test_gpus_joined_only_through_a_nic_are_rejected(tmp_path, run_cli):
     path = tmp_path / "nic-only.yaml"
     path.write_text(yaml.safe_dump(doc))
     result = run_cli("topology", "validate", path)
-    assert result.exit_code == 2 and "paths collectives may use" in result.stderr and "nodes[1]" in result.stderr
+    assert result.exit_code == 0 and "paths collectives may use" in result.stdout
+    out = tmp_path / "p.json"
+    result = run_cli("collective", "allgather", "--topology", path, "--size", "1MiB", "-o", out)
+    assert result.exit_code == 3 and "paths collectives may use" in result.stderr and "'g1'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def _plan(run_cli, tmp_path, *args):

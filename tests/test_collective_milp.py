@@ -2,9 +2,9 @@ import pytest
 
 from models.collective_milp import milp_schedule
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.pipeline import plan_collective
+from planner.core.collectives import Collective
+from planner.core.declined import Declined
+from planner.kinds.collective import plan_collective
 from planner.simulator import simulate, verify
 from topologies import fabrics
 from topologies.io import load_topology
@@ -56,19 +56,20 @@ def test_time_limited_milp_is_not_called_optimal(monkeypatch):
     import dataclasses
 
     import models.collective_milp as milp
-    from solvers import Termination
+    from solvers import Limit, Termination
 
     real = milp.solve_model
 
     def stopped_by_the_clock(model, solver, options):
         result = real(model, solver, options)
-        return dataclasses.replace(result, termination=Termination.feasible, limit_hit=True, gap=0.5)
+        return dataclasses.replace(result, termination=Termination.feasible, limit=Limit.time, gap=0.5)
 
     monkeypatch.setattr(milp, "solve_model", stopped_by_the_clock)
     topo = load_topology("dgx-a100")
     plan = plan_collective(Collective("allgather", 8, 8 << 10), topo, "milp", time_limit_s=5).plan
     assert plan.method == "milp"
     assert plan.solver["status"] == "feasible" and plan.solver["limit_hit"] and plan.solver["gap"] == 0.5
+    assert plan.solver["limit"] == "time"
 
 
 def test_allreduce_halves_are_never_claimed_optimal():
@@ -88,13 +89,13 @@ def test_no_solution_in_time_falls_back_with_the_reason(monkeypatch):
     import dataclasses
 
     import models.collective_milp as milp
-    from solvers import Termination
+    from solvers import Limit, Termination
 
     real = milp.solve_model
 
     def nothing_in_time(model, solver, options):
         result = real(model, solver, options)
-        return dataclasses.replace(result, termination=Termination.no_solution, limit_hit=True, values=None,
+        return dataclasses.replace(result, termination=Termination.no_solution, limit=Limit.time, values=None,
                                    objective=None, gap=None)
 
     monkeypatch.setattr(milp, "solve_model", nothing_in_time)
@@ -112,20 +113,20 @@ def test_milp_forwards_through_gpus_on_a_torus():
     assert plan.metrics["time_us"] < plan.metrics["candidates"]["ring"]
 
 
-def test_milp_refuses_alltoall_and_huge_models():
+def test_milp_refuses_alltoall_and_declines_huge_models():
     topo = load_topology("dgx-a100")
-    with pytest.raises(InputError, match="milp"):  # all-to-all has its own flow model (test_alltoall.py)
+    with pytest.raises(ValueError, match="milp"):  # all-to-all has its own flow model (test_alltoall.py)
         milp_schedule(Collective("alltoall", 8, 8 << 10), topo, Router(topo), 50.0)
-    with pytest.raises(InputError, match="variables"):
-        milp_schedule(Collective("allgather", 8, 8 << 10), topo, Router(topo), 50.0, max_variables=10)
+    declined = milp_schedule(Collective("allgather", 8, 8 << 10), topo, Router(topo), 50.0, max_variables=10)
+    assert isinstance(declined, Declined) and "variables" in declined.reason
 
 
 def test_a_model_over_the_limit_is_reduced_by_server_symmetry_and_not_called_optimal():
     topo = load_topology("dgx-a100x2")
     router = Router(topo)
     coll = Collective("allgather", 16, 16 << 10)
-    with pytest.raises(InputError, match="reduced by server symmetry"):
-        milp_schedule(coll, topo, router, horizon_us=32.0, time_limit_s=20, max_variables=10_000)
+    declined = milp_schedule(coll, topo, router, horizon_us=32.0, time_limit_s=20, max_variables=10_000)
+    assert isinstance(declined, Declined) and "reduced by server symmetry" in declined.reason
     outcome = milp_schedule(coll, topo, router, horizon_us=32.0, time_limit_s=20, max_variables=40_000)
     assert outcome.symmetry == 2 and outcome.variables < 40_000 < 2 * outcome.variables
     assert outcome.result.termination.value == "feasible"  # optimal only among symmetric schedules

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from planner.errors import InputError
+from planner.core.errors import InfeasibleError, InputError
 from planner.expert_bounds import expert_bounds, groups_on_nodes_bound, layer_bounds
-from planner.expert_pipeline import plan_experts
-from planner.experts import (Coactivation, check_expert_maps, cross_node_tokens, crossing_tokens, expert_problem,
-                             gpu_loads, read_loads)
+from planner.kinds.experts import plan_experts
+from planner.core.experts import Coactivation, crossing_tokens, expert_problem, gpu_loads, read_loads
+from planner.expert_checks import check_expert_maps, cross_node_tokens
 from planner.exports.expert_maps import export_expert_maps, import_expert_maps, round_trip_expert_maps
 from planner.exports.roundtrip import ExportMismatch
 from solvers.expert_counts import SPARE_POLICIES, counts_for_target, replica_counts
@@ -76,8 +76,6 @@ def test_bad_loads(tmp_path, doc, field):
 @pytest.mark.parametrize("kwargs, field", [
     (dict(gpus=5), "--redundant"),  # 12 slots over 5 GPUs
     (dict(gpus=8, nodes=3), "--nodes"),
-    (dict(gpus=8, slots_per_gpu=1), "--slots-per-gpu"),  # fewer slots than experts
-    (dict(gpus=2, slots_per_gpu=13), "--slots-per-gpu"),  # more slots per GPU than experts
     (dict(gpus=8, redundant=4, groups=5), "--groups"),
     (dict(gpus=8, nodes=4, redundant=4, groups=2), "--groups"),  # groups do not spread over nodes
     (dict(gpus=8, slots_per_gpu=2, redundant=4), "--redundant"),
@@ -86,6 +84,22 @@ def test_bad_constraints(kwargs, field):
     with pytest.raises(InputError) as err:
         expert_problem(EXAMPLE, **kwargs)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("kwargs, why", [
+    (dict(gpus=8, slots_per_gpu=1), "need at least 12 slots"),  # fewer slots than experts
+    (dict(gpus=2, slots_per_gpu=13), "at most one replica"),  # more slots per GPU than experts
+    (dict(gpus=2, nodes=2, slots_per_gpu=7, groups=2), "on one node"),  # 7 slots per GPU, 6 experts per node
+])
+def test_constraints_no_map_can_meet_are_infeasible(kwargs, why, run_cli, tmp_path):
+    with pytest.raises(InfeasibleError, match=why):
+        expert_problem(EXAMPLE, **kwargs)
+    loads = tmp_path / "loads.json"
+    loads.write_text(json.dumps({"weights": EXAMPLE.tolist()}))
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in kwargs.items()]
+    r = run_cli("experts", loads, *args, "-o", tmp_path / "p.json")
+    assert r.exit_code == 3 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.json").exists()
 
 
 # ---------------------------------------------------------------- bounds
@@ -114,7 +128,7 @@ def test_no_method_beats_the_bound(method):
         problem = expert_problem(w, 8, 2, slots_per_gpu=4, groups=groups)
         r = plan_experts(problem, method, time_limit_s=3)
         bounds = np.array([b["value"] for b in expert_bounds(problem)])
-        assert (_max_loads(problem, r.maps) >= bounds * (1 - 1e-9)).all()
+        assert (_max_loads(problem, r.solution.maps) >= bounds * (1 - 1e-9)).all()
         assert r.plan.metrics["ratio_to_bound"] >= 1 - 1e-9
 
 
@@ -124,7 +138,7 @@ def test_milp_is_optimal_on_a_tiny_layer():
     problem = expert_problem(w, 3, 1, slots_per_gpu=2)
     r = plan_experts(problem, "milp", time_limit_s=10)
     optimum = _brute_force_optimum(w[0], 3, 2)
-    assert _max_loads(problem, r.maps)[0] == pytest.approx(optimum)
+    assert _max_loads(problem, r.solution.maps)[0] == pytest.approx(optimum)
     assert r.plan.solver["status"] == "optimal" and r.plan.solver["gap"] == 0.0
 
 
@@ -138,7 +152,7 @@ def test_milp_chooses_the_group_split_and_proves_it_against_brute_force():
         optimum = min(max(_brute_force_optimum(pairs[[a, b]].ravel(), 2, 3),
                           _brute_force_optimum(pairs[[c, d]].ravel(), 2, 3))
                       for (a, b), (c, d) in (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))))
-        assert _max_loads(problem, r.maps)[layer] == pytest.approx(optimum)
+        assert _max_loads(problem, r.solution.maps)[layer] == pytest.approx(optimum)
     assert r.plan.solver["status"] == "optimal"
     eplb = plan_experts(expert_problem(EXAMPLE, 8, 2, redundant=4, groups=4), "milp", time_limit_s=10)
     assert eplb.plan.solver["status"] == "optimal" and eplb.plan.metrics["max_over_mean"] < 1.2252 - 1e-3
@@ -151,8 +165,8 @@ def test_milp_never_worse_than_its_warm_start_and_deterministic():
     greedy = plan_experts(problem, "greedy")
     first = plan_experts(problem, "milp", time_limit_s=4)
     second = plan_experts(problem, "milp", time_limit_s=4)
-    assert (_max_loads(problem, first.maps) <= _max_loads(problem, greedy.maps) * (1 + 1e-12)).all()
-    assert (first.maps == second.maps).all()
+    assert (_max_loads(problem, first.solution.maps) <= _max_loads(problem, greedy.solution.maps) * (1 + 1e-12)).all()
+    assert (first.solution.maps == second.solution.maps).all()
 
 
 def test_greedy_on_deepseek_sized_layers_is_valid():
@@ -167,7 +181,7 @@ def test_greedy_on_deepseek_sized_layers_is_valid():
 def test_groups_stay_on_nodes():
     problem = expert_problem(EXAMPLE, 8, 2, redundant=4, groups=4)
     for method in ("greedy", "milp", "eplb"):
-        maps = plan_experts(problem, method, time_limit_s=2).maps
+        maps = plan_experts(problem, method, time_limit_s=2).solution.maps
         check_expert_maps(problem, maps, shared_gpus=True)
         nodes = np.arange(16) // 8
         for row in maps:
@@ -177,7 +191,7 @@ def test_groups_stay_on_nodes():
 
 def test_published_eplb_example_through_the_pipeline():
     r = plan_experts(expert_problem(EXAMPLE, 8, 2, redundant=4, groups=4), "eplb")
-    assert r.maps.tolist()[0] == [5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1]
+    assert r.solution.maps.tolist()[0] == [5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1]
 
 
 def test_replica_counts_fill_every_slot():
@@ -253,9 +267,9 @@ def test_milp_second_objective_cuts_crossing_at_equal_balance_and_is_determinist
     greedy = plan_experts(problem, "greedy")
     traffic = first.plan.metrics["milp_model"]["traffic_model"]
     assert traffic["crossing_tokens_after"] < traffic["crossing_tokens_before"]
-    assert cross_node_tokens(problem, first.maps)[0] < cross_node_tokens(problem, greedy.maps)[0]
-    assert (_max_loads(problem, first.maps) <= _max_loads(problem, greedy.maps) * (1 + 1e-12)).all()
-    assert (first.maps == again.maps).all()
+    assert cross_node_tokens(problem, first.solution.maps)[0] < cross_node_tokens(problem, greedy.solution.maps)[0]
+    assert (_max_loads(problem, first.solution.maps) <= _max_loads(problem, greedy.solution.maps) * (1 + 1e-12)).all()
+    assert (first.solution.maps == again.solution.maps).all()
 
 
 def test_cross_node_metric_in_plan():
@@ -263,7 +277,7 @@ def test_cross_node_metric_in_plan():
                          (np.array([7.0, 3.0]), np.array([2.0])))
     problem = expert_problem(EXAMPLE, 8, 2, redundant=4, coactivation=coact)
     r = plan_experts(problem, "greedy")
-    crossing, total = cross_node_tokens(problem, r.maps)
+    crossing, total = cross_node_tokens(problem, r.solution.maps)
     assert total == 12.0
     assert r.plan.metrics["cross_node_coactivated_tokens"] == crossing
 
@@ -272,7 +286,7 @@ def test_cross_node_metric_in_plan():
 @pytest.mark.parametrize("fmt", ["sglang", "vllm", "gpu-list"])
 def test_exports_parse_back(fmt):
     problem = expert_problem(EXAMPLE, 8, 2, redundant=4)
-    maps = plan_experts(problem, "greedy").maps
+    maps = plan_experts(problem, "greedy").solution.maps
     text = round_trip_expert_maps(maps, 2, 12, fmt)
     assert (import_expert_maps(text, fmt, 12) == maps).all()
     doc = json.loads(text)
@@ -284,7 +298,7 @@ def test_exports_parse_back(fmt):
 
 
 def test_tampered_vllm_export_is_refused():
-    maps = plan_experts(expert_problem(EXAMPLE, 8, 2, redundant=4), "greedy").maps
+    maps = plan_experts(expert_problem(EXAMPLE, 8, 2, redundant=4), "greedy").solution.maps
     doc = json.loads(export_expert_maps(maps, 2, 12, "vllm"))
     doc["logical_replica_count"][0][0] += 1
     with pytest.raises(ExportMismatch):

@@ -9,12 +9,12 @@ from functools import lru_cache
 
 import pytest
 
-from planner.collectives import Collective
-from planner.errors import InputError, ScheduleError
+from planner.core.collectives import Collective
+from planner.core.errors import InputError, ScheduleError
 from planner.exports import (FORMATS, check_msccl_xml, export_msccl_xml, export_mscclpp_json, import_msccl_xml,
                              import_mscclpp_json, movement, round_trip)
 from planner.exports.mscclpp_json import MAX_OPERATION
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.schedule import Chunk, Schedule, Transfer
 from planner.simulator import simulate
 from solvers import baselines
 from helpers import build_baseline
@@ -60,16 +60,16 @@ def test_other_methods_round_trip(method, kind, size, tname):
     """Trees reduce two children into a parent in one step: each lands apart and is reduced
     into place after the other (XML `r` + `re`, MSCCL++ wait + re), yet the transfers stay
     concurrent, so the time is the plan's."""
-    from planner.pipeline import plan_collective
+    from planner.kinds.collective import plan_collective
 
     t = topo(tname)
     res = plan_collective(Collective(kind, t.num_gpus, size), t, method, time_limit_s=20)
-    twice = len({(x.dst, x.chunk, x.step) for x in res.schedule.transfers if x.reduce}) < sum(
-        x.reduce for x in res.schedule.transfers)  # some place gets two reductions in one step
+    twice = len({(x.dst, x.chunk, x.step) for x in res.solution.transfers if x.reduce}) < sum(
+        x.reduce for x in res.solution.transfers)  # some place gets two reductions in one step
     assert twice or method != "tree"
     for fmt in FORMATS:
-        text, back, sim = round_trip(res.schedule, fmt, t, res.sim.time_us)
-        assert sim.time_us == pytest.approx(res.sim.time_us, rel=1e-9)
+        text, back, sim = round_trip(res.solution, fmt, t, res.evidence.time_us)
+        assert sim.time_us == pytest.approx(res.evidence.time_us, rel=1e-9)
         if fmt != "mscclpp-json":  # (MSCCL++ finishes every reduction with a local re)
             assert ('type="re"' in text) == twice
 
@@ -320,8 +320,9 @@ def test_alltoall_schedules_round_trip(method):
     """All-to-all plans (FLASH-style stages with their NVLink shuffles, the rail-aligned
     hierarchical baseline, the time-expanded MILP's multi-hop paths in whole units) export
     to every format and re-simulate to the same movement and time."""
-    from planner.pipeline import METHODS
     from models.alltoall_flow import time_expanded_schedule
+    from planner.kind import Context, Options
+    from planner.kinds.collective import COLLECTIVE, collective_problem
     from topologies.routing import Router
 
     t = topo("hgx-h100x2")
@@ -332,7 +333,7 @@ def test_alltoall_schedules_round_trip(method):
         coll = Collective("alltoall", 4, 4 << 20)
         schedule = time_expanded_schedule(coll, t, Router(t), integral=True, time_limit_s=30).schedule
     else:
-        schedule = METHODS[method][1](coll, t, Router(t))
+        schedule = COLLECTIVE.method(method).run(collective_problem(coll, t), Context(Options(), method, False)).solution
     time_us = simulate(schedule, t).time_us
     for fmt in FORMATS:
         if method == "milp" and fmt == "msccl-exec-xml":  # one step per unit: over its 64 per thread block

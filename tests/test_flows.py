@@ -5,9 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import planner.simulator as simulator
+from planner.core import limits
 import solvers.baselines as baselines
-from planner.collectives import Collective
-from planner.errors import ScheduleTooLarge
+from planner.core.collectives import Collective
+from planner.core.errors import ScheduleTooLarge
 from topologies.flows import FlowNetwork
 from topologies import fabrics
 from topologies.io import load_topology
@@ -72,7 +73,7 @@ def test_baselines_stay_within_the_transfer_budget(monkeypatch):
 
 
 def test_simulator_refuses_huge_schedules(monkeypatch, run_cli):
-    monkeypatch.setattr(simulator, "MAX_TRANSFERS", 10)
+    monkeypatch.setattr(limits, "MAX_TRANSFERS", 10)
     topo = load_topology("dgx-a100")
     with pytest.raises(ScheduleTooLarge):
         simulator.simulate(baselines.ring(Collective("allgather", 8, 1 << 20), topo), topo)

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 from models.gather_lp import integral_loads, throughput_lp
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import InputError
+from planner.core.collectives import Collective
+from planner.core.errors import InputError
 from planner.simulator import simulate
 from solvers.arborescence import PackingError, check_packing, pack
-from solvers.forest import gather_forest, rooted_forest
+from models.forest import gather_forest, rooted_forest
 from solvers.splitting import remove_switches
-from solvers.tree_schedules import tree_schedule
+from models.tree_packing import tree_schedule
 from topologies.dataplane import data_plane
 from topologies.flows import FlowNetwork, min_gather_ratio
 from topologies.io import load_topology
@@ -166,7 +166,7 @@ def test_tree_schedules_on_direct_and_multi_server_fabrics(name, kind):
 
 def test_trees_reject_what_they_do_not_do():
     topo = load_topology("dgx-a100")
-    with pytest.raises(InputError, match="does not do alltoall"):
+    with pytest.raises(ValueError, match="does not do alltoall"):
         tree_schedule(Collective("alltoall", 8, 1 << 20), topo)
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 from topologies.fabrics import cluster, ring
 from topologies.metrics import gpu_bandwidths
 from topologies.nccl_xml import export_nccl_xml, import_nccl_xml, parse_nccl_xml

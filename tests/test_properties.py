@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import ScheduleError
-from planner.schedule import Schedule
+from planner.core.collectives import Collective
+from planner.core.errors import ScheduleError
+from planner.core.schedule import Schedule
 from planner.simulator import simulate, verify
 from solvers import baselines
 from helpers import BASELINE_CASES, assert_baselines_respect_the_bound, build_baseline

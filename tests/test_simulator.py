@@ -11,10 +11,10 @@ import json
 import pytest
 
 from planner.bounds import lower_bound
-from planner.collectives import Collective
-from planner.errors import ScheduleError
-from planner.pipeline import schedule_from_json, schedule_to_json
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.collectives import Collective
+from planner.core.errors import ScheduleError
+from planner.core.schedule import schedule_from_json, schedule_to_json
+from planner.core.schedule import Chunk, Schedule, Transfer
 from planner.simulator import simulate, verify
 from solvers import baselines
 from helpers import alltoallv, assert_baselines_respect_the_bound, build_baseline, explicit, schedule

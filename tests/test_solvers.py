@@ -26,7 +26,7 @@ import solvers
 from solvers import (
     Constraint,
     LinearExpr,
-    Model,
+    LinearModel,
     ModelError,
     SolveOptions,
     SolveResult,
@@ -64,7 +64,7 @@ def check_invariants(result: SolveResult) -> None:
     json.dumps(result.to_json())
 
 
-def assert_optimal(result: SolveResult, model: Model, expected: float) -> None:
+def assert_optimal(result: SolveResult, model: LinearModel, expected: float) -> None:
     check_invariants(result)
     tol = tolerance(result.solver)
     assert result.termination is Termination.optimal, result.message
@@ -92,8 +92,8 @@ def knapsack_brute_force(weights: list[int], values: list[int], capacity: int) -
     return int((subsets @ np.array(values))[fits].max())
 
 
-def knapsack_model(weights: list[int], values: list[int], capacity: int) -> tuple[Model, list]:
-    model = Model("knapsack")
+def knapsack_model(weights: list[int], values: list[int], capacity: int) -> tuple[LinearModel, list]:
+    model = LinearModel("knapsack")
     take = [model.add_binary(f"take[{i}]") for i in range(len(weights))]
     model.add(quicksum(w * x for w, x in zip(weights, take)) <= capacity, name="capacity")
     model.maximize(quicksum(v * x for v, x in zip(values, take)))
@@ -104,9 +104,9 @@ def assignment_costs(n: int = 6, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(1, 100, size=(n, n))
 
 
-def assignment_model(costs: np.ndarray, integer: bool) -> Model:
+def assignment_model(costs: np.ndarray, integer: bool) -> LinearModel:
     n = costs.shape[0]
-    model = Model("assignment")
+    model = LinearModel("assignment")
     x = [[model.add_var(f"x[{i},{j}]", 0, 1, integer=integer) for j in range(n)] for i in range(n)]
     for i in range(n):
         model.add(quicksum(x[i]) == 1, name=f"worker{i}")
@@ -146,8 +146,8 @@ def flow_reference_optimum() -> float:
     return float(reference.fun)
 
 
-def flow_model() -> Model:
-    model = Model("multicommodity")
+def flow_model() -> LinearModel:
+    model = LinearModel("multicommodity")
     flow = {
         (k, a): model.add_var(f"f[{k},{a}]")
         for k in range(len(FLOW_COMMODITIES))
@@ -165,8 +165,8 @@ def flow_model() -> Model:
     return model
 
 
-def infeasible_model(integer: bool) -> Model:
-    model = Model("infeasible")
+def infeasible_model(integer: bool) -> LinearModel:
+    model = LinearModel("infeasible")
     x = model.add_var("x", 0, 10, integer=integer)
     y = model.add_var("y", 0, 10, integer=integer)
     model.add(x + y >= 5)
@@ -196,9 +196,9 @@ def has_zero_slack_split(coefs: list[list[int]], targets: list[int]) -> bool:
     return any(tuple(row) in left for row in needed.tolist())
 
 
-def market_split_model(coefs: list[list[int]], targets: list[int]) -> Model:
+def market_split_model(coefs: list[list[int]], targets: list[int]) -> LinearModel:
     """Cornuejols-Dawande market split, minimizing total slack: LP bound 0, very hard to close."""
-    model = Model("market split")
+    model = LinearModel("market split")
     x = [model.add_binary(f"x{j}") for j in range(len(coefs[0]))]
     slacks = []
     for i, (row, target) in enumerate(zip(coefs, targets)):
@@ -210,9 +210,9 @@ def market_split_model(coefs: list[list[int]], targets: list[int]) -> Model:
     return model
 
 
-def signs_model(integer: bool, maximize: bool) -> tuple[Model, list]:
+def signs_model(integer: bool, maximize: bool) -> tuple[LinearModel, list]:
     """Equality, negative lower bounds and an objective constant."""
-    model = Model("signs")
+    model = LinearModel("signs")
     x = model.add_var("x", -5, 5, integer=integer)
     y = model.add_var("y", -4, 6, integer=integer)
     z = model.add_var("z", -3, 3, integer=integer)
@@ -309,7 +309,7 @@ def test_infeasible_lp(solver):
 
 @pytest.mark.parametrize("solver", BACKENDS)
 def test_constraint_without_variables_that_fails_is_infeasible(solver):
-    model = Model()
+    model = LinearModel()
     x = model.add_var("x", 0, 1, integer=not solvers.get(solver).supports_continuous)
     model.add(x - x >= 1)
     result = solvers.solve(model, solver)
@@ -319,7 +319,7 @@ def test_constraint_without_variables_that_fails_is_infeasible(solver):
 
 @pytest.mark.parametrize("solver", CONTINUOUS_BACKENDS)
 def test_unbounded_lp_is_never_reported_solved(solver):
-    model = Model()
+    model = LinearModel()
     x = model.add_var("x", 0, 10)
     y = model.add_var("y", 0)
     model.add(x - y <= 2)
@@ -357,7 +357,7 @@ def test_time_limited_hard_instance_is_not_reported_optimal(solver):
 def test_cbc_is_stopped_when_it_overruns_its_time_limit():
     # CBC's greedy-cover heuristic ignores -sec for many seconds on this model.
     n = 20_000
-    model = Model("cbc overrun")
+    model = LinearModel("cbc overrun")
     xs = [model.add_var(f"x{j}", 0, 10, integer=True) for j in range(n)]
     for j in range(n):
         model.add(xs[j] + 2 * xs[(j + 1) % n] + xs[(j + 7) % n] >= 3)
@@ -388,7 +388,7 @@ def test_signs_continuous(solver, maximize):
 @pytest.mark.parametrize("solver", MIXED_BACKENDS)
 def test_mixed_integer_with_continuous_variables(solver):
     # max 5a + 4b + c with a integer; LP optimum has fractional a.
-    model = Model("mixed")
+    model = LinearModel("mixed")
     a = model.add_var("a", 0, 10, integer=True)
     b = model.add_var("b", 0, 3.5)
     c = model.add_var("c", -2, 2)
@@ -412,7 +412,8 @@ def test_optimal_mip_gap_and_dual_bound(solver):
     assert result.gap <= 1e-6
     assert result.dual_bound >= result.objective - 1e-6  # maximizing: bound from above
     summary = result.to_json()
-    assert set(summary) == {"name", "status", "seconds", "gap", "limit_hit", "objective", "dual_bound"}
+    assert set(summary) == {"name", "status", "seconds", "gap", "limit_hit", "limit", "objective", "dual_bound"}
+    assert summary["limit"] is None and summary["limit_hit"] is False
     assert summary["name"] == solver and summary["status"] == "optimal"
 
 
@@ -438,7 +439,7 @@ def test_unknown_solver_lists_available_names():
     with pytest.raises(UnknownSolver, match="cpsat"):
         solvers.get("gurobi-please")
     with pytest.raises(UnknownSolver):
-        solvers.solve(Model(), "nope")
+        solvers.solve(LinearModel(), "nope")
 
 
 def test_register_rejects_duplicate_names():
@@ -447,33 +448,33 @@ def test_register_rejects_duplicate_names():
 
 
 def test_default_for():
-    pure = Model()
+    pure = LinearModel()
     x = pure.add_var("x", 0, 5, integer=True)
     pure.maximize(2 * x)
     assert solvers.default_for(pure) == "cpsat"
     assert solvers.solve(pure).solver == "cpsat"
 
-    fractional = Model()
+    fractional = LinearModel()
     y = fractional.add_var("y", 0, 5, integer=True)
     fractional.add(0.5 * y <= 2)
     assert solvers.default_for(fractional) == "highs"
 
-    mixed = Model()
+    mixed = LinearModel()
     mixed.add_var("i", 0, 5, integer=True)
     mixed.add_var("c", 0, 5)
     assert solvers.default_for(mixed) == "highs"
 
-    lp = Model()
+    lp = LinearModel()
     lp.add_var("c", 0, 5)
     assert solvers.default_for(lp) == "highs"
 
 
 def test_unsupported_models_are_rejected():
-    lp = Model()
+    lp = LinearModel()
     lp.add_var("c", 0, 1)
     with pytest.raises(UnsupportedModel):
         solvers.get("cpsat").solve(lp)
-    fractional = Model()
+    fractional = LinearModel()
     y = fractional.add_var("y", 0, 5, integer=True)
     fractional.maximize(0.5 * y)
     with pytest.raises(UnsupportedModel):
@@ -484,7 +485,7 @@ def test_unsupported_models_are_rejected():
 
 
 def test_model_errors():
-    model = Model()
+    model = LinearModel()
     with pytest.raises(ModelError, match="'n'"):
         model.add_var("n", 0, math.inf, integer=True)
     with pytest.raises(ModelError, match="'m'"):
@@ -504,7 +505,7 @@ def test_model_errors():
         model.add_constraint(x, "<", 1)
     with pytest.raises(ModelError):
         model.minimize(math.nan * x)
-    other = Model()
+    other = LinearModel()
     w = other.add_var("w", 0, 1)
     with pytest.raises(ModelError, match="different models"):
         x + w
@@ -557,7 +558,7 @@ def small_integer_programs(draw):
 @given(program=small_integer_programs())
 def test_random_integer_programs_match_brute_force(solver, program):
     bounds, rows, objective, maximize = program
-    model = Model()
+    model = LinearModel()
     xs = [model.add_var(f"x{j}", lo, hi, integer=True) for j, (lo, hi) in enumerate(bounds)]
     for coefs, sense, rhs in rows:
         model.add_constraint(quicksum(a * x for a, x in zip(coefs, xs)), sense, rhs)
@@ -582,7 +583,7 @@ def test_random_integer_programs_match_brute_force(solver, program):
 
 
 def test_expression_arithmetic():
-    model = Model()
+    model = LinearModel()
     x, y = model.add_var("x", -1, 1), model.add_var("y", 0, 2)
     expr = 2 * x + 3 * y - x + 4 - y / 2
     assert expr.terms == {x.index: 1.0, y.index: 2.5} and expr.constant == 4.0
@@ -599,7 +600,7 @@ def test_expression_arithmetic():
 
 
 def test_comparisons_build_constraints():
-    model = Model()
+    model = LinearModel()
     x, y = model.add_var("x"), model.add_var("y")
     constraint = 3 <= x + 1
     assert isinstance(constraint, Constraint)
@@ -617,7 +618,7 @@ def test_comparisons_build_constraints():
 
 
 def test_matrix_export():
-    model = Model()
+    model = LinearModel()
     x = model.add_var("x", -1, 4)
     i = model.add_var("i", 0.5, 3.7, integer=True)
     model.add(2 * x - i >= 1)
@@ -640,7 +641,7 @@ def test_matrix_export():
 
 def test_large_model_builds():
     n = 100_000
-    model = Model("large")
+    model = LinearModel("large")
     xs = [model.add_var(f"x{j}", 0, 10) for j in range(n)]
     for j in range(n):
         model.add(xs[j] + 2 * xs[(j + 1) % n] - xs[(j + 7) % n] <= 5)
@@ -669,7 +670,7 @@ def test_result_value_helpers():
 
 
 def test_empty_model_is_trivially_optimal():
-    model = Model()
+    model = LinearModel()
     model.minimize(LinearExpr(constant=3.0))
     result = solvers.solve(model, "highs")
     assert result.termination is Termination.optimal and result.objective == 3.0

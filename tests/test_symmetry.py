@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.gather_lp import throughput_lp, topology_lp
-from solvers.forest import gather_forest
+from models.forest import gather_forest
 from solvers.tree_columns import column_forest
 from topologies.flows import FlowNetwork
 from topologies.io import load_topology

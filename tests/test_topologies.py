@@ -1,6 +1,6 @@
 import pytest
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 from topologies import fabrics
 from topologies.io import load_topology, parse_topology, topology_to_dict
 from topologies.metrics import bisection_bandwidth, gpu_bandwidths

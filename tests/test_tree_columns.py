@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.gather_lp import topology_lp
-from solvers.forest import gather_forest, rooted_forest
+from models.forest import gather_forest, rooted_forest
 from solvers.arborescence import PackedTree
 from solvers.tree_columns import _find_cycles, column_forest, flatten, min_arborescence, shortest_path_tree, tree_paths
 from topologies.io import load_topology

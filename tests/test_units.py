@@ -1,7 +1,7 @@
 import pytest
 
-from planner.errors import InputError
-from planner.units import format_size, parse_bandwidth, parse_size
+from planner.core.errors import InputError
+from planner.core.units import format_size, parse_bandwidth, parse_size
 
 
 @pytest.mark.parametrize("text,expected", [

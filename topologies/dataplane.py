@@ -119,3 +119,17 @@ def _link_copies(a: Node, b: Node, host: set[str], nics: set[str]) -> list[tuple
         inside = b.type == "gpu" or (a_nic and b.server is not None and b.server == a.server)
         return [(a.id + (DOWN if inside else UP), b.id)]
     return [(a.id, b.id)]
+
+
+def unreachable_gpu(graph: Topology, gpus: list[str]) -> str | None:
+    """The first of `gpus` that cannot reach, or be reached by, the first over `graph`'s
+    links (the topology itself, or its data plane); None when they all can. O(V + E)."""
+    g = nx.DiGraph()
+    g.add_nodes_from(n.id for n in graph.nodes)
+    g.add_edges_from((l.src, l.dst) for l in graph.links)
+    comp = next(c for c in nx.strongly_connected_components(g) if gpus[0] in c)
+    return next((gpu for gpu in gpus if gpu not in comp), None)
+
+
+DATA_PLANE_RULE = ("over paths collectives may use (no GPU-to-GPU traffic through PCIe/CPU, through a NIC and back, "
+                   "or over the network of a single server)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 from topologies.presets import SERVER_PRESETS, ServerBuilder
 from topologies.types import Link, Node, Topology, build_topology
 

@@ -11,13 +11,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 
-from planner.errors import InputError
-from planner.loader import expect_list, expect_mapping, expect_type, read_document
-from planner.units import parse_bandwidth, parse_nonnegative
+from planner.core.errors import InputError
+from planner.core.loader import expect_list, expect_mapping, expect_type, read_document
+from planner.core.units import parse_bandwidth, parse_nonnegative
 from topologies import fabrics
-from topologies.dataplane import data_plane
+from topologies.dataplane import unreachable_gpu
 from topologies.presets import SERVER_PRESETS
 from topologies.types import NODE_TYPES, Link, Node, Topology, build_topology
 
@@ -168,8 +167,9 @@ def _generate(raw: Any, source: str | None, name: str) -> Topology:
 
 
 def validate_topology(topo: Topology, source: str | None = None) -> None:
-    """At least one GPU; every GPU reaches every other, through any nodes and also on the
-    data plane (the paths collectives may use, topologies/dataplane.py)."""
+    """At least one GPU; every GPU reaches every other through some nodes. (Whether they
+    also reach each other on the data plane, the paths collectives may use, is the
+    collective's question: a plan there is infeasible, not the description wrong.)"""
     if not topo.gpus:
         raise InputError("the topology has no GPU (no node of type gpu)", source=source, field="nodes")
     for i, l in enumerate(topo.links):
@@ -181,17 +181,11 @@ def validate_topology(topo: Topology, source: str | None = None) -> None:
                              field=f"links[{i}].latency")
     if len(topo.gpus) == 1:
         return
-    for graph, how in ((topo, ""), (data_plane(topo), " over paths collectives may use (no GPU-to-GPU "
-                                                        "traffic through PCIe/CPU or through a NIC and back)")):
-        g = nx.DiGraph()
-        g.add_nodes_from(n.id for n in graph.nodes)
-        g.add_edges_from((l.src, l.dst) for l in graph.links)
-        comp = next(c for c in nx.strongly_connected_components(g) if topo.gpus[0] in c)
-        for gpu in topo.gpus:
-            if gpu not in comp:
-                i = next(i for i, n in enumerate(topo.nodes) if n.id == gpu)
-                raise InputError(f"GPU {gpu!r} cannot reach or be reached by GPU {topo.gpus[0]!r}{how}",
-                                 source=source, field=f"nodes[{i}]")
+    gpu = unreachable_gpu(topo, topo.gpus)
+    if gpu is not None:
+        i = next(i for i, n in enumerate(topo.nodes) if n.id == gpu)
+        raise InputError(f"GPU {gpu!r} cannot reach or be reached by GPU {topo.gpus[0]!r}", source=source,
+                         field=f"nodes[{i}]")
 
 
 def topology_to_dict(topo: Topology) -> dict:

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 from topologies.fabrics import NIC_LATENCY_US
 from topologies.presets import (CPU_LINK_LATENCY_US, NVLINK_LATENCY_US, PCIE3_X16_GBPS, PCIE4_X16_GBPS,
                                 PCIE5_X16_GBPS, PCIE_LATENCY_US, XGMI_MI250_GBPS, XGMI_MI300_GBPS)

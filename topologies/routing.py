@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import re
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 from topologies.dataplane import data_plane, physical_id
 from topologies.types import Topology
 

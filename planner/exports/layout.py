@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Schedule
+from planner.core.collectives import Collective
+from planner.core.errors import InputError
+from planner.core.schedule import Schedule
 from planner.simulator import verify
 
 EXPORTABLE = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall")

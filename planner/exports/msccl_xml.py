@@ -25,12 +25,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.collectives import Collective
-from planner.errors import InputError, ScheduleError
+from planner.core.collectives import Collective
+from planner.core.errors import InputError, ScheduleError
 from planner.exports.layout import RECV, SEND, BufferMap, analyse
 from planner.exports.msccl_check import LIMITS, RECV_TYPES, SEND_TYPES, USES, check_msccl_xml, detect_dialect
 from planner.exports.rebuild import Event, infer_root, rebuild
-from planner.schedule import Schedule
+from planner.core.schedule import Schedule
 
 DIALECTS = ("msccl", "exec")
 COLL_NAMES = {"msccl": {"reduce-scatter": "reduce_scatter"}, "exec": {"reduce-scatter": "reducescatter"}}

@@ -28,12 +28,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from planner.collectives import Collective
-from planner.errors import InputError, ScheduleError
+from planner.core.collectives import Collective
+from planner.core.errors import InputError, ScheduleError
 from planner.exports.layout import RECV, SEND, BufferMap, analyse
 from planner.exports.msccl_xml import DEFAULT_CHUNK_BYTES, _alias
 from planner.exports.rebuild import Event, infer_root, rebuild
-from planner.schedule import Schedule
+from planner.core.schedule import Schedule
 from topologies.types import Topology
 
 MAX_OPERATION = 64  # operations per thread block (src/core/include/execution_common.hpp)

@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from planner.collectives import Collective
-from planner.errors import InputError, ScheduleError
+from planner.core.collectives import Collective
+from planner.core.errors import InputError, ScheduleError
 from planner.exports.layout import BufferMap
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.schedule import Chunk, Schedule, Transfer
 
 Place = tuple[int, str, int]  # (rank, buffer "i" | "o" | "s" | "v", chunk index); "v": a value passed on in a fused step
 

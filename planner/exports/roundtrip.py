@@ -2,11 +2,11 @@
 export, parse back, re-simulate; the data movement and the time must be the same."""
 from __future__ import annotations
 
-from planner.errors import PlannerError
+from planner.core.errors import PlannerError
 from planner.exports.msccl_check import check_msccl_xml
 from planner.exports.msccl_xml import export_msccl_xml, import_msccl_xml
 from planner.exports.mscclpp_json import export_mscclpp_json, import_mscclpp_json
-from planner.schedule import Schedule
+from planner.core.schedule import Schedule
 from planner.simulator import SimResult, simulate
 from topologies.types import Topology
 

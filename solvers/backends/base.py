@@ -10,8 +10,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from ..errors import UnsupportedModel
-from ..model import MatrixForm, Model
-from ..result import SolveOptions, SolveResult, Termination, relative_gap
+from ..linear_model import MatrixForm, LinearModel
+from ..result import Limit, SolveOptions, SolveResult, Termination, relative_gap
 
 # An empty row `lb <= 0 <= ub` counts as violated beyond this slack.
 _EMPTY_ROW_TOLERANCE = 1e-9
@@ -34,7 +34,7 @@ class Backend(ABC):
         return self._available
 
     def _probe(self) -> bool:
-        model = Model("probe")
+        model = LinearModel("probe")
         x = model.add_var("x", 0, 3, integer=self.supports_integer)
         model.add(2 * x <= 4)
         model.maximize(x + 1)
@@ -45,14 +45,14 @@ class Backend(ABC):
             return False
         return result.termination is Termination.optimal and abs(result.objective - 3.0) < 1e-6
 
-    def check_supported(self, model: Model) -> None:
+    def check_supported(self, model: LinearModel) -> None:
         """Raise UnsupportedModel if this backend cannot represent `model`."""
         if model.is_mip and not self.supports_integer:
             raise UnsupportedModel(f"{self.name} solves continuous models only; the model has integer variables")
         if not model.is_pure_integer and not self.supports_continuous:
             raise UnsupportedModel(f"{self.name} solves integer models only; the model has continuous variables")
 
-    def solve(self, model: Model, options: SolveOptions | None = None) -> SolveResult:
+    def solve(self, model: LinearModel, options: SolveOptions | None = None) -> SolveResult:
         """Solve `model`; raises UnsupportedModel, otherwise reports problems in the result."""
         options = options or SolveOptions()
         self.check_supported(model)
@@ -64,10 +64,10 @@ class Backend(ABC):
         return self._solve(model, form, options, started)
 
     @abstractmethod
-    def _solve(self, model: Model, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
+    def _solve(self, model: LinearModel, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
         """Backend-specific solve. Empty rows are known to be satisfied and may be skipped."""
 
-    def _trivial_result(self, model: Model, form: MatrixForm, started: float) -> SolveResult | None:
+    def _trivial_result(self, model: LinearModel, form: MatrixForm, started: float) -> SolveResult | None:
         empty = np.diff(form.A.indptr) == 0
         violated = np.flatnonzero(
             empty & ((form.row_lb > _EMPTY_ROW_TOLERANCE) | (form.row_ub < -_EMPTY_ROW_TOLERANCE))
@@ -88,7 +88,7 @@ class Backend(ABC):
         *,
         values: Sequence[float] | None = None,
         dual_bound: float | None = None,
-        limit_hit: bool = False,
+        limit: Limit | None = None,
         message: str = "",
     ) -> SolveResult:
         """Assemble a SolveResult.
@@ -123,7 +123,7 @@ class Backend(ABC):
             dual_bound=dual_bound,
             gap=relative_gap(objective, dual_bound),
             seconds=time.perf_counter() - started,
-            limit_hit=limit_hit,
+            limit=limit,
             values=clean,
             message=message,
         )

@@ -12,8 +12,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from ..model import MatrixForm, Model
-from ..result import SolveOptions, SolveResult, Termination
+from ..linear_model import MatrixForm, LinearModel
+from ..result import Limit, SolveOptions, SolveResult, Termination
 from .base import Backend, time_limit_reached
 
 _BOUND_LINE = re.compile(r"^(?:Lower|Upper) bound:\s*(\S+)", re.MULTILINE)
@@ -45,7 +45,7 @@ class CbcBackend(Backend):
     supports_integer = True
     supports_continuous = True
 
-    def _solve(self, model: Model, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
+    def _solve(self, model: LinearModel, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
         import pulp
 
         problem, xs = _to_pulp(form)
@@ -60,7 +60,7 @@ class CbcBackend(Backend):
                 except pulp.PulpSolverError as exc:
                     if was_killed():
                         return self._result(
-                            form, started, Termination.no_solution, limit_hit=True,
+                            form, started, Termination.no_solution, limit=Limit.time,
                             message=f"CBC overran its time limit and was killed after {_hard_limit(options):.1f}s",
                         )
                     return self._result(form, started, Termination.error, message=f"CBC failed: {exc}")
@@ -82,14 +82,14 @@ class CbcBackend(Backend):
             values = _values(xs, form)
             return self._result(
                 form, started, Termination.feasible, values=values, dual_bound=bound,
-                limit_hit=stopped_on_time, message=outcome,
+                limit=Limit.time if stopped_on_time else None, message=outcome,
             )
         if problem.status == pulp.LpStatusInfeasible:
             return self._result(form, started, Termination.infeasible, message=outcome)
         if problem.status == pulp.LpStatusUnbounded:
             return self._result(form, started, Termination.unbounded, message=outcome)
         if problem.status == pulp.LpStatusNotSolved and stopped_on_time:
-            return self._result(form, started, Termination.no_solution, limit_hit=True, message=outcome)
+            return self._result(form, started, Termination.no_solution, limit=Limit.time, message=outcome)
         return self._result(
             form, started, Termination.error,
             message=f"PuLP status {pulp.LpStatus.get(problem.status)}: {outcome}",

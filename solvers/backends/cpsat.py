@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from ..errors import UnsupportedModel
-from ..model import MatrixForm, Model
-from ..result import SolveOptions, SolveResult, Termination
-from .base import Backend
+from ..linear_model import MatrixForm, LinearModel
+from ..result import Limit, SolveOptions, SolveResult, Termination
+from .base import Backend, time_limit_reached
 
 # Values pass through float64, which is exact for integers up to 2**53.
 _MAX_ABS_VALUE = 2**53
@@ -27,12 +27,12 @@ class CpSatBackend(Backend):
     supports_integer = True
     supports_continuous = False
 
-    def check_supported(self, model: Model) -> None:
+    def check_supported(self, model: LinearModel) -> None:
         super().check_supported(model)
         if not model.has_integral_coefficients():
             raise UnsupportedModel("cpsat needs integral constraint and objective coefficients")
 
-    def _solve(self, model: Model, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
+    def _solve(self, model: LinearModel, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
         from ortools.sat.python import cp_model
 
         largest = max(
@@ -82,7 +82,7 @@ class CpSatBackend(Backend):
             params.max_deterministic_time = options.work_limit
         status = solver.solve(cp)
 
-        limited = options.time_limit_s is not None or options.work_limit is not None
+        limited = _limit_that_stopped(solver, options)
         has_objective = bool(objective_support.size)
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             values = list(solver.response_proto.solution)
@@ -91,13 +91,23 @@ class CpSatBackend(Backend):
                 return self._result(form, started, Termination.optimal, values=values, dual_bound=bound)
             return self._result(
                 form, started, Termination.feasible, values=values, dual_bound=bound,
-                limit_hit=limited, message="search stopped by a limit before proving optimality",
+                limit=limited, message="search stopped by a limit before proving optimality",
             )
         if status == cp_model.INFEASIBLE:
             return self._result(form, started, Termination.infeasible)
         if status == cp_model.MODEL_INVALID:
             return self._result(form, started, Termination.error, message=f"model invalid: {cp.validate()}")
         return self._result(
-            form, started, Termination.no_solution, limit_hit=limited,
+            form, started, Termination.no_solution, limit=limited,
             message=f"CP-SAT status {solver.status_name(status)} after {solver.wall_time:.3f}s",
         )
+
+
+def _limit_that_stopped(solver, options: SolveOptions) -> Limit | None:
+    """Which limit ended a search that stopped short of a proof: the wall clock when it
+    ran out (the answer then depends on the machine's load), else the work limit."""
+    if time_limit_reached(options, solver.wall_time):
+        return Limit.time
+    if options.work_limit is not None:
+        return Limit.work
+    return Limit.time if options.time_limit_s is not None else None

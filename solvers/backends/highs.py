@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 
-from ..model import MatrixForm, Model
-from ..result import SolveOptions, SolveResult, Termination
+from ..linear_model import MatrixForm, LinearModel
+from ..result import Limit, SolveOptions, SolveResult, Termination
 from .base import Backend
 
 # scipy.optimize.milp result.status codes.
@@ -30,7 +30,7 @@ class HighsBackend(Backend):
     supports_integer = True
     supports_continuous = True
 
-    def _solve(self, model: Model, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
+    def _solve(self, model: LinearModel, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
         sign = -1.0 if form.maximize else 1.0
         solve_started = time.perf_counter()
         result = self._run_milp(form, sign, options, options.time_limit_s)
@@ -52,9 +52,9 @@ class HighsBackend(Backend):
                 return self._result(
                     form, started, Termination.feasible, values=result.x,
                     dual_bound=self._dual_bound(result, sign, form, model),
-                    limit_hit=True, message=result.message,
+                    limit=Limit.time, message=result.message,
                 )
-            return self._result(form, started, Termination.no_solution, limit_hit=True, message=result.message)
+            return self._result(form, started, Termination.no_solution, limit=Limit.time, message=result.message)
         if result.status == _INFEASIBLE:
             return self._result(form, started, Termination.infeasible, message=result.message)
         if result.status == _UNBOUNDED:
@@ -103,7 +103,7 @@ class HighsBackend(Backend):
             )
 
     @staticmethod
-    def _dual_bound(result, sign: float, form: MatrixForm, model: Model) -> float | None:
+    def _dual_bound(result, sign: float, form: MatrixForm, model: LinearModel) -> float | None:
         # For LPs milp reports no MIP bound; the base class then uses the objective.
         bound = getattr(result, "mip_dual_bound", None)
         if not model.is_mip or bound is None or not np.isfinite(bound):

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from ..model import MatrixForm, Model
-from ..result import SolveOptions, SolveResult, Termination
+from ..linear_model import MatrixForm, LinearModel
+from ..result import Limit, SolveOptions, SolveResult, Termination
 from .base import Backend, time_limit_reached
 
 
@@ -32,7 +32,7 @@ class MPSolverBackend(Backend):
         """Solver-specific parameter string that sets the random seed ('' if none)."""
         return ""
 
-    def _solve(self, model: Model, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
+    def _solve(self, model: LinearModel, form: MatrixForm, options: SolveOptions, started: float) -> SolveResult:
         from ortools.linear_solver import pywraplp
 
         solver = pywraplp.Solver.CreateSolver(self.solver_id)
@@ -82,7 +82,7 @@ class MPSolverBackend(Backend):
             message = "time limit reached" if limit_hit else "solver stopped with an unproven solution"
             return self._result(
                 form, started, Termination.feasible, values=values, dual_bound=bound,
-                limit_hit=limit_hit, message=message,
+                limit=Limit.time if limit_hit else None, message=message,
             )
         if status == solver.INFEASIBLE:
             return self._result(form, started, Termination.infeasible)
@@ -90,7 +90,7 @@ class MPSolverBackend(Backend):
             return self._result(form, started, Termination.unbounded)
         if status == solver.NOT_SOLVED and limit_hit:
             return self._result(
-                form, started, Termination.no_solution, limit_hit=True, message="time limit reached"
+                form, started, Termination.no_solution, limit=Limit.time, message="time limit reached"
             )
         names = {solver.NOT_SOLVED: "NOT_SOLVED", solver.ABNORMAL: "ABNORMAL", solver.MODEL_INVALID: "MODEL_INVALID"}
         return self._result(

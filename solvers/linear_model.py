@@ -142,7 +142,7 @@ class LinearExpr:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Variable:
-    """A decision variable; obtain one from `Model.add_var` or `Model.add_binary`."""
+    """A decision variable; obtain one from `LinearModel.add_var` or `LinearModel.add_binary`."""
 
     model_id: int
     index: int
@@ -207,7 +207,7 @@ class Variable:
 class Constraint:
     """`expr <sense> rhs` with the expression's constant folded into `rhs`.
 
-    Built by comparing expressions (`x + y <= 3`); add it with `Model.add`.
+    Built by comparing expressions (`x + y <= 3`); add it with `LinearModel.add`.
     """
 
     expr: LinearExpr
@@ -218,7 +218,7 @@ class Constraint:
     def __bool__(self) -> bool:
         if self.same_variable is None:
             raise TypeError(
-                "a Constraint has no truth value; pass it to Model.add() "
+                "a Constraint has no truth value; pass it to LinearModel.add() "
                 "(chained comparisons such as 0 <= x <= 1 are not supported)"
             )
         return self.same_variable
@@ -279,7 +279,7 @@ class MatrixForm:
     var_lb: np.ndarray
     var_ub: np.ndarray
     integrality: np.ndarray
-    hint: np.ndarray | None = None  # a starting solution (NaN where none), see Model.set_hint
+    hint: np.ndarray | None = None  # a starting solution (NaN where none), see LinearModel.set_hint
 
     def variables(self) -> Iterator[tuple[int, float, float, bool]]:
         """(index, lower bound, upper bound, is integer) of every variable."""
@@ -303,7 +303,7 @@ def _first_non_finite(coefs: Iterable[float]) -> float | None:
     return None
 
 
-class Model:
+class LinearModel:
     """A linear (mixed-integer) program independent of any solver."""
 
     def __init__(self, name: str = "") -> None:
@@ -380,7 +380,7 @@ class Model:
         """Add a Constraint built with comparison operators; returns the row index."""
         if not isinstance(constraint, Constraint):
             raise TypeError(
-                f"Model.add expects a Constraint, got {type(constraint).__name__}"
+                f"LinearModel.add expects a Constraint, got {type(constraint).__name__}"
             )
         return self._append_row(constraint.expr, constraint.sense, constraint.rhs, name)
 
@@ -539,6 +539,6 @@ class Model:
     def __repr__(self) -> str:
         kind = "MIP" if self.is_mip else "LP"
         return (
-            f"Model({self.name!r}, {kind}, vars={self.num_vars}, "
+            f"LinearModel({self.name!r}, {kind}, vars={self.num_vars}, "
             f"constraints={self.num_constraints}, nnz={self.num_nonzeros})"
         )

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 
 def load_traffic(path: str, gpus: int) -> tuple[tuple[int, ...], ...]:

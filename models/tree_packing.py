@@ -18,13 +18,15 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.collectives import Collective
+from planner.core.declined import Declined
+from planner.core.schedule import Chunk, Schedule, Transfer
 from models.gather_lp import topology_lp
+from solvers import Limit, SolveResult, Termination
 from solvers.arborescence import PackingError
+from solvers.tree_columns import MAX_ROUNDS as COLUMN_ROUNDS
 from solvers.baselines import TRANSFER_BUDGET
-from solvers.forest import Forest, ForestError, RoutedTree, gather_forest, known_forest, rooted_forest
+from models.forest import Forest, ForestError, RoutedTree, gather_forest, known_forest, rooted_forest
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -38,8 +40,18 @@ SPREAD_CHANNELS = 8
 SCHEDULE_BUDGET = 200_000  # transfers: verified and timed in about a minute
 
 
+def trees_applies(collective: Collective) -> str | None:
+    """None, or why the trees method cannot run for `collective`."""
+    if collective.ranks > TREES_MAX_GPUS:
+        return (f"trees: {collective.ranks} GPUs is more than the {TREES_MAX_GPUS} the trees method is allowed "
+                f"(its schedule would be too large to pipeline and check); use hierarchical or ring")
+    if collective.ranks < 2:
+        return "trees: a single GPU has nothing to move"
+    return None
+
+
 def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = None,
-                  budget: int | None = None, forest: str | None = None) -> Schedule:
+                  budget: int | None = None, forest: str | None = None) -> Schedule | Declined:
     """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
     reduce from weighted trees at the throughput LP's optimum, found by column generation
     (`forest="columns"`, solvers/tree_columns.py) or edge splitting and packing
@@ -47,21 +59,19 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
     several servers (far fewer trees than packing gives there: 1.25 vs 2.28 of the bound
     on hgx-h100x4), packing on one server (1.03 vs 1.08 on mi250, bench/trees.py) and for
     one root (equal, shallow trees: the symmetric depth-2 broadcast on a switch).
-    O(forest) + O(transfers)."""
-    kind, n = collective.kind, collective.ranks
+    Declined when a forest fails its check. O(forest) + O(transfers)."""
+    kind = collective.kind
     if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
-        raise InputError(f"the trees method does not do {kind}", field="method")
-    if n > TREES_MAX_GPUS:
-        raise InputError(f"trees: {n} GPUs is more than the {TREES_MAX_GPUS} the trees method is allowed "
-                         f"(its schedule would be too large to pipeline and check); use hierarchical or ring", field="method")
-    if n < 2:
-        raise InputError("trees: a single GPU has nothing to move", field="method")
+        raise ValueError(f"the trees method does not do {kind}")
+    reason = trees_applies(collective)
+    if reason:
+        raise ValueError(reason)
     forest = forest or ("packing" if kind in ("broadcast", "reduce") or len(topo.servers) == 1 else "columns")
     try:
         phases = [(gather_forest(topo, reverse, forest) if root is None else rooted_forest(topo, root, reverse, forest),
                    reverse) for reverse, root in _phases(collective)]
     except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
-        raise InputError(f"trees: {exc}", field="method") from None
+        return Declined(f"trees: {exc}")
     return forest_schedule(collective, phases, pieces, budget, Router(topo))
 
 
@@ -80,12 +90,13 @@ def _tag(upward: bool, phases: int) -> str:
     return "up_" if upward and phases > 1 else ""
 
 
-def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | None = None) -> dict:
-    """The plan's `solver` entry for a trees plan: the throughput LP(s) its forests were
-    built from (kept on the topology, so nothing is solved again) and, for column-generated
-    forests, the master LP (its seconds too, when the forest is known on the topology).
-    `optimal` only when every LP solve was optimal, cut generation found no violated cut
-    and column generation converged."""
+def forest_solve(collective: Collective, topo: Topology, schedule: Schedule | None = None) -> SolveResult:
+    """The solve behind a trees plan: the throughput LP(s) its forests were built from
+    (kept on the topology, so nothing is solved again) and, for column-generated forests,
+    the master LP (its seconds too, when the forest is known on the topology). `optimal`
+    only when every LP solve was optimal, cut generation found no violated cut and column
+    generation converged; otherwise `feasible`, with the limit that stopped it (the rounds,
+    a work limit; or column generation's time limit)."""
     lps = [topology_lp(topo, reverse, root)[1] for reverse, root in _phases(collective)]
     params = dict(schedule.params) if schedule is not None else {}
     masters = 0.0
@@ -98,9 +109,10 @@ def lp_solver_json(collective: Collective, topo: Topology, schedule: Schedule | 
     converged = all(lp.converged for lp in lps) and all(s["columns_converged"] for s in columns)
     proved = converged and all(lp.status == "optimal" for lp in lps)
     name = lps[0].solver + ("+" + columns[0]["master_solver"] if columns else "")
-    return {"name": name, "status": "optimal" if proved else "feasible",
-            "seconds": sum(lp.seconds for lp in lps) + masters, "gap": 0.0 if proved else None,
-            "limit_hit": not converged}
+    out_of_rounds = not all(lp.converged for lp in lps) or any(s["columns_rounds"] > COLUMN_ROUNDS for s in columns)
+    limit = None if converged else Limit.work if out_of_rounds else Limit.time
+    return SolveResult(name, Termination.optimal if proved else Termination.feasible, None, None,
+                       0.0 if proved else None, sum(lp.seconds for lp in lps) + masters, limit, None)
 
 
 def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], pieces: int | None = None,

@@ -2,9 +2,10 @@
 
 Written deterministically: sorted keys, floats in their shortest exact form (so a plan
 parses back to the very numbers that were simulated), and an atomic replace so a failed
-run never leaves half a file. `synthesis_seconds` and
-`solver.seconds` are wall-clock measurements; with `reproducible=True` they are written
-as 0 so that the same input gives the same bytes.
+run never leaves half a file. Wall-clock measurements are the keys `seconds` and
+`*_seconds` (`metrics.synthesis_seconds`, `solver.seconds`, a model's own solve times);
+with `reproducible=True` they are written as 0 wherever they are, outside `problem` (the
+inputs, echoed) and `plan` (the body), so that the same input gives the same bytes.
 """
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 SCHEMA_ID = "planner.plan/v1"
-KINDS = ("collective", "experts", "placement", "parallelism")
-WALL_CLOCK_FIELDS = (("metrics", "synthesis_seconds"), ("solver", "seconds"))
+KINDS = ("collective", "experts", "placement", "parallelism")  # the schema's; planner.kinds builds them
+
+
+def is_wall_clock(key: str) -> bool:
+    return key == "seconds" or key.endswith("_seconds")
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,17 @@ class Plan:
                "solver": self.solver, "fallback": self.fallback, "metrics": self.metrics, "bound": self.bound,
                "plan": self.plan, "provenance": self.provenance}
         if reproducible:
-            for section, key in WALL_CLOCK_FIELDS:
-                if isinstance(doc.get(section), dict) and key in doc[section]:
-                    doc[section] = {**doc[section], key: 0.0}
+            doc = {k: v if k in ("problem", "plan") else _without_wall_clock(v) for k, v in doc.items()}
         return _normalise(doc)
+
+
+def _without_wall_clock(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: 0.0 if is_wall_clock(str(k)) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                else _without_wall_clock(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_wall_clock(v) for v in value]
+    return value
 
 
 def _normalise(value: Any) -> Any:

@@ -10,7 +10,7 @@ import math
 import re
 from fractions import Fraction
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 _SIZE_UNITS = {
     "": 1, "b": 1,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.collectives import Collective
-from planner.errors import InputError
-from planner.schedule import Chunk, Schedule, Transfer
+from planner.core.collectives import Collective
+from planner.core.schedule import Chunk, Schedule, Transfer
 from solvers.baselines import TRANSFER_BUDGET, ring_orders
 from topologies.routing import Router
 from topologies.types import Topology
@@ -55,7 +54,7 @@ def double_binary_tree(collective: Collective, topo: Topology, parts_per_block: 
                        router: Router | None = None) -> Schedule:
     """Allreduce over two complementary binary trees, pipelined. O(N x parts x n) transfers."""
     if collective.kind != "allreduce":
-        raise InputError(f"the tree method does not do {collective.kind}", field="method")
+        raise ValueError(f"the tree method does not do {collective.kind}")
     n = collective.ranks
     router = router or Router(topo)
     order = ring_orders(topo, 1, router)[0]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.collectives import Collective
+from planner.core.collectives import Collective
+from planner.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,35 @@ class Schedule:
 def whole_block_chunks(collective: Collective, parts: int = 1) -> tuple[Chunk, ...]:
     """Every block cut into `parts` equal chunks; chunk id = block * parts + part."""
     return tuple(Chunk(b, p / parts, (p + 1) / parts) for b in range(len(collective.blocks)) for p in range(parts))
+
+
+def schedule_to_json(schedule: Schedule) -> dict:
+    transfers = []
+    for t in schedule.transfers:
+        row: list = [t.chunk, t.src, t.dst, t.step, int(t.reduce), t.channel]
+        if t.deps or t.path is not None:
+            row.append(list(t.deps))
+        if t.path is not None:
+            row.append(list(t.path))
+        transfers.append(row)
+    return {"algorithm": schedule.algorithm, "params": dict(schedule.params),
+            "transfer_fields": ["chunk", "src", "dst", "step", "reduce", "channel", "deps", "path"],
+            "chunks": [[c.block, c.lo, c.hi] for c in schedule.chunks], "transfers": transfers}
+
+
+def schedule_from_json(body: dict, coll: Collective, source: str | None = None) -> Schedule:
+    """The inverse of schedule_to_json; malformed bodies raise InputError naming the field."""
+    try:
+        chunks = tuple(Chunk(int(b), float(lo), float(hi)) for b, lo, hi in body["chunks"])
+        transfers = []
+        for i, row in enumerate(body["transfers"]):
+            chunk, src, dst, step, red, chan = (int(x) for x in row[:6])
+            deps = tuple(int(d) for d in row[6]) if len(row) > 6 else ()
+            path = tuple(str(p) for p in row[7]) if len(row) > 7 else None
+            if path is not None and len(path) < 2:
+                raise ValueError(f"transfer {i} has a path of {len(path)} node(s)")
+            transfers.append(Transfer(chunk, src, dst, step, bool(red), chan, path, deps))
+        params = tuple(sorted(dict(body.get("params", {})).items()))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"malformed schedule ({exc.__class__.__name__}: {exc})", source=source, field="plan") from None
+    return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params)

@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 COLLECTIVES = ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall", "alltoallv")
 REDUCTIONS = ("reduce-scatter", "allreduce", "reduce")

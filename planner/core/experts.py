@@ -1,5 +1,6 @@
-"""MoE expert placement: the problem description, the LOADS file, metrics and the check
-every expert map passes before it is written.
+"""MoE expert placement: the problem description, the LOADS file, and the arithmetic of a
+map that the methods and the checks share (GPU loads, node holdings, crossing tokens,
+the group-to-node splits).
 
 A layer's map is `physical_to_logical_map[p]` = logical expert in physical slot p; slot p
 lives on GPU p // K (K slots per GPU) and GPU g on node g // (G / nodes). A replica carries
@@ -9,12 +10,13 @@ dispatch, docs/experts.md). At most one replica of an expert per GPU; with exper
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from planner.errors import InputError
-from planner.loader import expect_mapping, read_document
+from planner.core.errors import InfeasibleError, InputError
+from planner.core.loader import expect_mapping, read_document
 
 LOADS_FIELDS = ("weights", "coactivation", "logical_count")
 
@@ -53,6 +55,12 @@ class ExpertProblem:
     @property
     def gpus_per_node(self) -> int:
         return self.gpus // self.nodes
+
+    @property
+    def has_node_traffic(self) -> bool:
+        """Co-activation data on several nodes, without expert groups: when the milp's
+        traffic model and the traffic swap search run (docs/experts.md)."""
+        return self.coactivation is not None and not self.groups and self.nodes > 1
 
     def describe(self) -> dict:
         return {"loads": self.source, "layers": self.layers, "experts": self.experts, "gpus": self.gpus,
@@ -135,7 +143,8 @@ def _read_coactivation(value, shape: tuple[int, int], path: str) -> Coactivation
 def expert_problem(weights: np.ndarray, gpus: int, nodes: int = 1, slots_per_gpu: int | None = None,
                    redundant: int | None = None, groups: int | None = None,
                    coactivation: Coactivation | None = None, source: str | None = None) -> ExpertProblem:
-    """Validate the engine's constraints (each failure names the option) and build the problem."""
+    """Validate the engine's constraints (each failure names the option, exit 2) and build
+    the problem; InfeasibleError (exit 3) when no map can satisfy them."""
     layers, experts = weights.shape
     if gpus < 1:
         raise InputError("must be >= 1", field="--gpus")
@@ -154,11 +163,11 @@ def expert_problem(weights: np.ndarray, gpus: int, nodes: int = 1, slots_per_gpu
     if slots_per_gpu < 1:
         raise InputError("must be >= 1", field="--slots-per-gpu")
     if gpus * slots_per_gpu < experts:
-        raise InputError(f"{experts} experts need at least {experts} slots; {gpus} GPUs x {slots_per_gpu} = "
-                         f"{gpus * slots_per_gpu}", field="--slots-per-gpu")
+        raise InfeasibleError(f"no map holds every expert: {experts} experts need at least {experts} slots; "
+                              f"{gpus} GPUs x {slots_per_gpu} = {gpus * slots_per_gpu}")
     if slots_per_gpu > experts:
-        raise InputError(f"{slots_per_gpu} slots per GPU but only {experts} experts (one replica of an expert per "
-                         f"GPU)", field="--slots-per-gpu")
+        raise InfeasibleError(f"no map fills a GPU's {slots_per_gpu} slots with only {experts} experts, at most one "
+                              f"replica of an expert per GPU")
     if groups is not None:
         if groups < 1 or experts % groups:
             raise InputError(f"{experts} experts do not divide into {groups} groups", field="--groups")
@@ -170,34 +179,19 @@ def expert_problem(weights: np.ndarray, gpus: int, nodes: int = 1, slots_per_gpu
         node_experts = experts // nodes
         node_slots = gpus * slots_per_gpu // nodes
         if slots_per_gpu > node_experts or node_slots < node_experts:
-            raise InputError(f"a node's {node_experts} experts do not fit its {node_slots} slots "
-                             f"({slots_per_gpu} per GPU)", field="--slots-per-gpu")
+            raise InfeasibleError(f"no map keeps every group on one node: a node's {node_experts} experts do not fit "
+                                  f"its {node_slots} slots ({slots_per_gpu} per GPU, one replica of an expert per GPU)")
     if coactivation is not None and len(coactivation.tokens) != layers:
         raise InputError("coactivation needs one entry per layer", source=source, field="coactivation")
     return ExpertProblem(np.asarray(weights, dtype=np.float64), gpus, nodes, slots_per_gpu, groups, coactivation,
                          source)
 
 
-# ---------------------------------------------------------------- metrics
+# ---------------------------------------------------------------- the arithmetic of a map
 def gpu_loads(w: np.ndarray, phys: np.ndarray, slots_per_gpu: int) -> np.ndarray:
     """Load of every GPU in one layer: each slot carries its expert's load / replica count."""
     counts = np.bincount(phys, minlength=len(w))
     return (w[phys] / counts[phys]).reshape(-1, slots_per_gpu).sum(axis=1)
-
-
-def max_over_mean_per_layer(problem: ExpertProblem, maps: np.ndarray) -> np.ndarray:
-    """Max GPU load / mean GPU load of every layer (1.0 for a layer without load)."""
-    out = np.ones(problem.layers)
-    for layer, (w, phys) in enumerate(zip(problem.weights, maps)):
-        mean = w.sum() / problem.gpus
-        if mean > 0:
-            out[layer] = gpu_loads(w, phys, problem.slots_per_gpu).max() / mean
-    return out
-
-
-def node_holds(problem: ExpertProblem, phys: np.ndarray) -> np.ndarray:
-    """[nodes, experts] True where a node holds a replica of the expert."""
-    return holds_by_node(phys, problem.slots_per_gpu * problem.gpus_per_node, problem.experts)
 
 
 def holds_by_node(phys: np.ndarray, slots_per_node: int, experts: int) -> np.ndarray:
@@ -212,52 +206,28 @@ def crossing_tokens(holds: np.ndarray, first: np.ndarray, second: np.ndarray, to
     return float(tokens[~(holds[:, first] & holds[:, second]).any(axis=0)].sum())
 
 
-def cross_node_tokens(problem: ExpertProblem, maps: np.ndarray) -> tuple[float, float]:
-    """(co-activated token pairs whose two experts share no node, all co-activated pairs),
-    summed over layers: the pairs a token must reach over the scale-out network."""
-    crossing = total = 0.0
-    for layer, phys in enumerate(maps):
-        first, second = problem.coactivation.first[layer], problem.coactivation.second[layer]
-        tokens = problem.coactivation.tokens[layer]
-        crossing += crossing_tokens(node_holds(problem, phys), first, second, tokens)
-        total += float(tokens.sum())
-    return crossing, total
+def count_equal_partitions(items: int, parts: int) -> int:
+    size = items // parts
+    return math.factorial(items) // (math.factorial(size) ** parts * math.factorial(parts))
 
 
-def expert_metrics(problem: ExpertProblem, maps: np.ndarray) -> dict:
-    per_layer = max_over_mean_per_layer(problem, maps)
-    metrics = {"max_over_mean": float(per_layer.mean()), "worst_layer_max_over_mean": float(per_layer.max()),
-               "max_over_mean_per_layer": [float(v) for v in per_layer]}
-    if problem.coactivation is not None:
-        crossing, total = cross_node_tokens(problem, maps)
-        metrics["cross_node_coactivated_tokens"] = crossing
-        metrics["cross_node_fraction"] = crossing / total if total else 0.0
-    return metrics
+def equal_partitions(items: int, parts: int):
+    """Every way to split items 0..n-1 into `parts` equal unlabelled sets (each set opened
+    by its smallest item)."""
+    size = items // parts
+    assigned = [-1] * items
 
+    def place(i, sizes):
+        if i == items:
+            yield list(assigned)
+            return
+        opened = sum(1 for s in sizes if s > 0)
+        for p in range(min(opened + 1, parts)):
+            if sizes[p] < size:
+                assigned[i] = p
+                sizes[p] += 1
+                yield from place(i + 1, sizes)
+                sizes[p] -= 1
+        assigned[i] = -1
 
-# ---------------------------------------------------------------- the check before writing
-def check_expert_maps(problem: ExpertProblem, maps: np.ndarray, shared_gpus: bool = False) -> None:
-    """Raise ValueError unless `maps` is a valid placement of every layer: shape [layers,
-    G*K], ids in range, every expert in at least one slot, one replica of an expert per
-    GPU (unless `shared_gpus`: EPLB may put two on one GPU), and with groups every
-    group's replicas on one node."""
-    expected = (problem.layers, problem.slots)
-    if maps.shape != expected:
-        raise ValueError(f"expert map has shape {maps.shape}, expected {expected}")
-    if maps.min() < 0 or maps.max() >= problem.experts:
-        raise ValueError("expert map names an expert that does not exist")
-    for layer, phys in enumerate(maps):
-        counts = np.bincount(phys, minlength=problem.experts)
-        if (counts == 0).any():
-            raise ValueError(f"layer {layer}: expert {int(np.argmin(counts))} has no slot")
-        per_gpu = np.sort(phys.reshape(problem.gpus, problem.slots_per_gpu), axis=1)
-        if not shared_gpus and (per_gpu[:, 1:] == per_gpu[:, :-1]).any():
-            raise ValueError(f"layer {layer}: a GPU holds two replicas of one expert")
-        if problem.groups:
-            group_of = np.arange(problem.experts) // (problem.experts // problem.groups)
-            holds = node_holds(problem, phys)
-            nodes_per_group = np.array([holds[:, group_of == grp].any(axis=1).sum() for grp in range(problem.groups)])
-            if (nodes_per_group != 1).any():
-                raise ValueError(f"layer {layer}: expert group {int(np.argmax(nodes_per_group != 1))} spans "
-                                 f"{int(nodes_per_group.max())} nodes")
-
+    yield from place(0, [0] * parts)

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 
 def read_document(path: str | Path) -> Any:

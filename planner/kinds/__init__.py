@@ -1,0 +1,14 @@
+"""The plan kinds, one module each; `KINDS` is the registry the command line and the tests
+read. A kind reserved in the plan schema but not built yet names the module it goes in
+(docs/architecture.md says how to add one)."""
+from __future__ import annotations
+
+from planner.kind import PlanKind
+from planner.kinds.collective import COLLECTIVE
+from planner.kinds.experts import EXPERTS
+
+KINDS: dict[str, PlanKind] = {kind.name: kind for kind in (COLLECTIVE, EXPERTS)}
+RESERVED: dict[str, str] = {
+    "placement": "planner/kinds/placement.py: GPU placements of a job's ranks (`planner place`)",
+    "parallelism": "planner/kinds/parallelism.py: training and serving parallelism plans (`planner parallelize`)",
+}
