@@ -256,8 +256,10 @@ def analyse(schedule: Schedule) -> ExportPlan:
 def _classify(ts, d: int, i: int) -> Dep | None:
     """Where transfer i waits for transfer d: at i's sender after d arrived there (d wrote
     what i reads), at i's receiver after d's step there (d wrote, or read, the place i
-    writes), or at i's sender after d left it (an explicit dependency between two sends).
-    None when the thread block order of one connection already implies it."""
+    writes). None when the thread block order of one connection already implies it.
+    An explicit dependency of one send on another from the same GPU to elsewhere (SpreadOut's
+    stages) waits for that send to arrive; a runtime can only order it after the earlier
+    send has left, which re-simulates faster than the plan: refused (InputError)."""
     a, b = ts[d], ts[i]
     if (a.src, a.dst, a.channel) == (b.src, b.dst, b.channel):
         return None
@@ -268,6 +270,8 @@ def _classify(ts, d: int, i: int) -> Dep | None:
     if a.src == b.dst:
         return Dep(i, RECV, d, SEND)
     if a.src == b.src:
-        return Dep(i, SEND, d, SEND)
+        raise InputError(f"transfer {i} ({b.src}->{b.dst}) waits for transfer {d} ({a.src}->{a.dst}) to arrive; "
+                         "MSCCL runtimes order a send only after an earlier send has left its GPU, not arrived",
+                         field="deps")
     raise InputError(f"transfer {i} ({b.src}->{b.dst}) depends on transfer {d} ({a.src}->{a.dst}), which shares no "
                      "GPU with it; MSCCL runtimes order only the steps of one GPU", field="deps")
