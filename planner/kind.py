@@ -122,6 +122,8 @@ class PlanKind:
     exports[fmt](problem, candidate) -> the export's text, parsed back and compared; an
         InputError when the format cannot express the solution, ExportMismatch (exit 1)
         when it does not parse back to the same plan.
+    read_back[fmt](problem, text) -> the solution an export's text says (what a runtime
+        or engine would load), for checks from outside.
     finish(problem, candidate) -> a better solution of the returned candidate at the same
         score (experts: fewer cross-node tokens), or None: applied after the choice.
     solve_entry(problem, candidate, bound) -> the returned plan's solve as the plan says
@@ -139,6 +141,7 @@ class PlanKind:
     metrics: Callable[[Any, Candidate, Any], dict]
     body: Callable[[Any, Candidate], dict]
     exports: Mapping[str, Callable[[Any, Candidate], str]]
+    read_back: Mapping[str, Callable[[Any, str], Any]]
     lost: Callable[[str, float, str, float], str]
     subject: Callable[[Any], str]  # what the problem is, in "method X does not do <subject>"
     noun: str  # what a solution is called: "schedule", "map"

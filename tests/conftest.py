@@ -1,10 +1,16 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 DATA = Path(__file__).parent / "data"
+
+if os.environ.get("PLANNER_TOY_METHOD"):  # see tests/test_kinds.py
+    from toy_method import register
+
+    register()
 
 
 @pytest.fixture

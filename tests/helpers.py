@@ -7,29 +7,51 @@ from solvers import baselines
 from topologies.routing import Router
 from topologies.types import Link, Node, Topology, build_topology
 
-# (label, collective kind, root) of every baseline the planner ships.
-BASELINE_CASES = (
-    ("ring allgather", "allgather", 0),
-    ("ring reduce-scatter", "reduce-scatter", 0),
-    ("ring allreduce", "allreduce", 0),
-    ("chain broadcast root 0", "broadcast", 0),
-    ("chain broadcast root 3", "broadcast", 3),
-    ("chain reduce root 0", "reduce", 0),
-    ("chain reduce root 3", "reduce", 3),
-    ("direct alltoall", "alltoall", 0),
-)
+def _cases() -> tuple[tuple[str, str, str, int], ...]:
+    """(label, method, collective kind, root) of every heuristic method in the collective
+    registry, for every collective it handles (rooted ones at roots 0 and 3); read from
+    the registry, so a method added there is in every test that takes these cases."""
+    from planner.kinds.collective import COLLECTIVE, collective_problem
+
+    pair = explicit("pair", ["a", "b"], [("a", "b", 10.0, 0.0)])
+    out = []
+    for m in COLLECTIVE.methods:
+        if not m.heuristic:
+            continue
+        for kind in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall"):
+            if not m.handles(collective_problem(Collective(kind, 2, 1 << 10), pair)):
+                continue
+            for root in ((0, 3) if kind in ("broadcast", "reduce") else (0,)):
+                out.append((f"{m.name} {kind}" + (f" root {root}" if kind in ("broadcast", "reduce") else ""),
+                            m.name, kind, root))
+    return tuple(out)
 
 
-def build_baseline(kind: str, topo: Topology, size: int, root: int = 0,
-                   router: Router | None = None) -> Schedule:
-    """The baseline schedule for `kind` on `topo` (root clamped to the GPU count)."""
+def first_case(kind: str) -> tuple:
+    """The plainest baseline case of a collective kind: ring, chain or direct."""
+    plain = {"broadcast": "chain", "reduce": "chain", "alltoall": "direct"}.get(kind, "ring")
+    return next(c for c in BASELINE_CASES if c[1] == plain and c[2] == kind)
+
+
+def build_baseline(case: tuple, topo: Topology, size: int, root: int | None = None,
+                   router: Router | None = None) -> Schedule | None:
+    """The case's schedule on `topo` (root: the case's, or the one given, clamped to the GPU
+    count); None when the method does not apply to this topology."""
+    from planner.core.declined import Declined
+    from planner.kind import Context, Options
+    from planner.kinds.collective import COLLECTIVE, CollectiveProblem
+
+    _, method, kind, case_root = case
     n = topo.num_gpus
-    coll = Collective(kind, n, size, root=root % n)
-    if kind in ("allgather", "reduce-scatter", "allreduce"):
-        return baselines.ring(coll, topo, router=router)
-    if kind in ("broadcast", "reduce"):
-        return baselines.chain(coll, topo, router=router)
-    return baselines.direct_alltoall(coll, topo)
+    coll = Collective(kind, n, size, root=(case_root if root is None else root) % n)
+    problem = CollectiveProblem(coll, topo, topo.name)
+    if router is not None:
+        problem.__dict__["router"] = router
+    m = COLLECTIVE.method(method)
+    if m.applies(problem):
+        return None
+    out = m.run(problem, Context(Options(), method, False))
+    return None if isinstance(out, Declined) else out.solution
 
 
 def assert_baselines_respect_the_bound(topo: Topology, size: int, root: int | None = None,
@@ -40,15 +62,17 @@ def assert_baselines_respect_the_bound(topo: Topology, size: int, root: int | No
     from planner.simulator import simulate, verify
 
     router = Router(topo)
-    for label, kind, case_root in BASELINE_CASES:
-        sched = build_baseline(kind, topo, size, case_root if root is None else root, router)
+    for case in BASELINE_CASES:
+        sched = build_baseline(case, topo, size, root, router)
+        if sched is None:
+            continue
         verify(sched)
         res = simulate(sched, topo, router)
         bound = lower_bound(sched.collective, topo)
-        assert 0 < bound.time_us < float("inf"), (context, label)
-        assert res.time_us >= bound.time_us * (1 - 1e-9), (context, label, res.time_us, bound.time_us,
+        assert 0 < bound.time_us < float("inf"), (context, case[0])
+        assert res.time_us >= bound.time_us * (1 - 1e-9), (context, case[0], res.time_us, bound.time_us,
                                                            bound.derivation)
-        assert res.max_link_utilization <= 1 + 1e-9, (context, label)
+        assert res.max_link_utilization <= 1 + 1e-9, (context, case[0])
 
 
 def explicit(name: str, gpus: list[str], links: list[tuple], switches: list[str] = ()) -> Topology:
@@ -76,3 +100,6 @@ def whole(coll: Collective) -> tuple[Chunk, ...]:
 
 def schedule(coll: Collective, transfers: list[Transfer], chunks: tuple[Chunk, ...] | None = None) -> Schedule:
     return Schedule(coll, chunks if chunks is not None else whole(coll), tuple(transfers))
+
+
+BASELINE_CASES = _cases()

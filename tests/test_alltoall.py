@@ -160,6 +160,7 @@ def test_hierarchical_alltoall_gathers_on_the_destination_rail():
     assert simulate(sched, topo).time_us >= lower_bound(coll, topo).time_us * (1 - 1e-9)
 
 
+@pytest.mark.slow
 def test_flow_bound_is_at_least_the_cut_bound_and_sees_oversubscribed_leaves(tmp_path):
     for name in ("hgx-h100x2", "mi300xx2"):
         topo = load_topology(name)
@@ -210,6 +211,7 @@ def test_time_expanded_flow_model_is_optimal_at_its_resolution_and_decodes(integ
             assert abs(size / unit - round(size / unit)) < 1e-6
 
 
+@pytest.mark.slow
 def test_cli_lp_and_milp_report_status_and_both_bounds(run_cli, tmp_path):
     import json
     out = tmp_path / "p.json"

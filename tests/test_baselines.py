@@ -36,6 +36,7 @@ TOPOLOGIES = ["dgx-a100", "dgx1", "hgx-h100x2", "dgx1x2", "mi300xx2"]
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
 @pytest.mark.parametrize("size", [8 << 10, 64 << 20])
+@pytest.mark.slow
 def test_tree_allreduce_verifies_and_respects_the_bound(name, size):
     topo = load_topology(name)
     coll = Collective("allreduce", topo.num_gpus, size)
@@ -74,6 +75,7 @@ def test_tree_beats_ring_on_latency_bound_allreduce():
 
 @pytest.mark.parametrize("name,size", [("dgx1", 8 << 10), ("dgx-a100x2", 16 << 10), ("dgx-a100x2", 1 << 30),
                                        ("hgx-h100x2", 16 << 20)])
+@pytest.mark.slow
 def test_auto_is_the_best_baseline(name, size):
     topo = load_topology(name)
     coll = Collective("allreduce", topo.num_gpus, size)

@@ -268,11 +268,15 @@ EXTRA = {
 
 @pytest.mark.parametrize("name", sorted(EXTRA))
 @pytest.mark.parametrize("size", [4096, 1 << 24])
+@pytest.mark.slow
 def test_bound_never_exceeds_a_baseline(name, size):
     topo = EXTRA[name]()
     router = Router(topo)
-    for label, kind, root in BASELINE_CASES:
-        sched = build_baseline(kind, topo, size, root, router)
+    for case in BASELINE_CASES:
+        label = case[0]
+        sched = build_baseline(case, topo, size, router=router)
+        if sched is None:
+            continue
         t = simulate(sched, topo, router).time_us
         bound = lower_bound(sched.collective, topo)
         assert 0 < bound.time_us <= t * (1 + 1e-9), (name, label, t, bound.time_us)
@@ -283,8 +287,11 @@ def test_bound_holds_for_bandwidths_below_a_whole_mb_per_s(bw):
     """Regression: capacities were rounded to the nearest MB/s, so a 1.0004 GB/s link counted
     as 1.000 GB/s and the bound came out above what a single direct transfer achieves."""
     for topo in (fabrics.ring(2, bw), fabrics.ring(3, bw), fabrics.fully_connected(3, bw)):
-        for label, kind, root in BASELINE_CASES:
-            sched = build_baseline(kind, topo, 1 << 20, root)
+        for case in BASELINE_CASES:
+            label = case[0]
+            sched = build_baseline(case, topo, 1 << 20)
+            if sched is None:
+                continue
             t = simulate(sched, topo).time_us
             assert lower_bound(sched.collective, topo).time_us <= t * (1 + 1e-9), (topo.name, label, bw)
 
@@ -300,6 +307,9 @@ def test_single_server_whose_switch_has_no_server_index():
     bound = lower_bound(Collective("allgather", 3, 3000), topo)
     assert detail(bound)["optimal_throughput_GBps_per_gpu"] == rel(10.0 / 2)
     assert bound.latency_us == rel(1.0)
-    for label, kind, root in BASELINE_CASES:
-        sched = build_baseline(kind, topo, 3000, root)
+    for case in BASELINE_CASES:
+        label = case[0]
+        sched = build_baseline(case, topo, 3000)
+        if sched is None:
+            continue
         assert lower_bound(sched.collective, topo).time_us <= simulate(sched, topo).time_us * (1 + 1e-9), label

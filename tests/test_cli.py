@@ -166,6 +166,7 @@ def test_ring_allgather_dgx_a100_is_optimal(run_cli, tmp_path, plan_validator):
 
 
 @pytest.mark.parametrize("coll", ["allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall"])
+@pytest.mark.slow
 def test_every_written_plan_validates_and_replays(coll, run_cli, tmp_path, plan_validator):
     out = tmp_path / f"{coll}.json"
     result = run_cli("collective", coll, "--topology", "hgx-h100x2", "--size", "16MiB", "-o", out, "--json")
@@ -203,6 +204,7 @@ def test_simulate_reports_incorrect_plan(run_cli, tmp_path):
 
 @pytest.mark.parametrize("args", [("allreduce", "--topology", "dgx1x2", "--size", "64MiB"),
                                   ("allgather", "--topology", "dgx-a100", "--size", "8KiB")])  # milp, proved optimal
+@pytest.mark.slow
 def test_same_input_same_bytes(args, run_cli, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for path in (a, b):
@@ -210,6 +212,7 @@ def test_same_input_same_bytes(args, run_cli, tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.slow
 def test_quickstart(run_cli, tmp_path, plan_validator):
     out = tmp_path / "qs"
     result = run_cli("quickstart", "-o", out)
@@ -315,6 +318,7 @@ def test_alltoallv_takes_no_size(run_cli, tmp_path):
     assert doc["problem"]["size_bytes"] == 7 * 8  # the largest send buffer, as alltoall's SIZE
 
 
+@pytest.mark.slow
 def test_unwritable_output(run_cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -342,6 +346,7 @@ def test_reserved_node_id_suffix(run_cli, tmp_path):
     assert result.exit_code == 2 and "nodes[1].id" in result.stderr
 
 
+@pytest.mark.slow
 def test_quickstart_names_plans_after_a_topology_file(run_cli, tmp_path):
     topo = tmp_path / "my-pair.yaml"
     topo.write_text(yaml.safe_dump({"generator": {"preset": "dgx-a100", "servers": 2}}))

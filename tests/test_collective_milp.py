@@ -13,6 +13,7 @@ from topologies.routing import Router
 
 @pytest.mark.parametrize("kind", ["allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"])
 @pytest.mark.parametrize("name", ["dgx-a100", "dgx1"])
+@pytest.mark.slow
 def test_milp_schedules_verify_and_respect_the_bound(kind, name):
     topo = load_topology(name)
     coll = Collective(kind, 8, 8 << 10, root=3)
@@ -38,6 +39,7 @@ def test_milp_allgather_reaches_the_bound_on_an_nvswitch_server():
 @pytest.mark.parametrize("name,kind,per_gpu", [("dgx1", "allgather", 1 << 10), ("dgx1", "allreduce", 64 << 10),
                                                ("dgx-a100x2", "allgather", 1 << 10),
                                                ("dgx-a100x2", "allreduce", 1 << 10)])
+@pytest.mark.slow
 def test_auto_is_no_slower_than_any_baseline_and_reports_the_milp(name, kind, per_gpu):
     topo = load_topology(name)
     coll = Collective(kind, topo.num_gpus, per_gpu * topo.num_gpus)
@@ -121,6 +123,7 @@ def test_milp_refuses_alltoall_and_declines_huge_models():
     assert isinstance(declined, Declined) and "variables" in declined.reason
 
 
+@pytest.mark.slow
 def test_a_model_over_the_limit_is_reduced_by_server_symmetry_and_not_called_optimal():
     topo = load_topology("dgx-a100x2")
     router = Router(topo)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cli import main
 from planner.core.errors import InfeasibleError, InputError
 from planner.expert_bounds import expert_bounds, groups_on_nodes_bound, layer_bounds
-from planner.kinds.experts import plan_experts
+from planner.kinds.experts import EXPERTS, plan_experts
 from planner.core.experts import Coactivation, crossing_tokens, expert_problem, gpu_loads, read_loads
 from planner.expert_checks import check_expert_maps, cross_node_tokens
 from planner.exports.expert_maps import export_expert_maps, import_expert_maps, round_trip_expert_maps
@@ -120,7 +120,8 @@ def test_group_partition_bound_by_hand():
     assert groups_on_nodes_bound(np.array([262.0, 330, 116, 325]), 2, 4) == pytest.approx(587 / 4)
 
 
-@pytest.mark.parametrize("method", ["greedy", "milp", "eplb"])
+@pytest.mark.parametrize("method", [m.name for m in EXPERTS.methods])
+@pytest.mark.slow
 def test_no_method_beats_the_bound(method):
     rng = np.random.default_rng(7)
     w = np.round(rng.lognormal(0, 1.5, (3, 24)) * 100)
@@ -158,6 +159,7 @@ def test_milp_chooses_the_group_split_and_proves_it_against_brute_force():
     assert eplb.plan.solver["status"] == "optimal" and eplb.plan.metrics["max_over_mean"] < 1.2252 - 1e-3
 
 
+@pytest.mark.slow
 def test_milp_never_worse_than_its_warm_start_and_deterministic():
     rng = np.random.default_rng(11)
     w = np.round(rng.lognormal(0, 2, (4, 32)) * 100)
@@ -167,6 +169,26 @@ def test_milp_never_worse_than_its_warm_start_and_deterministic():
     second = plan_experts(problem, "milp", time_limit_s=4)
     assert (_max_loads(problem, first.solution.maps) <= _max_loads(problem, greedy.solution.maps) * (1 + 1e-12)).all()
     assert (first.solution.maps == second.solution.maps).all()
+
+
+@pytest.mark.slow
+def test_milp_maps_do_not_depend_on_the_machines_cores(monkeypatch):
+    """The work limit is set for WORK_CORES whatever the machine has: told it has 1 or 16
+    cores (threads 1 or 4 here), the milp gives the same maps, with the work limit (not
+    the wall clock) stopping its models, and a work limit that does not move."""
+    import models.expert_milp as expert_milp
+
+    rng = np.random.default_rng(11)
+    w = np.round(rng.lognormal(0, 2, (4, 32)) * 100)
+    problem = expert_problem(w, 8, 1, slots_per_gpu=5)
+    seen = []
+    for cores in (1, 16):
+        monkeypatch.setattr(expert_milp.os, "cpu_count", lambda cores=cores: cores)
+        r = plan_experts(problem, "milp", time_limit_s=4)
+        assert r.plan.solver["limit"] in ("work", None), r.plan.solver
+        seen.append(r.solution.maps)
+    assert (seen[0] == seen[1]).all()
+    assert expert_milp.work_limit(4, 4) == 4 * expert_milp.WORK_CORES / 4 / 2
 
 
 def test_greedy_on_deepseek_sized_layers_is_valid():
@@ -254,6 +276,7 @@ def test_traffic_model_moves_gpus_between_nodes_to_serve_pairs():
     assert {frozenset(s.phys[:2].tolist()), frozenset(s.phys[2:].tolist())} == {frozenset({0, 2}), frozenset({1, 3})}
 
 
+@pytest.mark.slow
 def test_milp_second_objective_cuts_crossing_at_equal_balance_and_is_deterministic():
     rng = np.random.default_rng(5)
     w = np.round(rng.lognormal(0, 1, (2, 32)) * 100)

@@ -17,7 +17,7 @@ from planner.exports.mscclpp_json import MAX_OPERATION
 from planner.core.schedule import Chunk, Schedule, Transfer
 from planner.simulator import simulate
 from solvers import baselines
-from helpers import build_baseline
+from helpers import build_baseline, first_case
 from topologies.io import load_topology
 
 TOPOLOGIES = ("dgx-a100", "dgx1", "hgx-h100x2")
@@ -32,13 +32,14 @@ def topo(name):
 
 @lru_cache(maxsize=None)
 def baseline(name, kind, root):
-    s = build_baseline(kind, topo(name), SIZE, root)
+    s = build_baseline(first_case(kind), topo(name), SIZE, root)
     return s, simulate(s, topo(name))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("kind,root", CASES)
 @pytest.mark.parametrize("tname", TOPOLOGIES)
+@pytest.mark.slow
 def test_round_trip_same_movement_time_and_data(tname, kind, root, fmt):
     schedule, sim = baseline(tname, kind, root)
     text, back, sim2 = round_trip(schedule, fmt, topo(tname), sim.time_us)  # raises when anything differs
@@ -161,6 +162,7 @@ def two_gpu_topo():
     return explicit("two", ["g0", "g1"], [("g0", "g1", 100, 1.0)])
 
 
+@pytest.mark.slow
 def test_limits_per_dialect():
     t = topo("dgx1")
     coll = Collective("broadcast", 8, 70 * 4 << 10)
@@ -268,6 +270,7 @@ def test_import_refuses_local_reductions_and_reports_races():
 
 # ---------------------------------------------------------------- CLI
 
+@pytest.mark.slow
 def test_cli_collective_export_and_simulate(run_cli, tmp_path):
     plan, xml = tmp_path / "plan.json", tmp_path / "ar.xml"
     result = run_cli("collective", "allreduce", "--topology", "dgx1", "--size", "4MiB", "-o", plan,
@@ -316,6 +319,7 @@ def test_cli_simulate_foreign_xml(run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["flash", "hierarchical", "milp"])
+@pytest.mark.slow
 def test_alltoall_schedules_round_trip(method):
     """All-to-all plans (FLASH-style stages with their NVLink shuffles, the rail-aligned
     hierarchical baseline, the time-expanded MILP's multi-hop paths in whole units) export

@@ -114,6 +114,7 @@ def test_lp_is_tighter_than_the_cut_where_pcie_bridges_cannot_copy():
 # ---------------------------------------------------------------- forests
 
 @pytest.mark.parametrize("name", ["dgx-a100", "dgx1", "mi250", "hgx-h100", "dgx-a100x2"])
+@pytest.mark.slow
 def test_gather_forest_reaches_the_lp_optimum(name):
     topo = load_topology(name)
     forest = gather_forest(topo)
@@ -138,6 +139,7 @@ def test_rooted_forest_reaches_the_root_flow():
 # ---------------------------------------------------------------- schedules
 
 @pytest.mark.parametrize("kind", ["allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"])
+@pytest.mark.slow
 def test_tree_schedules_verify_and_reach_the_bound_on_a_switch(kind):
     topo = load_topology("dgx-a100")
     coll = Collective(kind, 8, 64 << 20, root=5)
@@ -152,6 +154,7 @@ def test_tree_schedules_verify_and_reach_the_bound_on_a_switch(kind):
 
 @pytest.mark.parametrize("name,kind", [("dgx1", "allgather"), ("dgx-a100x2", "reduce-scatter"),
                                        ("mi250", "broadcast")])
+@pytest.mark.slow
 def test_tree_schedules_on_direct_and_multi_server_fabrics(name, kind):
     topo = load_topology(name)
     coll = Collective(kind, topo.num_gpus, 1 << 30, root=1)
@@ -184,6 +187,7 @@ def test_trees_through_a_switch_and_direct_links_verify(n, direct, up, kind):
 
 
 @pytest.mark.parametrize("fmt", ["msccl-xml", "msccl-exec-xml", "mscclpp-json"])
+@pytest.mark.slow
 def test_single_server_trees_export_and_round_trip(fmt):
     from planner.exports import round_trip
 
@@ -195,6 +199,7 @@ def test_single_server_trees_export_and_round_trip(fmt):
     round_trip(sched, fmt, topo, sim.time_us)  # export, strict check, parse back, re-simulate
 
 
+@pytest.mark.slow
 def test_multi_server_trees_are_not_exported_but_auto_falls_back(run_cli, tmp_path):
     out = tmp_path / "x.xml"
     r = run_cli("collective", "allgather", "--topology", "dgx-a100x2", "--size", "16MiB", "--method", "trees",
@@ -204,6 +209,7 @@ def test_multi_server_trees_are_not_exported_but_auto_falls_back(run_cli, tmp_pa
 
 @pytest.mark.parametrize("kind,topo,name", [("allgather", "dgx-a100x2", "highs+glop"), ("allreduce", "dgx-a100", "highs"),
                                             ("broadcast", "dgx-a100", "highs")])
+@pytest.mark.slow
 def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, plan_validator, kind, topo, name):
     out = tmp_path / "p.json"
     r = run_cli("collective", kind, "--topology", topo, "--size", "1MiB", "--method", "trees", "-o", out)

@@ -237,6 +237,7 @@ def _small_topologies(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(_small_topologies())
+@pytest.mark.slow
 def test_random_topologies_round_trip_nvlink(topo):
     back = parse_nccl_xml(export_nccl_xml(topo))
     assert back.gpus == topo.gpus

@@ -354,6 +354,7 @@ def test_time_limited_hard_instance_is_not_reported_optimal(solver):
             assert result.gap > 1e-6
 
 
+@pytest.mark.slow
 def test_cbc_is_stopped_when_it_overruns_its_time_limit():
     # CBC's greedy-cover heuristic ignores -sec for many seconds on this model.
     n = 20_000
@@ -639,6 +640,7 @@ def test_matrix_export():
     assert model.max_violation([2.0, 1.5]) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_large_model_builds():
     n = 100_000
     model = LinearModel("large")

@@ -55,6 +55,7 @@ def test_servers_that_differ_break_the_symmetry():
 
 @pytest.mark.parametrize("name", ["mi250x2", "hgx-h100x4", FAT_TREE])
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.slow
 def test_the_lp_over_orbits_has_the_full_lps_optimum(name, reverse):
     topo = load_topology(name)
     net = FlowNetwork(topo, reverse)
@@ -74,6 +75,7 @@ def test_the_lp_over_orbits_has_the_full_lps_optimum(name, reverse):
 
 
 @pytest.mark.parametrize("name", ["dgx-a100x2", "hgx-h100x4"])
+@pytest.mark.slow
 def test_columns_under_symmetry_reach_the_same_rate(name):
     topo = load_topology(name)
     net, lp = topology_lp(topo)
@@ -91,6 +93,7 @@ def test_columns_under_symmetry_reach_the_same_rate(name):
 
 
 @pytest.mark.parametrize("name", ["hgx-h100x4", FAT_TREE])
+@pytest.mark.slow
 def test_the_expanded_forest_carries_its_rate_on_the_physical_links(name):
     """Recount every physical link's load from the expanded trees' paths: the images must
     be routed trees whose loads fit the links at exactly the forest's rate."""

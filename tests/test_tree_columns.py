@@ -72,6 +72,7 @@ def test_shallow_variants_are_arborescences_no_deeper_and_near_the_cost(n, data)
 
 
 @pytest.mark.parametrize("name", ["dgx-a100", "mi250", "dgx-a100x2", "hgx-h100x2"])
+@pytest.mark.slow
 def test_column_forest_reaches_the_throughput_lp(name):
     topo = load_topology(name)
     net, lp = topology_lp(topo)

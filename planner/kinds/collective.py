@@ -18,7 +18,7 @@ from planner.core.collectives import Collective
 from planner.core.declined import Declined
 from planner.core.errors import InfeasibleError, InputError
 from planner.core.schedule import Schedule, schedule_to_json
-from planner.exports.roundtrip import FORMATS, round_trip
+from planner.exports.roundtrip import FORMATS, import_text, round_trip
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
 from planner.search import PlanResult, plan
 from planner.simulator import simulate
@@ -235,6 +235,8 @@ COLLECTIVE = PlanKind(
     metrics=_metrics,
     body=lambda p, c: schedule_to_json(c.solution),
     exports={fmt: _export(fmt) for fmt in FORMATS},
+    read_back={fmt: (lambda p, text, fmt=fmt: import_text(text, fmt, f"<{fmt}>", size=p.collective.size,
+                                                          root=p.collective.root)) for fmt in FORMATS},
     lost=lambda exact, t, name, best: f"{exact}: its schedule simulates at {t:.3f} us, {name} at {best:.3f} us",
     subject=lambda p: p.collective.kind,
     noun="schedule",

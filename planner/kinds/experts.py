@@ -21,7 +21,7 @@ from planner.core.errors import PlannerError
 from planner.core.experts import ExpertProblem
 from planner.expert_bounds import expert_bounds
 from planner.expert_checks import check_expert_maps, expert_metrics, max_over_mean_per_layer
-from planner.exports.expert_maps import EXPERT_FORMATS, round_trip_expert_maps
+from planner.exports.expert_maps import EXPERT_FORMATS, import_expert_maps, round_trip_expert_maps
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
 from planner.search import PlanResult, plan
 from solvers import SolveResult, Termination
@@ -169,6 +169,13 @@ def _export(fmt: str):
     return export
 
 
+def _read_back(fmt: str):
+    def read(problem: ExpertProblem, text: str) -> ExpertMaps:
+        # engines load two replicas of an expert on one GPU too (EPLB's maps do that)
+        return ExpertMaps(import_expert_maps(text, fmt, problem.experts), shares_gpus=True)
+    return read
+
+
 EXPERTS = PlanKind(
     name="experts",
     methods=METHODS,
@@ -178,6 +185,7 @@ EXPERTS = PlanKind(
     metrics=_metrics,
     body=_body,
     exports={fmt: _export(fmt) for fmt in EXPERT_FORMATS},
+    read_back={fmt: _read_back(fmt) for fmt in EXPERT_FORMATS},
     lost=lambda exact, a, name, b: f"{exact}: its map reaches max/mean {a:.4f}, {name} {b:.4f}",
     subject=lambda problem: "expert placement",
     noun="map",

@@ -1,0 +1,138 @@
+"""The shared validator of every plan kind, and the problems it runs each method on.
+
+`check_method(kind, method, problems)` plans every problem the method handles and applies
+to, and holds each plan to what every plan of every kind must be:
+- checked: the kind's own check passes on the solution again and gives the same score;
+- never below the bound: `metrics.ratio_to_bound` >= 1;
+- schema-valid (planner/schema/plan.schema.json), and the method asked for is the one
+  reported unless it searched (auto, exact methods);
+- honest: `optimal` never with a limit hit; a searched plan is the best of its candidates;
+- exports round-trip: every format either refuses with one reason (InputError) or writes
+  a text that, read back as a runtime or engine would, checks and scores the same.
+A method added to a kind's registry is run through this by tests/test_kinds.py without a
+test of its own.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import yaml
+
+from planner.core.collectives import Collective
+from planner.core.errors import InputError
+from planner.core.experts import Coactivation, expert_problem
+from planner.core.plan import plan_schema
+from planner.core.traffic import traffic_from_spec
+from planner.kind import Context, Options, PlanKind
+from planner.kinds.collective import collective_problem
+from planner.search import plan
+from topologies.io import parse_topology
+
+TIME_LIMIT_S = 5.0
+EPLB_EXAMPLE = np.array([[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86],
+                         [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]], dtype=np.float64)
+
+
+def one_server_doc() -> dict:
+    """4 GPUs on one NVSwitch-like switch."""
+    nodes = [{"id": f"g{i}", "type": "gpu", "server": 0} for i in range(4)] + [{"id": "sw", "type": "switch",
+                                                                                "server": 0}]
+    links = [{"src": f"g{i}", "dst": "sw", "bandwidth": 100, "latency": 0.5} for i in range(4)]
+    return {"name": "one-server", "nodes": nodes, "links": links}
+
+
+def two_servers_doc() -> dict:
+    """2 servers x 2 GPUs: a switch inside each, one NIC per GPU on a rail switch."""
+    nodes, links = [{"id": "rail0", "type": "switch"}, {"id": "rail1", "type": "switch"}], []
+    for s in range(2):
+        nodes.append({"id": f"{s}/sw", "type": "switch", "server": s})
+        for k in range(2):
+            nodes += [{"id": f"{s}/g{k}", "type": "gpu", "server": s}, {"id": f"{s}/nic{k}", "type": "nic", "server": s}]
+            links += [{"src": f"{s}/g{k}", "dst": f"{s}/sw", "bandwidth": 100, "latency": 0.5},
+                      {"src": f"{s}/g{k}", "dst": f"{s}/nic{k}", "bandwidth": 50, "latency": 0.5},
+                      {"src": f"{s}/nic{k}", "dst": f"rail{k}", "bandwidth": 25, "latency": 2.0}]
+    return {"name": "two-servers", "nodes": nodes, "links": links}
+
+
+def write_topologies(folder: Path) -> dict[str, Path]:
+    out = {}
+    for doc in (one_server_doc(), two_servers_doc()):
+        out[doc["name"]] = folder / f"{doc['name']}.yaml"
+        out[doc["name"]].write_text(yaml.safe_dump(doc))
+    return out
+
+
+@lru_cache(maxsize=None)
+def problems(kind: str) -> tuple:
+    """Small problems of each kind, between them every collective and every option."""
+    if kind == "collective":
+        out = []
+        for doc in (one_server_doc(), two_servers_doc()):
+            topo = parse_topology(doc, doc["name"])
+            n = topo.num_gpus
+            for coll in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce", "alltoall"):
+                out.append(collective_problem(Collective(coll, n, 64 << 10, root=n - 1), topo, doc["name"]))
+            matrix = traffic_from_spec("zipf:s=1.2,seed=0", n, 64 << 10)
+            out.append(collective_problem(Collective("alltoallv", n, 1, traffic=matrix), topo, doc["name"]))
+        return tuple(out)
+    if kind == "experts":
+        pairs = Coactivation(tuple(np.array(x) for x in ([0, 5], [1])), tuple(np.array(x) for x in ([1, 10], [2])),
+                             tuple(np.array(x, dtype=float) for x in ([30, 40], [20])))
+        return (expert_problem(EPLB_EXAMPLE, 8, 2, redundant=4, groups=4, source="eplb-example"),
+                expert_problem(EPLB_EXAMPLE, 8, 2, redundant=4, source="eplb-example"),
+                expert_problem(EPLB_EXAMPLE, 4, 2, slots_per_gpu=4, coactivation=pairs, source="pairs"))
+    raise KeyError(f"no test problems for kind {kind!r}: add them here")
+
+
+@lru_cache(maxsize=1)
+def _schema_validator():
+    schema = plan_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_method(kind: PlanKind, method: str, cases=None) -> int:
+    """Plan every problem `method` handles and applies to, and check each plan (module
+    docstring). Returns how many plans were checked."""
+    checked = 0
+    m = kind.method(method)
+    for problem in cases if cases is not None else problems(kind.name):
+        if m is not None and (not m.handles(problem) or m.applies(problem)):
+            continue
+        result = plan(kind, problem, method, Options(time_limit_s=TIME_LIMIT_S))
+        check_plan(kind, problem, method, result)
+        checked += 1
+    return checked
+
+
+def check_plan(kind: PlanKind, problem, method: str, result) -> None:
+    doc = result.plan.to_json()
+    _schema_validator().validate(json.loads(json.dumps(doc)))
+    searched = method == "auto" or kind.method(method).role == "exact"
+    assert searched or doc["method"] == method, (method, doc["method"])
+    evidence, score = kind.evaluate(problem, result.solution)
+    assert np.isclose(score, result.candidate.score, rtol=1e-9, atol=0), (method, score, result.candidate.score)
+    assert doc["metrics"]["ratio_to_bound"] >= 1 - 1e-9, (method, doc["metrics"]["ratio_to_bound"], doc["bound"])
+    if doc["solver"] is not None and doc["solver"]["status"] == "optimal":
+        assert not doc["solver"]["limit_hit"], doc["solver"]
+    if searched:
+        assert result.candidate.score <= min(doc["metrics"]["candidates"].values()) * (1 + 1e-9) or \
+            kind.finish is not None, doc["metrics"]["candidates"]
+    for fmt, export in kind.exports.items():
+        try:
+            text = export(problem, result.candidate)
+        except InputError as exc:  # the format cannot say this plan: one reason, nothing written
+            assert exc.message and "\n" not in exc.one_line()
+            continue
+        back = kind.read_back[fmt](problem, text)
+        _, score_back = kind.evaluate(problem, back)
+        assert np.isclose(score_back, result.candidate.score, rtol=1e-9, atol=0), (method, fmt)
+
+
+def run_alone(kind: PlanKind, method: str, problem):
+    """The method's own attempt, outside a search (for tests that need its solution)."""
+    return kind.method(method).run(problem, Context(Options(time_limit_s=TIME_LIMIT_S), method, False))

@@ -1,0 +1,101 @@
+"""Every planning command over the cross product of its registered methods and export
+formats, on two small topologies: it exits 0 (with the plan and the export written), or 1,
+2 or 3 with one line on stderr and nothing written. Never a traceback: the CLI runner
+re-raises anything the command line did not turn into an exit code.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kind_checks import EPLB_EXAMPLE, write_topologies
+from planner.core.collectives import COLLECTIVES
+from planner.kinds import KINDS
+
+COLLECTIVE, EXPERTS = KINDS["collective"], KINDS["experts"]
+
+
+@pytest.fixture(scope="module")
+def topologies(tmp_path_factory) -> dict:
+    return write_topologies(tmp_path_factory.mktemp("topologies"))
+
+
+def _exits_cleanly(result, written: list) -> None:
+    """Exit 0 with everything written, or 1-3 with one line and (for 2 and 3) nothing."""
+    assert result.exit_code in (0, 1, 2, 3), result.output
+    if result.exit_code == 0:
+        assert all(p.exists() for p in written), result.stdout
+        return
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("planner: error:"), result.stderr
+    if result.exit_code in (2, 3):
+        assert not any(p.exists() for p in written), result.stderr
+
+
+def _export_file(folder, fmt: str):
+    return folder / ("export.xml" if fmt.endswith("xml") else "export.json")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", COLLECTIVE.method_names)
+@pytest.mark.parametrize("coll", COLLECTIVES)
+def test_collective_every_method_and_export(topologies, run_cli, tmp_path, coll, method):
+    size = ["--traffic", "zipf:s=1.2,seed=0", "--size", "64KiB"] if coll == "alltoallv" else ["--size", "64KiB"]
+    for name, topology in topologies.items():
+        for fmt in (None, *COLLECTIVE.exports):
+            folder = tmp_path / f"{name}-{fmt}"
+            plan = folder / "plan.json"
+            args = ["collective", coll, "--topology", topology, *size, "--method", method, "--time-limit", "5",
+                    "-o", plan]
+            written = [plan]
+            if fmt:
+                written.append(_export_file(folder, fmt))
+                args += ["--export", fmt, "--export-file", written[-1]]
+            _exits_cleanly(run_cli(*args), written)
+
+
+@pytest.fixture(scope="module")
+def loads(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("loads")
+    weights = EPLB_EXAMPLE.astype(int).tolist()
+    plain = folder / "loads.json"
+    plain.write_text(json.dumps({"weights": weights}))
+    paired = folder / "pairs.json"
+    paired.write_text(json.dumps({"weights": weights, "coactivation": [[[0, 1, 30], [5, 10, 40]], [[1, 2, 20]]]}))
+    return {"plain": (plain, ["--gpus", "8", "--nodes", "2", "--redundant", "4", "--groups", "4"]),
+            "co-activation": (paired, ["--gpus", "4", "--nodes", "2", "--slots-per-gpu", "4"])}
+
+
+@pytest.mark.parametrize("method", EXPERTS.method_names)
+@pytest.mark.slow
+def test_experts_every_method_and_export(loads, run_cli, tmp_path, method):
+    for name, (path, options) in loads.items():
+        for fmt in (None, *EXPERTS.exports):
+            folder = tmp_path / f"{name}-{fmt}"
+            plan = folder / "plan.json"
+            args = ["experts", path, *options, "--method", method, "--time-limit", "2", "-o", plan]
+            written = [plan]
+            if fmt:
+                written.append(folder / "export.json")
+                args += ["--export", fmt, "--export-file", written[-1]]
+            result = run_cli(*args)
+            _exits_cleanly(result, written)
+            assert result.exit_code == 0, result.stderr  # every method places these
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json", "nccl-xml"])
+def test_topology_export_every_format(topologies, run_cli, tmp_path, fmt):
+    for name, topology in topologies.items():
+        out = tmp_path / f"{name}.{fmt}"
+        _exits_cleanly(run_cli("topology", "export", topology, "--format", fmt, "-o", out), [out])
+
+
+@pytest.mark.parametrize("flag", ["--solver", "--time-limit", "--method", "--export"])
+def test_bad_planning_options_are_one_line(run_cli, topologies, tmp_path, flag):
+    value = {"--solver": "nope", "--time-limit": "-1", "--method": "nope", "--export": "nope"}[flag]
+    plan = tmp_path / "plan.json"
+    result = run_cli("collective", "allgather", "--topology", topologies["one-server"], "--size", "64KiB",
+                     flag, value, "-o", plan)
+    assert result.exit_code == 2
+    _exits_cleanly(result, [plan])
