@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.core.experts import gpu_loads
-from solvers import Limit, LinearModel, SolveOptions, quicksum, solve
+from solvers import Limit, LinearModel, SolveOptions, honours_work_limit, quicksum, solve
 from solvers.expert_greedy import flatten_slots, improve_by_swaps, place_in_order
 
 MODEL_BINARIES = 2400  # x variables per model: what CP-SAT improves within about a second
@@ -86,8 +86,10 @@ def solve_layer(w: np.ndarray, gpus: int, slots_per_gpu: int, warm: np.ndarray, 
     model, x, hint = _build(units, modelled, others, counts, warm, gpus, slots_per_gpu, slots)
     model.set_hint(hint)
     # The work limit decides; the wall-clock guard only stops a runaway, and is wide so
-    # that a busy machine does not cut a search short and change the map.
-    wall_guard = WALL_GUARD * work_s / LAYER_WORK_PER_SECOND + 1.0
+    # that a busy machine does not cut a search short and change the map. A backend with
+    # no work limit (HiGHS, SCIP, CBC) stops on the guard, at WALL_GUARD x the work.
+    per_second = LAYER_WORK_PER_SECOND if honours_work_limit(model, solver) else 1.0
+    wall_guard = WALL_GUARD * work_s / per_second + 1.0
     result = solve(model, solver, SolveOptions(time_limit_s=wall_guard, work_limit=work_s, threads=1))
     if not result.has_solution:
         return LayerSolve(warm, result.termination.value, result.seconds, result.limit, len(modelled),
@@ -228,8 +230,8 @@ def run_in_parallel(solve_one, jobs: list[tuple], time_limit_s: float, solver: s
 
 def work_limit(time_limit_s: float, jobs: int, work_per_second: float = 1.0) -> float:
     """Deterministic work per model: `run_in_parallel`'s budget, from the time limit and the
-    number of models only."""
-    return max(0.05, time_limit_s * WORK_CORES / max(1, jobs) / 2 * work_per_second)
+    number of models only (the threads a WORK_CORES machine would run them on)."""
+    return max(0.05, time_limit_s * min(max(1, jobs), WORK_CORES) / max(1, jobs) / 2 * work_per_second)
 
 
 def solve_seconds(solves: list[LayerSolve]) -> float:

@@ -195,3 +195,9 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
     lat, shortest = _latency_terms(need, net)
     detail.append(("min_path_latency_us", shortest))
     return Bound(max(bw + shortest, lat), bw, lat, derivation, tuple(detail))
+
+
+def quality_metrics(coll: Collective, time_us: float, bound_us: float) -> dict:
+    """The contract's time figures: time, algbw (SIZE / time), bound, ratio to bound."""
+    return {"time_us": time_us, "algbw_GBps": coll.size / time_us / 1e3 if time_us > 0 else 0.0,
+            "lower_bound_us": bound_us, "ratio_to_bound": time_us / bound_us if bound_us > 0 else 1.0}

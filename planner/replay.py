@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from planner.bounds import lower_bound
+from planner.bounds import lower_bound, quality_metrics
 from planner.core.collectives import Collective
 from planner.core.errors import InputError, ScheduleError
 from planner.core.schedule import schedule_from_json
-from planner.kinds.collective import quality_metrics
 from planner.core.plan import read_plan
 from planner.simulator import simulate
 from topologies.types import Topology

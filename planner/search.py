@@ -27,9 +27,8 @@ from typing import Any
 
 from planner import __version__
 from planner.core.declined import Declined
-from planner.core.errors import InputError, PlannerError, ScheduleTooLarge
+from planner.core.errors import ExportMismatch, InputError, PlannerError, ScheduleTooLarge
 from planner.core.plan import Plan
-from planner.exports.roundtrip import ExportMismatch
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
 from solvers import SolveResult, SolverError
 
@@ -74,9 +73,10 @@ def plan(kind: PlanKind, problem: Any, method: str = "auto", options: Options = 
                          + "; ".join(f"{k}: {v}" for k, v in reasons.items()), field="--method")
     ranked = sorted(search.tried, key=_rank)
     chosen, exported, rest = search.returned(ranked)
+    synthesis = time.perf_counter() - started if searching else chosen.seconds  # a search: all of it
     bound = kind.bound(problem, search.tried)
     metrics = kind.metrics(problem, chosen, bound)
-    metrics["synthesis_seconds"] = time.perf_counter() - started if searching else chosen.seconds
+    metrics["synthesis_seconds"] = synthesis
     if searching:
         metrics["candidates"] = {c.method.name: c.score for c in rest}
         if search.skipped:
@@ -137,7 +137,6 @@ class _Search:
         self.skipped: dict[str, str] = {}
         self.exact_attempts: dict[str, Attempt] = {}
         self.exact_notes: list[tuple[str, str, bool]] = []  # (method, why, name the returned method after it)
-        self.export_refusals: dict[str, str] = {}
 
     def consider(self, m: Method, requested: Method | None) -> None:
         context = Context(self.options, self.method, self.searching, min(self.tried, key=_rank, default=None))
@@ -204,9 +203,7 @@ class _Search:
                     if isinstance(exc, ExportMismatch):
                         raise
                     raise InputError(message, source=exc.source, field=f"--export {fmt}") from None
-                why = f"its {self.kind.noun} does not export as {fmt}: {message}"
-                self.skipped[candidate.method.name] = why
-                self.export_refusals[candidate.method.name] = why
+                self.skipped[candidate.method.name] = f"its {self.kind.noun} does not export as {fmt}: {message}"
         raise AssertionError("unreachable: the last candidate returns or raises")
 
     def _finished(self, candidate: Candidate) -> Candidate:
@@ -227,8 +224,8 @@ class _Search:
         for c in self.tried:
             if c.method.role != "exact" or c.method is chosen.method:
                 continue
-            if c.method.name in self.export_refusals:
-                notes.append(f"{c.method.name}: {self.export_refusals[c.method.name]}; returned {chosen.method.name}")
+            if c.method.name in self.skipped:  # a checked plan is skipped only when its export is refused
+                notes.append(f"{c.method.name}: {self.skipped[c.method.name]}; returned {chosen.method.name}")
             else:
                 notes.append(self.kind.lost(c.method.name, c.score, chosen.method.name, chosen.score))
         return "; ".join(notes) or None

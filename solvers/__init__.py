@@ -11,7 +11,7 @@
 from .backends import Backend
 from .errors import ModelError, SolverError, UnknownSolver, UnsupportedModel
 from .linear_model import Constraint, LinearExpr, MatrixForm, LinearModel, Variable, quicksum
-from .registry import available, default_for, get, register, registered, solve
+from .registry import available, default_for, get, honours_work_limit, register, registered, solve
 from .result import Limit, SolveOptions, SolveResult, Termination, combined_limit, relative_gap
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "combined_limit",
     "default_for",
     "get",
+    "honours_work_limit",
     "quicksum",
     "register",
     "registered",

@@ -235,10 +235,10 @@ def chain(collective: Collective, topo: Topology, channels: int | None = None, p
 
 
 def _pipeline_parts(channel_bytes: float, n: int, line: list[int], topo: Topology, router: Router) -> int:
-    gpus = topo.gpus
-    widths, latencies = zip(*(router.figures(gpus[a], gpus[b]) for a, b in zip(line, line[1:])))
     if n <= 2:
         return 1
+    gpus = topo.gpus
+    widths, latencies = zip(*(router.figures(gpus[a], gpus[b]) for a, b in zip(line, line[1:])))
     alpha = max(0.1, sum(latencies) / len(latencies))
     whole_us = channel_bytes / (min(widths) * 1e3)
     return max(1, min(64, round(((n - 2) * whole_us / alpha) ** 0.5)))

@@ -70,6 +70,12 @@ def default_for(model: LinearModel) -> str:
     raise UnsupportedModel(f"no available solver accepts {model!r}; available: {', '.join(names) or 'none'}")
 
 
+def honours_work_limit(model: LinearModel, solver: str | None = None) -> bool:
+    """Whether the backend that would solve `model` stops on SolveOptions.work_limit (else
+    only its time limit stops it, and the result depends on the machine's load)."""
+    return get(solver or default_for(model)).supports_work_limit
+
+
 def solve(model: LinearModel, solver: str | None = None, options: SolveOptions | None = None) -> SolveResult:
     """Solve with the named backend, or with `default_for(model)` if solver is None."""
     return get(solver or default_for(model)).solve(model, options)

@@ -15,7 +15,7 @@ from planner.kinds.experts import EXPERTS, plan_experts
 from planner.core.experts import Coactivation, crossing_tokens, expert_problem, gpu_loads, read_loads
 from planner.expert_checks import check_expert_maps, cross_node_tokens
 from planner.exports.expert_maps import export_expert_maps, import_expert_maps, round_trip_expert_maps
-from planner.exports.roundtrip import ExportMismatch
+from planner.core.errors import ExportMismatch
 from solvers.expert_counts import SPARE_POLICIES, counts_for_target, replica_counts
 from solvers.expert_greedy import greedy_assign, place_in_order
 from models.expert_traffic_milp import place_gpus_on_nodes
@@ -189,6 +189,7 @@ def test_milp_maps_do_not_depend_on_the_machines_cores(monkeypatch):
         seen.append(r.solution.maps)
     assert (seen[0] == seen[1]).all()
     assert expert_milp.work_limit(4, 4) == 4 * expert_milp.WORK_CORES / 4 / 2
+    assert expert_milp.work_limit(4, 1) == 4 / 2  # one model: one thread's share, as on any machine
 
 
 def test_greedy_on_deepseek_sized_layers_is_valid():

@@ -131,5 +131,11 @@ def unreachable_gpu(graph: Topology, gpus: list[str]) -> str | None:
     return next((gpu for gpu in gpus if gpu not in comp), None)
 
 
-DATA_PLANE_RULE = ("over paths collectives may use (no GPU-to-GPU traffic through PCIe/CPU, through a NIC and back, "
-                   "or over the network of a single server)")
+def data_plane_gap(topo: Topology) -> str | None:
+    """None when every GPU reaches every other over the paths collectives may use, else
+    which GPU does not, in a sentence."""
+    gpu = unreachable_gpu(data_plane(topo), topo.gpus) if topo.num_gpus > 1 else None
+    if gpu is None:
+        return None
+    return (f"GPU {gpu!r} cannot reach or be reached by GPU {topo.gpus[0]!r} over paths collectives may use (no "
+            "GPU-to-GPU traffic through PCIe/CPU, through a NIC and back, or over the network of a single server)")

@@ -53,6 +53,12 @@ class ScheduleError(PlannerError):
     exit_code = 1
 
 
+class ExportMismatch(PlannerError):
+    """An exported file does not reproduce the plan it was written from (exit 1)."""
+
+    exit_code = 1
+
+
 class ScheduleTooLarge(PlannerError):
     """A schedule too large to verify and time; reported like bad input (exit 2)."""
 

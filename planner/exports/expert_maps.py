@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from planner.exports.roundtrip import ExportMismatch
+from planner.core.errors import ExportMismatch
 
 EXPERT_FORMATS = ("sglang", "vllm", "gpu-list")
 

@@ -2,7 +2,7 @@
 export, parse back, re-simulate; the data movement and the time must be the same."""
 from __future__ import annotations
 
-from planner.core.errors import PlannerError
+from planner.core.errors import ExportMismatch
 from planner.exports.msccl_check import check_msccl_xml
 from planner.exports.msccl_xml import export_msccl_xml, import_msccl_xml
 from planner.exports.mscclpp_json import export_mscclpp_json, import_mscclpp_json
@@ -13,12 +13,6 @@ from topologies.types import Topology
 FORMATS = ("msccl-xml", "msccl-exec-xml", "mscclpp-json")
 DIALECT = {"msccl-xml": "msccl", "msccl-exec-xml": "exec"}
 TIME_TOLERANCE = 1e-9  # relative
-
-
-class ExportMismatch(PlannerError):
-    """The exported file does not reproduce the plan (exit 1)."""
-
-    exit_code = 1
 
 
 def export_text(schedule: Schedule, fmt: str, topology: Topology | None = None) -> str:

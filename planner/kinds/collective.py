@@ -13,7 +13,7 @@ from functools import cached_property
 from models.alltoall_flow import time_expanded_schedule
 from models.collective_milp import MAX_VARIABLES, MilpOutcome, milp_schedule
 from models.tree_packing import forest_solve, tree_schedule, trees_applies
-from planner.bounds import lower_bound
+from planner.bounds import lower_bound, quality_metrics
 from planner.core.collectives import Collective
 from planner.core.declined import Declined
 from planner.core.errors import InfeasibleError, InputError
@@ -26,7 +26,7 @@ from solvers import baselines
 from solvers.double_binary_tree import double_binary_tree
 from solvers.flash import flash_alltoall, flash_applies
 from solvers.hierarchical import hierarchical, hierarchical_applies
-from topologies.dataplane import DATA_PLANE_RULE, data_plane, unreachable_gpu
+from topologies.dataplane import data_plane_gap
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -64,11 +64,9 @@ def collective_problem(coll: Collective, topo: Topology, topology_name: str | No
     if coll.ranks != topo.num_gpus:
         raise InputError(f"the collective is over {coll.ranks} ranks, the topology has {topo.num_gpus} GPUs",
                          field="--topology")
-    if topo.num_gpus > 1:
-        gpu = unreachable_gpu(data_plane(topo), topo.gpus)
-        if gpu is not None:
-            raise InfeasibleError(f"no {coll.kind} on {topology_name or topo.name}: GPU {gpu!r} cannot reach or be "
-                                  f"reached by GPU {topo.gpus[0]!r} {DATA_PLANE_RULE}")
+    gap = data_plane_gap(topo)
+    if gap is not None:
+        raise InfeasibleError(f"no {coll.kind} on {topology_name or topo.name}: {gap}")
     return CollectiveProblem(coll, topo, topology_name or topo.name)
 
 
@@ -102,12 +100,20 @@ def _model_size_limit(context: Context) -> int:
     return min(cap, int(MILP_VARIABLES_PER_SECOND * context.options.time_limit_s))
 
 
+def _flow_model(integral: bool):
+    """The all-to-all flow model in whole units (milp) or as an LP."""
+    def run(p: CollectiveProblem, context: Context) -> Attempt | Declined:
+        options = context.options
+        return _model_attempt(time_expanded_schedule(p.collective, p.topology, p.router, integral=integral,
+                                                     solver=options.solver, time_limit_s=options.time_limit_s,
+                                                     max_variables=_model_size_limit(context)))
+    return run
+
+
 def _milp(p: CollectiveProblem, context: Context) -> Attempt | Declined:
     coll, options = p.collective, context.options
     if coll.kind in ALLTOALL:
-        return _model_attempt(time_expanded_schedule(coll, p.topology, p.router, integral=True, solver=options.solver,
-                                                     time_limit_s=options.time_limit_s,
-                                                     max_variables=_model_size_limit(context)))
+        return _flow_model(integral=True)(p, context)
     if context.incumbent is None:
         return Declined("no candidate's simulated time to take as the model's horizon")
     return _model_attempt(milp_schedule(coll, p.topology, p.router, horizon_us=context.incumbent.score,
@@ -115,25 +121,17 @@ def _milp(p: CollectiveProblem, context: Context) -> Attempt | Declined:
                                         time_limit_s=options.time_limit_s, max_variables=_model_size_limit(context)))
 
 
-def _lp(p: CollectiveProblem, context: Context) -> Attempt | Declined:
-    options = context.options
-    return _model_attempt(time_expanded_schedule(p.collective, p.topology, p.router, integral=False,
-                                                 solver=options.solver, time_limit_s=options.time_limit_s,
-                                                 max_variables=_model_size_limit(context)))
+NO_AUTO_FLOW_MODEL = "auto does not solve the all-to-all flow model (ask for --method milp or lp)"
 
 
 def _milp_searched(p: CollectiveProblem, context: Context) -> str | None:
     coll = p.collective
     if coll.kind in ALLTOALL:
-        return "auto does not solve the all-to-all flow model (ask for --method milp or lp)"
+        return NO_AUTO_FLOW_MODEL
     if not 2 <= coll.ranks <= AUTO_MILP_MAX_GPUS or coll.blocks[0].size > AUTO_MILP_MAX_BLOCK_BYTES:
         return (f"auto solves the time-expanded model on 2 to {AUTO_MILP_MAX_GPUS} GPUs with blocks up to "
                 f"{AUTO_MILP_MAX_BLOCK_BYTES >> 10} KiB, where latency matters (ask for --method milp)")
     return None
-
-
-def _lp_searched(p: CollectiveProblem, context: Context) -> str | None:
-    return "auto does not solve the all-to-all flow model (ask for --method milp or lp)"
 
 
 def _model_attempt(outcome: MilpOutcome | Declined) -> Attempt | Declined:
@@ -185,18 +183,12 @@ METHODS: tuple[Method, ...] = (
            heuristic=False),
     Method("milp", "exact", _milp, "time-expanded MILP (all-to-all: the flow model in whole chunks)",
            handles=_for(*TREE_KINDS, *ALLTOALL), searched=_milp_searched, heuristic=False),
-    Method("lp", "exact", _lp, "the all-to-all flow model as an LP (pieces of any size)", handles=_for(*ALLTOALL),
-           searched=_lp_searched, heuristic=False),
+    Method("lp", "exact", _flow_model(integral=False), "the all-to-all flow model as an LP (pieces of any size)",
+           handles=_for(*ALLTOALL), searched=lambda p, context: NO_AUTO_FLOW_MODEL, heuristic=False),
 )
 
 
 # ---------------------------------------------------------------- the kind
-def quality_metrics(coll: Collective, time_us: float, bound_us: float) -> dict:
-    """The contract's time figures: time, algbw (SIZE / time), bound, ratio to bound."""
-    return {"time_us": time_us, "algbw_GBps": coll.size / time_us / 1e3 if time_us > 0 else 0.0,
-            "lower_bound_us": bound_us, "ratio_to_bound": time_us / bound_us if bound_us > 0 else 1.0}
-
-
 def _describe(p: CollectiveProblem) -> dict:
     coll, topo = p.collective, p.topology
     out = {**coll.describe(), "topology": p.topology_name, "gpus": topo.num_gpus, "servers": len(topo.servers)}

@@ -23,6 +23,7 @@ class Backend(ABC):
     name: ClassVar[str]
     supports_integer: ClassVar[bool]
     supports_continuous: ClassVar[bool]
+    supports_work_limit: ClassVar[bool] = False  # honours SolveOptions.work_limit (deterministic stops)
 
     def __init__(self) -> None:
         self._available: bool | None = None

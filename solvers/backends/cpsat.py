@@ -26,6 +26,7 @@ class CpSatBackend(Backend):
     name = "cpsat"
     supports_integer = True
     supports_continuous = False
+    supports_work_limit = True  # max_deterministic_time
 
     def check_supported(self, model: LinearModel) -> None:
         super().check_supported(model)
