@@ -100,6 +100,8 @@ CASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("experts milp coactivation vllm", ("experts", "{in}/coactivation.json", "--gpus", "16", "--nodes", "2",
                                         "--slots-per-gpu", "5", "--method", "milp", "--time-limit", "8",
                                         "--export", "vllm")),
+    ("experts milp one layer (one model)", ("experts", "{in}/one_layer.json", "--gpus", "8", "--redundant", "4",
+                                            "--method", "milp", "--time-limit", "4")),
     ("experts greedy coactivation", ("experts", "{in}/coactivation.json", "--gpus", "16", "--nodes", "2",
                                      "--slots-per-gpu", "5", "--method", "greedy")),
 )
@@ -113,8 +115,9 @@ UNIFIED: tuple[tuple[str, str, str], ...] = (
                               "experts' entry were hand-made dicts without it)"),
     ("*", "solver.dual_bound", "as solver.objective"),
     ("*", "metrics.milp_model.solver.limit", "as solver.limit, for the exact attempt that lost"),
-    ("*", "metrics.skipped.*", "a search lists every method it did not try, with why (auto now says why it left "
-                               "out the milp or lp)"),
+    ("*", "metrics.skipped", "a search lists every method it did not try, with why (auto now says why it left "
+                             "out the milp or lp)"),
+    ("*", "metrics.skipped.*", "as metrics.skipped"),
     ("experts", "metrics.candidates", "both kinds list a search's candidates and their scores (experts had none)"),
     ("experts", "metrics.candidates.*", "as metrics.candidates"),
     ("experts", "problem.method_requested", "every kind echoes the method, time limit and solver asked for "
@@ -136,6 +139,7 @@ def write_inputs(folder: Path) -> None:
     loads with co-activation pairs, and a traffic matrix."""
     rng = np.random.default_rng(0)
     (folder / "eplb.json").write_text(json.dumps({"weights": EPLB_EXAMPLE}))
+    (folder / "one_layer.json").write_text(json.dumps({"weights": EPLB_EXAMPLE[:1]}))
     synthetic = np.round(rng.lognormal(0.0, 1.5, (6, 64)) * 1000).astype(int)
     (folder / "synthetic.json").write_text(json.dumps({"weights": synthetic.tolist()}))
     weights, pairs = [], []
