@@ -218,6 +218,12 @@ class RegistryChoice(click.Choice):
         pass
 
 
+def _collectives() -> tuple[str, ...]:
+    from planner.core.collectives import COLLECTIVES
+
+    return COLLECTIVES
+
+
 def _kind(name: str):
     from planner.kinds import KINDS
 
@@ -300,8 +306,7 @@ def run_plan(kind: str, problem, method: str, time_limit: float, solver: str | N
 
 # ---------------------------------------------------------------- collective
 @main.command()
-@click.argument("coll", type=RegistryChoice(lambda: __import__("planner.core.collectives",
-                                                               fromlist=["COLLECTIVES"]).COLLECTIVES))
+@click.argument("coll", type=RegistryChoice(_collectives))
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file.")
 @click.option("--size", default=None, help="Bytes, with an optional unit: 4096, 64KiB, 1MiB, 1GiB.")
 @click.option("--traffic", type=click.Path(dir_okay=False), help="alltoallv: GxG byte matrix (JSON, CSV, NPY), or a generator with --size: "

@@ -11,8 +11,8 @@ import time
 
 from planner.bounds import lower_bound
 from planner.core.collectives import Collective
-from planner.kind import Context, Options
 from planner.kinds.collective import COLLECTIVE, collective_problem
+from planner.search import run_method
 from planner.report import comparison_table
 from planner.simulator import simulate
 from planner.core.units import parse_size
@@ -44,7 +44,7 @@ def main() -> None:
                     continue
                 method = m.name
                 t0 = time.perf_counter()
-                schedule = m.run(problem, Context(Options(), method, False)).solution
+                schedule = run_method(COLLECTIVE, method, problem).solution
                 t1 = time.perf_counter()
                 sim = simulate(schedule, topo, problem.router)
                 t2 = time.perf_counter()

@@ -102,6 +102,12 @@ def plan(kind: PlanKind, problem: Any, method: str = "auto", options: Options = 
     return PlanResult(document, chosen, exported)
 
 
+def run_method(kind: PlanKind, method: str, problem: Any, options: Options = Options()) -> Attempt | Declined:
+    """One method's own attempt, outside a search: no candidates before it, no check after
+    (benchmarks and tests that time or inspect a method alone)."""
+    return kind.method(method).run(problem, Context(options, method, False))
+
+
 def _requested(kind: PlanKind, problem: Any, method: str) -> Method | None:
     """The Method asked for (None for auto); bad input when unknown or not defined here."""
     if method == "auto":
@@ -154,11 +160,11 @@ class _Search:
             return
         if m.role == "exact":
             self.exact_attempts[m.name] = out
-        if out.solution is None and m.role == "exact":
-            self.exact_notes.append((m.name, out.why or "no solution", True))
-            return
         if out.solution is None:
-            self._decline(m, out.why or "no solution")
+            if m.role == "exact":
+                self.exact_notes.append((m.name, out.why or "no solution", True))
+            else:
+                self._decline(m, out.why or "no solution")
             return
         try:
             evidence, score = self.kind.evaluate(self.problem, out.solution)

@@ -38,8 +38,8 @@ def build_baseline(case: tuple, topo: Topology, size: int, root: int | None = No
     """The case's schedule on `topo` (root: the case's, or the one given, clamped to the GPU
     count); None when the method does not apply to this topology."""
     from planner.core.declined import Declined
-    from planner.kind import Context, Options
     from planner.kinds.collective import COLLECTIVE, CollectiveProblem
+    from planner.search import run_method
 
     _, method, kind, case_root = case
     n = topo.num_gpus
@@ -50,7 +50,7 @@ def build_baseline(case: tuple, topo: Topology, size: int, root: int | None = No
     m = COLLECTIVE.method(method)
     if m.applies(problem):
         return None
-    out = m.run(problem, Context(Options(), method, False))
+    out = run_method(COLLECTIVE, method, problem)
     return None if isinstance(out, Declined) else out.solution
 
 

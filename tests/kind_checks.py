@@ -28,7 +28,7 @@ from planner.core.errors import InputError
 from planner.core.experts import Coactivation, expert_problem
 from planner.core.plan import plan_schema
 from planner.core.traffic import traffic_from_spec
-from planner.kind import Context, Options, PlanKind
+from planner.kind import Options, PlanKind
 from planner.kinds.collective import collective_problem
 from planner.search import plan
 from topologies.io import parse_topology
@@ -138,8 +138,3 @@ def check_plan(kind: PlanKind, problem, method: str, result) -> None:
         back = kind.read_back[fmt](problem, text)
         _, score_back = kind.evaluate(problem, back)
         assert np.isclose(score_back, result.candidate.score, rtol=1e-9, atol=0), (method, fmt)
-
-
-def run_alone(kind: PlanKind, method: str, problem):
-    """The method's own attempt, outside a search (for tests that need its solution)."""
-    return kind.method(method).run(problem, Context(Options(time_limit_s=TIME_LIMIT_S), method, False))

@@ -325,8 +325,8 @@ def test_alltoall_schedules_round_trip(method):
     hierarchical baseline, the time-expanded MILP's multi-hop paths in whole units) export
     to every format and re-simulate to the same movement and time."""
     from models.alltoall_flow import time_expanded_schedule
-    from planner.kind import Context, Options
     from planner.kinds.collective import COLLECTIVE, collective_problem
+    from planner.search import run_method
     from topologies.routing import Router
 
     t = topo("hgx-h100x2")
@@ -337,7 +337,7 @@ def test_alltoall_schedules_round_trip(method):
         coll = Collective("alltoall", 4, 4 << 20)
         schedule = time_expanded_schedule(coll, t, Router(t), integral=True, time_limit_s=30).schedule
     else:
-        schedule = COLLECTIVE.method(method).run(collective_problem(coll, t), Context(Options(), method, False)).solution
+        schedule = run_method(COLLECTIVE, method, collective_problem(coll, t)).solution
     time_us = simulate(schedule, t).time_us
     for fmt in FORMATS:
         if method == "milp" and fmt == "msccl-exec-xml":  # one step per unit: over its 64 per thread block
