@@ -401,6 +401,59 @@ def _experts_headline(doc: dict) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- parallelize
+@main.command()
+@click.option("--model", "model_arg", required=True, help="A model preset (see docs/parallelism.md) or a MODEL file.")
+@click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file (GPU models set).")
+@click.option("--workload", required=True, type=click.Path(dir_okay=False), help="WORKLOAD file (mode: train).")
+@click.option("--fix", default=None, help="k=v,... : evaluate or restrict to these (tp, pp, dp, cp, ep, micro_batch, "
+                                          "interleave, recompute, sequence_parallel, distributed_optimizer).")
+@click.option("--top", type=int, default=5, show_default=True, help="Configurations reported, the plan's included.")
+@plan_options("parallelism", "grid | milp | rule", "Seconds for the stage MILP (the grid search is not limited).",
+              "Write the configuration as Megatron-LM arguments")
+@handles_errors
+def parallelize(model_arg, topo, workload, fix, top, method, time_limit, solver, output, export_fmt, export_file,
+                as_json, reproducible):
+    """Choose the training parallelism (TP/PP/DP/CP/EP, micro-batch, interleaving, recompute,
+    optimizer sharding) of MODEL on TOPO for WORKLOAD, by a calibrated cost model."""
+    from planner.core.training import load_workload, parse_fix
+    from planner.core.transformer import load_model
+    from planner.kinds.parallelism import training_problem
+    from topologies.io import load_topology
+
+    check_plan_options(time_limit, export_fmt, export_file, solver)
+    fixes = parse_fix(fix)
+    spec = load_model(model_arg)
+    work = load_workload(workload)
+    problem = training_problem(spec, work, load_topology(topo), {**work.fixed(), **fixes}, top, topology_name=topo)
+    run_plan("parallelism", problem, method, time_limit, solver, output, export_fmt, export_file, as_json,
+             reproducible, _parallelize_headline)
+
+
+def _parallelize_headline(doc: dict) -> list[str]:
+    m, p, c = doc["metrics"], doc["problem"], doc["plan"]["config"]
+    lines = [f"{p['model']['name']} on {p['topology']} ({p['gpus']} GPUs): method {doc['method']}",
+             f"  tp {c['tp']} pp {c['pp']} dp {c['dp']} cp {c['cp']} ep {c['ep']}  micro-batch {c['micro_batch']}  "
+             f"interleave {c['interleave']}  recompute {c['recompute']}  sequence-parallel "
+             f"{int(c['sequence_parallel'])}  distributed-optimizer {int(c['distributed_optimizer'])}",
+             f"  step {m['step_time_s']:.3f} s   {m['tokens_per_s']:.0f} tokens/s   MFU {m['mfu']:.3f}   "
+             f"memory {m['memory_per_gpu_GB']:.1f} GB/GPU   bound {m['lower_bound_step_time_s']:.3f} s   "
+             f"synthesis {m['synthesis_seconds']:.2f} s",
+             "  step: " + ", ".join(f"{k} {v:.3f}" for k, v in m["breakdown_s"].items() if v > 0),
+             "  memory: " + ", ".join(f"{k} {v:.1f}" for k, v in m["memory_breakdown_GB"].items())]
+    if len(set(doc["plan"]["layers_per_stage"])) > 1:
+        lines.append(f"  layers per stage {doc['plan']['layers_per_stage']}"
+                     + (f" (even split: {m['even_split_step_time_s']:.3f} s)" if "even_split_step_time_s" in m else ""))
+    for i, other in enumerate(m.get("top", []), 2):
+        o = other["config"]
+        lines.append(f"  #{i}: {other['step_time_s']:.3f} s, MFU {other['mfu']:.3f}, {other['memory_per_gpu_GB']:.1f} GB"
+                     f" (tp {o['tp']} pp {o['pp']} dp {o['dp']} cp {o['cp']} ep {o['ep']} mb {o['micro_batch']} "
+                     f"v {o['interleave']} {o['recompute']})")
+    if m.get("why_best"):
+        lines.append(f"  why: {m['why_best']}")
+    return lines
+
+
 # ---------------------------------------------------------------- simulate
 @main.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False))

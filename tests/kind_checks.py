@@ -92,7 +92,32 @@ def problems(kind: str) -> tuple:
                 expert_problem(EPLB_EXAMPLE, 8, 2, redundant=4, source="eplb-example"),
                 expert_problem(EPLB_EXAMPLE, 4, 2, slots_per_gpu=4, coactivation=pairs, source="pairs"),
                 expert_problem(skewed, 8, 2, redundant=8, groups=4, source="skewed"))
+    if kind == "parallelism":
+        return parallelism_problems()
     raise KeyError(f"no test problems for kind {kind!r}: add them here")
+
+
+TINY_DENSE = {"name": "tiny-dense", "layers": 8, "hidden": 1024, "ffn_hidden": 4096, "heads": 16, "vocab": 32000}
+TINY_MOE = {"name": "tiny-moe", "layers": 6, "hidden": 1024, "ffn_hidden": 2048, "heads": 16, "kv_heads": 4,
+            "mlp": "swiglu", "experts": 8, "top_k": 2, "expert_ffn_hidden": 1024, "shared_experts": 1,
+            "dense_layers": 1, "vocab": 32000}
+MIXED_CLUSTER = {"name": "h100+a100", "generator": {"servers": [{"preset": "hgx-h100"}, {"preset": "dgx-a100"}]}}
+
+
+def parallelism_problems() -> tuple:
+    """Small models on one server, two servers, and a cluster of two GPU types (the stage
+    MILP's case: pp fixed to 2, one stage per server)."""
+    from planner.core.training import parse_workload
+    from planner.core.transformer import parse_model
+    from planner.kinds.parallelism import training_problem
+    from topologies.fabrics import cluster
+
+    dense, moe = parse_model(TINY_DENSE, "tiny-dense"), parse_model(TINY_MOE, "tiny-moe")
+    train = parse_workload({"mode": "train", "global_batch": 16, "seq_len": 2048}, "train")
+    mixed = parse_topology(MIXED_CLUSTER, "h100+a100")
+    return (training_problem(dense, train, cluster("dgx-a100", 1), {}, top=3),
+            training_problem(moe, train, cluster("dgx-a100", 2), {"micro_batch": 1}, top=3),
+            training_problem(dense, train, mixed, {"pp": 2, "tp": 8, "interleave": 1}, top=3))
 
 
 @lru_cache(maxsize=1)

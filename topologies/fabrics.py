@@ -24,27 +24,46 @@ MAX_GPUS = 65_536  # larger clusters are refused up front rather than built for 
 def cluster(preset: str, servers: int, fabric: str = "rail-optimized", leaf_size: int | None = None,
             oversubscription: float = 1.0, name: str | None = None) -> Topology:
     """`servers` servers of `preset` on `fabric`. O(servers x nodes per server)."""
-    if preset not in SERVER_PRESETS:
-        raise InputError(f"unknown preset {preset!r} (known: {', '.join(SERVER_PRESETS)})", field="preset")
-    if not isinstance(servers, int) or isinstance(servers, bool) or servers < 1:
-        raise InputError(f"servers must be a positive integer, got {servers!r}", field="servers")
-    if servers * SERVER_PRESETS[preset].gpus > MAX_GPUS:
-        raise InputError(f"{servers} servers of {preset} are {servers * SERVER_PRESETS[preset].gpus} GPUs; "
-                         f"the limit is {MAX_GPUS}", field="servers")
+    return mixed_cluster(((preset, servers),), fabric, leaf_size, oversubscription,
+                         name or (preset if servers == 1 else f"{preset}x{servers}"))
+
+
+def mixed_cluster(groups: tuple[tuple[str, int], ...], fabric: str = "rail-optimized", leaf_size: int | None = None,
+                  oversubscription: float = 1.0, name: str | None = None) -> Topology:
+    """Servers of one or several presets, `(preset, count)` in server order, on one `fabric`
+    (e.g. H100 and A100 servers in one cluster). Rail r of every server joins leaf r, so the
+    presets must have the same number of NICs on a rail-optimized fabric."""
+    if not groups:
+        raise InputError("a cluster needs at least one group of servers", field="servers")
+    presets: list[str] = []
+    for preset, servers in groups:
+        if preset not in SERVER_PRESETS:
+            raise InputError(f"unknown preset {preset!r} (known: {', '.join(SERVER_PRESETS)})", field="preset")
+        if not isinstance(servers, int) or isinstance(servers, bool) or servers < 1:
+            raise InputError(f"servers must be a positive integer, got {servers!r}", field="servers")
+        presets += [preset] * servers
+    gpus = sum(SERVER_PRESETS[p].gpus for p in presets)
+    if gpus > MAX_GPUS:
+        raise InputError(f"{len(presets)} servers are {gpus} GPUs; the limit is {MAX_GPUS}", field="servers")
     if fabric not in FABRICS:
         raise InputError(f"unknown fabric {fabric!r} (known: {', '.join(FABRICS)})", field="fabric")
     if not (isinstance(oversubscription, (int, float)) and oversubscription >= 1):
         raise InputError(f"oversubscription must be a number >= 1, got {oversubscription!r}",
                          field="oversubscription")
+    servers = len(presets)
     nodes: list[Node] = []
     links: list[Link] = []
     nics_by_server: list[list[tuple[str, float]]] = []
-    for s in range(servers):
-        b = ServerBuilder(s)
+    for s, preset in enumerate(presets):
+        b = ServerBuilder(s, SERVER_PRESETS[preset].gpu)
         SERVER_PRESETS[preset].build(b)
         nodes += b.nodes
         links += b.links
         nics_by_server.append(b.nics)
+    if fabric == "rail-optimized" and len({len(n) for n in nics_by_server}) > 1:
+        raise InputError("a rail-optimized fabric needs the same number of NICs in every server "
+                         f"({', '.join(sorted({f'{p}: {len(n)}' for p, n in zip(presets, nics_by_server)}))})",
+                         field="servers")
     rails = len(nics_by_server[0])
     if leaf_size is None:
         leaf_size = servers if fabric == "rail-optimized" else max(1, 32 // max(1, rails))
@@ -74,10 +93,9 @@ def cluster(preset: str, servers: int, fabric: str = "rail-optimized", leaf_size
             up = gbps / oversubscription
             links.append(Link(leaf, "spine", up, SPINE_LATENCY_US, "net"))
             links.append(Link("spine", leaf, up, SPINE_LATENCY_US, "net"))
-    default_name = preset if servers == 1 else f"{preset}x{servers}"
-    meta = {"preset": preset, "servers": str(servers), "fabric": fabric, "leaf_size": str(leaf_size),
-            "oversubscription": f"{oversubscription:g}"}
-    return build_topology(name or default_name, nodes, links, meta)
+    meta = {"preset": "+".join(dict.fromkeys(presets)), "servers": str(servers), "fabric": fabric,
+            "leaf_size": str(leaf_size), "oversubscription": f"{oversubscription:g}"}
+    return build_topology(name or "+".join(f"{p}x{n}" for p, n in groups), nodes, links, meta)
 
 
 def _direct(name: str, n: int, pairs: set[tuple[int, int]], bandwidth: float, latency: float) -> Topology:

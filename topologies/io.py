@@ -13,6 +13,7 @@ from typing import Any
 
 
 from planner.core.errors import InputError
+from planner.core.gpus import GPU_PRESETS
 from planner.core.loader import expect_list, expect_mapping, expect_type, read_document
 from planner.core.units import parse_bandwidth, parse_nonnegative
 from topologies import fabrics
@@ -22,7 +23,7 @@ from topologies.types import NODE_TYPES, Link, Node, Topology, build_topology
 
 _TOP_FIELDS = ("name", "nodes", "links", "generator", "description", "summary")  # summary: show's, ignored
 RESERVED_SUFFIXES = ("^up", "^down")  # the data plane's names for split nodes
-_NODE_FIELDS = ("id", "type", "server", "kind")
+_NODE_FIELDS = ("id", "type", "server", "kind", "model")
 _LINK_FIELDS = ("src", "dst", "bandwidth", "latency", "bidirectional", "kind", "count")
 _CLUSTER_FIELDS = ("preset", "servers", "fabric", "leaf_size", "oversubscription")
 _DIRECT_FIELDS = ("type", "gpus", "dims", "bandwidth", "latency")
@@ -104,7 +105,14 @@ def _parse_node(raw: Any, source: str | None, where: str) -> Node:
             raise InputError("server index must be >= 0", source=source, field=f"{where}.server")
     kind = raw.get("kind", "")
     expect_type(kind, str, source=source, field=f"{where}.kind", what="a string")
-    return Node(node_id, raw["type"], server, kind)
+    model = raw.get("model", "")
+    expect_type(model, str, source=source, field=f"{where}.model", what="a GPU preset name")
+    if model and raw["type"] != "gpu":
+        raise InputError("only a GPU node has a model", source=source, field=f"{where}.model")
+    if model and model not in GPU_PRESETS:
+        raise InputError(f"unknown GPU {model!r} (known: {', '.join(GPU_PRESETS)})", source=source,
+                         field=f"{where}.model")
+    return Node(node_id, raw["type"], server, kind, model)
 
 
 def _parse_link(raw: Any, source: str | None, where: str, node_ids: set[str]) -> list[Link]:
@@ -140,11 +148,13 @@ def _parse_link(raw: Any, source: str | None, where: str, node_ids: set[str]) ->
 def _generate(raw: Any, source: str | None, name: str) -> Topology:
     if not isinstance(raw, dict):
         raise InputError("expected a mapping", source=source, field="generator")
-    if "preset" in raw:
-        expect_mapping(raw, source=source, field="generator", allowed=_CLUSTER_FIELDS, required=("preset",))
+    if "preset" in raw or isinstance(raw.get("servers"), list):
+        expect_mapping(raw, source=source, field="generator", allowed=_CLUSTER_FIELDS,
+                       required=() if isinstance(raw.get("servers"), list) else ("preset",))
+        groups = _server_groups(raw, source)
         try:
-            return fabrics.cluster(raw["preset"], raw.get("servers", 1), raw.get("fabric", "rail-optimized"),
-                                   raw.get("leaf_size"), raw.get("oversubscription", 1.0), name=name)
+            return fabrics.mixed_cluster(groups, raw.get("fabric", "rail-optimized"), raw.get("leaf_size"),
+                                         raw.get("oversubscription", 1.0), name=name)
         except InputError as exc:
             raise exc.within(source, "generator") from None
     expect_mapping(raw, source=source, field="generator", allowed=_DIRECT_FIELDS, required=("type", "bandwidth"))
@@ -164,6 +174,22 @@ def _generate(raw: Any, source: str | None, name: str) -> Topology:
     except TypeError:
         raise InputError(f"expected {'a list of integers' if size_field == 'dims' else 'an integer'}",
                          source=source, field=f"generator.{size_field}") from None
+
+
+def _server_groups(raw: dict, source: str | None) -> tuple[tuple[str, int], ...]:
+    """`preset` + `servers: N`, or `servers: [{preset: P, count: N}, ...]` (a mixed cluster)."""
+    servers = raw.get("servers", 1)
+    if not isinstance(servers, list):
+        return ((raw["preset"], servers),)
+    if "preset" in raw:
+        raise InputError("give either a preset or a list of servers, not both", source=source,
+                         field="generator.preset")
+    groups = []
+    for i, item in enumerate(servers):
+        where = f"generator.servers[{i}]"
+        expect_mapping(item, source=source, field=where, allowed=("preset", "count"), required=("preset",))
+        groups.append((item["preset"], item.get("count", 1)))
+    return tuple(groups)
 
 
 def validate_topology(topo: Topology, source: str | None = None) -> None:
@@ -197,6 +223,8 @@ def topology_to_dict(topo: Topology) -> dict:
             d["server"] = n.server
         if n.kind:
             d["kind"] = n.kind
+        if n.model:
+            d["model"] = n.model
         nodes.append(d)
     links = []
     emitted: set[tuple[str, str]] = set()

@@ -43,6 +43,7 @@ class ServerBuilder:
     """Collects the nodes and links of one server; ids are prefixed with the server index."""
 
     server: int
+    gpu_model: str = ""  # the GPU preset every GPU of the server is
     nodes: list[Node] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
     nics: list[tuple[str, float]] = field(default_factory=list)  # (nic id, network GB/s), rail order
@@ -52,7 +53,7 @@ class ServerBuilder:
 
     def add_gpus(self, n: int) -> list[str]:
         ids = [self.id(f"gpu{i}") for i in range(n)]
-        self.nodes.extend(Node(g, "gpu", self.server) for g in ids)
+        self.nodes.extend(Node(g, "gpu", self.server, model=self.gpu_model) for g in ids)
         return ids
 
     def add_switch(self, local: str, kind: str) -> str:
@@ -173,18 +174,19 @@ class ServerPreset:
     summary: str
     gpus: int
     build: Callable[[ServerBuilder], None]
+    gpu: str  # the GPU preset of its GPUs (planner.core.gpus.GPU_PRESETS)
 
 
 SERVER_PRESETS: dict[str, ServerPreset] = {p.name: p for p in (
-    ServerPreset("dgx1", "NDv2 / DGX-1: 8 V100, NVLink2 hybrid cube-mesh, 1x100Gb/s IB", 8, build_dgx1),
-    ServerPreset("dgx2", "DGX-2: 16 V100 on NVSwitch (150 GB/s each), 8x100Gb/s IB", 16, build_dgx2),
-    ServerPreset("dgx-a100", "DGX A100: 8 A100 on NVSwitch (300 GB/s each), 8x200Gb/s HDR", 8, build_dgx_a100),
-    ServerPreset("hgx-h100", "HGX H100: 8 H100 on NVSwitch (450 GB/s each), 8x400Gb/s NDR", 8, build_hgx_h100),
-    ServerPreset("hgx-h200", "HGX H200: 8 H200 on NVSwitch (450 GB/s each), 8x400Gb/s NDR", 8, build_hgx_h100),
-    ServerPreset("hgx-b200", "HGX B200: 8 B200 on NVSwitch (900 GB/s each), 8x400Gb/s NDR", 8, build_hgx_b200),
+    ServerPreset("dgx1", "NDv2 / DGX-1: 8 V100, NVLink2 hybrid cube-mesh, 1x100Gb/s IB", 8, build_dgx1, "v100-32g"),
+    ServerPreset("dgx2", "DGX-2: 16 V100 on NVSwitch (150 GB/s each), 8x100Gb/s IB", 16, build_dgx2, "v100-32g"),
+    ServerPreset("dgx-a100", "DGX A100: 8 A100 on NVSwitch (300 GB/s each), 8x200Gb/s HDR", 8, build_dgx_a100, "a100-80g"),
+    ServerPreset("hgx-h100", "HGX H100: 8 H100 on NVSwitch (450 GB/s each), 8x400Gb/s NDR", 8, build_hgx_h100, "h100"),
+    ServerPreset("hgx-h200", "HGX H200: 8 H200 on NVSwitch (450 GB/s each), 8x400Gb/s NDR", 8, build_hgx_h100, "h200"),
+    ServerPreset("hgx-b200", "HGX B200: 8 B200 on NVSwitch (900 GB/s each), 8x400Gb/s NDR", 8, build_hgx_b200, "b200"),
     ServerPreset("gb200-nvl72", "GB200 NVL72: 72 B200 in one NVLink domain (900 GB/s each), 72x400Gb/s",
-                 72, build_gb200_nvl72),
-    ServerPreset("mi250", "MI250 node: 8 MI250 = 16 GCDs on xGMI (50 GB/s links, 7 per GCD), 16 GB/s network per GCD", 16, build_mi250),
+                 72, build_gb200_nvl72, "gb200"),
+    ServerPreset("mi250", "MI250 node: 8 MI250 = 16 GCDs on xGMI (50 GB/s links, 7 per GCD), 16 GB/s network per GCD", 16, build_mi250, "mi250"),
     ServerPreset("mi300x", "MI300X platform: 8 GPUs fully connected by xGMI (64 GB/s links), 8x400Gb/s",
-                 8, build_mi300x),
+                 8, build_mi300x, "mi300x"),
 )}

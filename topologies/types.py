@@ -13,12 +13,14 @@ NODE_TYPES = ("gpu", "switch", "nic")
 
 @dataclass(frozen=True)
 class Node:
-    """An endpoint of links. `kind` refines the type (nvswitch, pcie, cpu, leaf, spine, ...)."""
+    """An endpoint of links. `kind` refines the type (nvswitch, pcie, cpu, leaf, spine, ...);
+    `model` names a GPU node's GPU preset (planner.core.gpus), "" when not given."""
 
     id: str
     type: str
     server: int | None = None
     kind: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from planner.kind import PlanKind
 from planner.kinds.collective import COLLECTIVE
 from planner.kinds.experts import EXPERTS
+from planner.kinds.parallelism import PARALLELISM
 
-KINDS: dict[str, PlanKind] = {kind.name: kind for kind in (COLLECTIVE, EXPERTS)}
+KINDS: dict[str, PlanKind] = {kind.name: kind for kind in (COLLECTIVE, EXPERTS, PARALLELISM)}
 RESERVED: dict[str, str] = {
     "placement": "planner/kinds/placement.py: GPU placements of a job's ranks (`planner place`)",
-    "parallelism": "planner/kinds/parallelism.py: training and serving parallelism plans (`planner parallelize`)",
 }

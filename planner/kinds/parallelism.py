@@ -1,0 +1,286 @@
+"""The parallelism plan kind (training): a configuration, its step time and memory, checked.
+
+Methods (docs/parallelism.md): `grid` (planner/training/search.py), a candidate: every
+valid configuration that fits, ranked by the cost model (planner/training/cost.py), exact
+over the enumerated space; `milp` (models/stage_milp.py), exact: the best configurations'
+layers re-split over the pipeline stages (stages differ: embedding, output layer, GPU
+types), warm-started from the grid's split; `rule` (Narayanan et al. 2021's rule of
+thumb), a baseline run only when asked for. Scored by step time; a plan is checked by
+re-deriving its configuration's divisibility and memory from scratch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from models.stage_milp import solve_stages
+from planner.core.declined import Declined
+from planner.core.errors import ExportMismatch, InfeasibleError, InputError, PlannerError
+from planner.core.training import ParallelConfig, TrainWorkload
+from planner.core.transformer import TransformerSpec
+from planner.exports.megatron import megatron_arguments, megatron_text, parse_megatron
+from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
+from planner.search import PlanResult, plan
+from planner.training.cost import Evaluation, TrainingSetup, evaluate
+from planner.training.efficiency import matmul_rate
+from planner.training.search import grid_search, rule_of_thumb
+from planner.training.space import stage_split, why_invalid
+from planner.training.stages import stage_inputs
+from topologies.types import Topology
+
+MILP_CONFIGS = 4  # the grid's best distinct 1F1B configurations the stage MILP re-splits
+RANK_ORDER = "tp-cp-ep-dp-pp"
+
+
+@dataclass(frozen=True)
+class TrainingProblem:
+    model: TransformerSpec
+    workload: TrainWorkload
+    topology: Topology
+    topology_name: str
+    fix: tuple[tuple[str, object], ...] = ()
+    top: int = 5
+
+    @cached_property
+    def setup(self) -> TrainingSetup:
+        return TrainingSetup(self.model, self.workload, self.topology)
+
+    @property
+    def fixes(self) -> dict:
+        return dict(self.fix)
+
+    def describe(self) -> dict:
+        return {"model": self.model.describe(), "workload": self.workload.describe(), "topology": self.topology_name,
+                "gpus": self.topology.num_gpus, "servers": len(self.topology.servers),
+                "gpu_models": sorted({self.topology.node_by_id[g].model for g in self.topology.gpus}),
+                "fix": self.fixes, "top": self.top}
+
+
+def training_problem(spec: TransformerSpec, workload: TrainWorkload, topo: Topology, fix: dict, top: int = 5,
+                     topology_name: str | None = None) -> TrainingProblem:
+    """The problem; bad input (exit 2) for a GPU without a model, a --fix that names every
+    field and does not divide, or a GPU without tensor cores for the dtype."""
+    for g in topo.gpus:
+        if not topo.node_by_id[g].model:
+            raise InputError(f"GPU {g!r} has no model (a GPU preset such as a100-80g, h100): the cost model needs "
+                             "it", field="--topology")
+    if top < 1:
+        raise InputError("must be at least 1", field="--top")
+    problem = TrainingProblem(spec, workload, topo, topology_name or topo.name, tuple(sorted(fix.items())), top)
+    for gpu in set(problem.setup.gpu_of_rank):
+        gpu.peak_tflops(workload.dtype)
+    return problem
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    evaluation: Evaluation
+    ranked: tuple[Evaluation, ...] = ()  # the search's best, fastest first (the returned one first)
+    considered: int = 0
+    over_memory: int = 0
+    even_split: Evaluation | None = field(default=None, compare=False)  # milp: the same configuration split evenly
+
+
+@dataclass(frozen=True)
+class TrainingBound:
+    model_floor_s: float
+    peak_floor_s: float
+
+    def to_json(self) -> dict:
+        return {"step_time_s": self.model_floor_s, "peak_step_time_s": self.peak_floor_s,
+                "derivation": "model FLOPs of the step / the sum over GPUs of the matmul rate the cost model gives a "
+                              "full-wave GEMM (no communication, no bubble, no recompute, no memory-bound op); "
+                              "peak: / the dense peaks (MFU 1)"}
+
+
+# ---------------------------------------------------------------- methods
+def _grid(p: TrainingProblem, context: Context) -> Attempt:
+    out = grid_search(p.setup, p.fixes)
+    if out.considered == 0 and p.fixes:
+        raise _fix_error(p)
+    if not out.ranked:
+        raise InfeasibleError(_nothing_fits(p, out.considered, out.smallest_overflow))
+    return Attempt(TrainingPlan(out.ranked[0], out.ranked[:p.top], out.considered, out.over_memory),
+                   model={"configurations": out.considered, "over_memory": out.over_memory,
+                          "collectives_planned": p.setup.pricer.planned})
+
+
+def _fix_error(p: TrainingProblem) -> InputError:
+    """Why the fixed fields admit no configuration: the rule the fixed values break."""
+    fix, gpus = p.fixes, p.topology.num_gpus
+    tp, pp, cp = fix.get("tp", 1), fix.get("pp", 1), fix.get("cp", 1)
+    c = ParallelConfig(**{**{k: v for k, v in fix.items()}, "dp": fix.get("dp", max(1, gpus // (tp * pp * cp)))})
+    if c.layers_per_stage is None and p.model.layers % c.pp:
+        c = replace(c, layers_per_stage=stage_split(p.model.layers, c.pp))
+    why = why_invalid(p.model, p.workload, gpus, c)
+    if why is None:
+        return InputError(f"no configuration with {', '.join(f'{k}={v}' for k, v in fix.items())} divides "
+                          f"{p.model.name} over {gpus} GPUs (see docs/parallelism.md, 'What divides')", field="--fix")
+    return InputError(why[1], field=f"--fix {why[0]}")
+
+
+def _nothing_fits(p: TrainingProblem, considered: int, nearest: Evaluation | None) -> str:
+    if considered == 0:
+        return (f"no configuration of {p.model.name} divides over {p.topology.num_gpus} GPUs with global batch "
+                f"{p.workload.global_batch}" + (f" and --fix {p.fixes}" if p.fixes else ""))
+    if nearest is None:
+        return (f"none of the {considered} configurations fits: the weights, gradients and optimizer states "
+                "alone overflow every GPU")
+    return f"none of the {considered} configurations fits in memory; the nearest: {nearest.overflow}"
+
+
+def _milp(p: TrainingProblem, context: Context) -> Attempt | Declined:
+    if context.incumbent is None or not context.incumbent.solution.ranked:
+        return Declined("no grid configuration to re-split")
+    chosen: list[ParallelConfig] = []
+    for e in context.incumbent.solution.ranked:
+        c = e.config
+        if c.pp > 1 and c.interleave == 1 and all(replace(c, layers_per_stage=None) != replace(x, layers_per_stage=None)
+                                                   for x in chosen):
+            chosen.append(c)
+        if len(chosen) == MILP_CONFIGS:
+            break
+    if not chosen:
+        return Declined("the best configurations have one pipeline stage or interleave: no stages to re-split")
+    best = None
+    solves = []
+    for c in chosen:
+        inputs = stage_inputs(p.setup, c)
+        solution = solve_stages(inputs, context.options.time_limit_s / len(chosen), context.options.solver)
+        solves.append(solution)
+        if solution.layers_per_stage is None:
+            continue
+        e = evaluate(p.setup, replace(c, layers_per_stage=solution.layers_per_stage))
+        if e.overflow is None and (best is None or (e.step_time_s, e.config.key()) < (best[0].step_time_s,
+                                                                                      best[0].config.key())):
+            best = (e, evaluate(p.setup, c), solution)
+    model = {"configurations_split": len(chosen), "variables": max(s.variables for s in solves),
+             "constraints": max(s.constraints for s in solves)}
+    if best is None:
+        last = solves[-1]
+        return Attempt(None, last.result, model, why=f"the stage MILP ended {last.result.termination.value}")
+    e, even, solution = best
+    grid = context.incumbent.solution
+    return Attempt(TrainingPlan(e, (e, *grid.ranked), grid.considered, grid.over_memory, even_split=even),
+                   solution.result, model)
+
+
+def _rule(p: TrainingProblem, context: Context) -> Attempt:
+    e = rule_of_thumb(p.setup, p.fixes)
+    if e is None:
+        raise InfeasibleError(f"the rule of thumb finds no configuration of {p.model.name} that fits on "
+                              f"{p.topology.num_gpus} GPUs")
+    return Attempt(TrainingPlan(e, (e,)))
+
+
+METHODS: tuple[Method, ...] = (
+    Method("grid", "candidate", _grid, "every valid configuration that fits, ranked by the cost model", heuristic=False),
+    Method("milp", "exact", _milp, "layers re-split over the pipeline stages of the best 1F1B configurations",
+           heuristic=False),
+    Method("rule", "baseline", _rule, "Megatron's rule of thumb: TP in a server, PP to fit, DP for the rest"),
+)
+
+
+# ---------------------------------------------------------------- the kind
+def _evaluate(p: TrainingProblem, solution: TrainingPlan):
+    c = solution.evaluation.config
+    why = why_invalid(p.model, p.workload, p.topology.num_gpus, c)
+    if why is not None:
+        raise PlannerError(f"the configuration does not divide: {why[1]}")
+    e = evaluate(p.setup, c)
+    if e.overflow is not None:
+        raise PlannerError(f"the configuration does not fit: {e.overflow}")
+    return e, e.step_time_s
+
+
+def _bound(p: TrainingProblem, candidates: list[Candidate]) -> TrainingBound:
+    w = p.workload
+    flops = p.model.model_flops(w.tokens, w.seq_len)
+    rate = sum(matmul_rate(g, w.dtype) for g in p.setup.gpu_of_rank)
+    peak = sum(g.peak_tflops(w.dtype) for g in p.setup.gpu_of_rank) * 1e12
+    return TrainingBound(flops / rate, flops / peak)
+
+
+def _summary(e: Evaluation, p: TrainingProblem) -> dict:
+    return e.to_json(p.workload.tokens, p.topology.num_gpus)
+
+
+def _why_best(best: Evaluation, runner: Evaluation | None) -> str | None:
+    if runner is None:
+        return None
+    diffs = {k: runner.breakdown_s.get(k, 0.0) - v for k, v in best.breakdown_s.items()}
+    part, gain = max(diffs.items(), key=lambda kv: (kv[1], kv[0]))
+    return (f"{runner.step_time_s - best.step_time_s:.3f} s faster than the next ({_short(runner.config)}); "
+            f"most of it in {part} ({gain:.3f} s less)")
+
+
+def _short(c: ParallelConfig) -> str:
+    return (f"tp {c.tp} pp {c.pp} dp {c.dp} cp {c.cp} ep {c.ep} mb {c.micro_batch} v {c.interleave} "
+            f"{c.recompute}{' sp' if c.sequence_parallel else ''}{' do' if c.distributed_optimizer else ''}")
+
+
+def _metrics(p: TrainingProblem, c: Candidate, bound: TrainingBound) -> dict:
+    e: Evaluation = c.evidence
+    solution: TrainingPlan = c.solution
+    out = _summary(e, p)
+    out.pop("config")
+    out["lower_bound_step_time_s"] = bound.model_floor_s
+    out["ratio_to_bound"] = e.step_time_s / bound.model_floor_s
+    if solution.considered:
+        out["configurations_considered"] = solution.considered
+        out["configurations_over_memory"] = solution.over_memory
+    rest = [x for x in solution.ranked if x.config != e.config]
+    out["top"] = [_summary(x, p) for x in rest[:p.top - 1]]
+    why = _why_best(e, rest[0] if rest else None)
+    if why:
+        out["why_best"] = why
+    if solution.even_split is not None:
+        out["even_split_step_time_s"] = solution.even_split.step_time_s
+        out["even_split_layers_per_stage"] = [d.layers for d in solution.even_split.devices]
+    return out
+
+
+def _body(p: TrainingProblem, c: Candidate) -> dict:
+    e: Evaluation = c.evidence
+    topo = p.topology
+    return {"config": e.config.to_json(), "layers_per_stage": [d.layers for d in e.devices],
+            "megatron_args": [" ".join(a) for a in megatron_arguments(p.model, p.workload, e.config)],
+            "rank_order": RANK_ORDER, "ranks": [[topo.node_by_id[g].server, g] for g in topo.gpus]}
+
+
+def _export(p: TrainingProblem, c: Candidate) -> str:
+    config = c.evidence.config
+    text = megatron_text(p.model, p.workload, config)
+    back = parse_megatron(text, p.model.layers, p.topology.num_gpus)
+    if back != config:
+        raise ExportMismatch(f"the Megatron arguments read back as {back}, not {config}")
+    return text
+
+
+def _read_back(p: TrainingProblem, text: str) -> TrainingPlan:
+    config = parse_megatron(text, p.model.layers, p.topology.num_gpus)
+    return TrainingPlan(evaluate(p.setup, config))
+
+
+PARALLELISM = PlanKind(
+    name="parallelism",
+    methods=METHODS,
+    describe=lambda p: p.describe(),
+    evaluate=_evaluate,
+    bound=_bound,
+    metrics=_metrics,
+    body=_body,
+    exports={"megatron": _export},
+    read_back={"megatron": _read_back},
+    lost=lambda exact, a, name, b: f"{exact}: its step takes {a:.3f} s, {name}'s {b:.3f} s",
+    subject=lambda p: "training parallelism",
+    noun="configuration",
+    export_check="parsed back: same configuration",
+    best_of="fastest modelled step",
+    verified_by="planner.training.space + planner.training.cost",
+)
+
+
+def plan_training(problem: TrainingProblem, method: str = "auto", time_limit_s: float = 60.0,
+                  solver: str | None = None, export: str | None = None) -> PlanResult:
+    return plan(PARALLELISM, problem, method, Options(time_limit_s, solver, export))

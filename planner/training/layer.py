@@ -1,0 +1,229 @@
+"""One transformer layer on one GPU for one micro-batch: its kernels' times, its
+communication, and the activations it keeps for the backward pass.
+
+Shapes per GPU: T = micro_batch x seq_len / cp tokens; tensor parallelism t splits heads,
+the MLP's hidden dimension and the experts' (Megatron's column/row-parallel pairs; MLA's
+down-projections and the router stay whole). The backward pass of a weight matmul is two
+matmuls (input gradient, weight gradient); fused attention's backward is 2.5x its forward
+(five matmuls to two, FlashAttention-2, Dao 2023); a memory-bound op's backward moves twice
+its forward bytes. Activation memory generalises Korthikanti et al. 2022, Table 2 (the
+per-tensor accounting behind 34sbh + 5as^2b) to GQA, SwiGLU, MoE and MLA; with standard
+MHA + GELU + dropout it is exactly their formulas (tests/test_parallelism.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.core.gpus import GpuSpec
+from planner.core.training import ParallelConfig, TrainWorkload
+from planner.core.transformer import TransformerSpec
+from planner.training.comm import CommPricer
+from planner.training.efficiency import gemm_seconds, matmul_rate, memory_seconds, tile_utilisation
+
+ACT = 2  # bytes of a 16-bit activation
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Seconds of one layer's forward and backward (recomputation included) for one
+    micro-batch, by part, and the bytes of activations it keeps until its backward."""
+
+    forward: dict[str, float]
+    backward: dict[str, float]
+    activation_bytes: float  # kept per micro-batch in flight
+    working_bytes: float  # the whole layer's activations, live while it is recomputed (full recompute)
+
+    @property
+    def forward_s(self) -> float:
+        return sum(self.forward.values())
+
+    @property
+    def backward_s(self) -> float:
+        return sum(self.backward.values())
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    spec: TransformerSpec
+    workload: TrainWorkload
+    config: ParallelConfig
+    gpu: GpuSpec
+    pricer: CommPricer
+    tp_ranks: tuple[int, ...]
+    cp_ranks: tuple[int, ...]
+    ep_ranks: tuple[int, ...]
+
+
+def _linears(spec: TransformerSpec, t: int, moe: bool) -> list[tuple[int, int, int]]:
+    """(tokens multiplier numerator, in, out) per weight matmul on one GPU, as (rows_scale, k, n):
+    rows_scale is 1 for every token, top_k for routed experts (their tokens per GPU)."""
+    h, a = spec.hidden, spec.heads
+    out: list[tuple[int, int, int]] = []
+    if spec.mla:
+        if spec.q_lora_rank:
+            out += [(1, h, spec.q_lora_rank), (1, spec.q_lora_rank, a * spec.qk_dim // t)]
+        else:
+            out.append((1, h, a * spec.qk_dim // t))
+        out += [(1, h, spec.kv_lora_rank + spec.qk_rope_head_dim),
+                (1, spec.kv_lora_rank, a * (spec.head_dim + spec.v_head_dim) // t), (1, a * spec.v_head_dim // t, h)]
+    else:
+        out += [(1, h, (a + 2 * spec.kv_heads) * spec.head_dim // t), (1, a * spec.head_dim // t, h)]
+    up = spec.mlp_matrices - 1
+    if not moe:
+        out += [(1, h, up * spec.ffn_hidden // t), (1, spec.ffn_hidden // t, h)]
+        return out
+    out.append((1, h, spec.experts))
+    if spec.shared_experts:
+        f = spec.shared_experts * spec.expert_ffn_hidden
+        out += [(1, h, up * f // t), (1, f // t, h)]
+    return out
+
+
+def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
+    spec, w, c, gpu = ctx.spec, ctx.workload, ctx.config, ctx.gpu
+    t, cp = c.tp, c.cp
+    h, a = spec.hidden, spec.heads
+    tokens = c.micro_batch * w.seq_len // cp
+    sp = c.sequence_parallel and t > 1
+    rep = tokens * h / (t if sp else 1)  # elements of a tensor outside the TP regions
+    dt = w.dtype
+    attn_dt = "bf16" if dt == "fp8" else dt  # FP8 training keeps attention in 16 bits
+    fwd: dict[str, float] = {}
+    bwd: dict[str, float] = {}
+
+    # weight matmuls
+    gemm_f = gemm_b = 0.0
+    for scale, k, n in _linears(spec, t, moe):
+        m = tokens * scale
+        gemm_f += gemm_seconds(gpu, dt, m, n, k)
+        gemm_b += gemm_seconds(gpu, dt, m, k, n) + gemm_seconds(gpu, dt, k, n, m)
+    if moe:
+        local = max(1, spec.experts // c.ep)
+        per_expert = max(1, tokens * spec.top_k * c.ep // spec.experts)
+        up = spec.mlp_matrices - 1
+        fe = spec.expert_ffn_hidden // t
+        for k, n in ((h, up * fe), (fe, h)):
+            gemm_f += gemm_seconds(gpu, dt, per_expert, n, k, batch=local)
+            gemm_b += gemm_seconds(gpu, dt, per_expert, k, n, batch=local) + gemm_seconds(gpu, dt, k, n, per_expert,
+                                                                                          batch=local)
+    fwd["gemm"], bwd["gemm"] = gemm_f, gemm_b
+
+    # attention core
+    heads = a // t
+    s_q, s_k = w.seq_len // cp, w.seq_len
+    batch = c.micro_batch * heads
+    if w.attention == "flash":
+        flops = 2.0 * s_q * s_k * (spec.qk_dim + spec.value_dim) * batch / 2  # causal: half the square
+        rate = matmul_rate(gpu, attn_dt) * tile_utilisation(gpu, s_q, s_k, batch)
+        attn_f = flops / rate
+        attn_b = 2.5 * attn_f
+        attn_mem_f = attn_mem_b = 0.0
+    else:
+        square = float(batch) * s_q * s_k
+        attn_f = gemm_seconds(gpu, attn_dt, s_q, s_k, spec.qk_dim, batch) + gemm_seconds(gpu, attn_dt, s_q,
+                                                                                      spec.value_dim, s_k, batch)
+        attn_b = (gemm_seconds(gpu, attn_dt, s_q, spec.qk_dim, s_k, batch)
+                  + gemm_seconds(gpu, attn_dt, spec.qk_dim, s_k, s_q, batch)
+                  + gemm_seconds(gpu, attn_dt, s_q, s_k, spec.value_dim, batch)
+                  + gemm_seconds(gpu, attn_dt, s_k, spec.value_dim, s_q, batch))
+        # fused scale-mask-softmax (read, write) and dropout (read, write, mask); backward twice the bytes
+        attn_mem_f = memory_seconds(gpu, square * (4 + (5 if spec.has_dropout else 0)))
+        attn_mem_b = 2 * attn_mem_f
+    fwd["attention"], bwd["attention"] = attn_f + attn_mem_f, attn_b + attn_mem_b
+
+    # memory-bound elementwise ops
+    drop = 7 if spec.has_dropout else 6  # bias-dropout-add (read 2, write, mask) or a residual add
+    ew = rep * (2 * 4 + 2 * drop)  # two norms, two residual joins
+    if moe:
+        routed = tokens * spec.top_k
+        ew += routed * spec.expert_ffn_hidden / t * (6 if spec.mlp == "swiglu" else 4)
+        ew += 2 * 2 * routed * h * ACT  # permute and unpermute copies
+        if spec.shared_experts:
+            ew += tokens * spec.shared_experts * spec.expert_ffn_hidden / t * (6 if spec.mlp == "swiglu" else 4)
+    else:
+        ew += tokens * spec.ffn_hidden / t * (6 if spec.mlp == "swiglu" else 4)
+    fwd["memory_bound"] = memory_seconds(gpu, ew)
+    bwd["memory_bound"] = 2 * fwd["memory_bound"]
+
+    # tensor-parallel collectives: two per layer each way (attention and MLP outputs)
+    tp_f = 0.0
+    if t > 1:
+        size = tokens * h * ACT
+        if sp:
+            tp_f = 2 * (ctx.pricer.seconds("allgather", ctx.tp_ranks, size)
+                        + ctx.pricer.seconds("reduce-scatter", ctx.tp_ranks, size))
+        else:
+            tp_f = 2 * ctx.pricer.seconds("allreduce", ctx.tp_ranks, size)
+        if w.tp_comm_overlap:
+            tp_f = max(0.0, tp_f - gemm_f)
+    fwd["tp_comm"] = tp_f
+    bwd["tp_comm"] = tp_f if not w.tp_comm_overlap else max(0.0, tp_f - gemm_b)
+
+    # expert-parallel all-to-all: dispatch and combine, each way
+    ep_f = 0.0
+    if moe and c.ep > 1:
+        ep_f = 2 * ctx.pricer.seconds("alltoall", ctx.ep_ranks, tokens * spec.top_k * h * ACT / t)
+    fwd["ep_comm"], bwd["ep_comm"] = ep_f, ep_f
+
+    # context parallelism: K and V go round the ring, overlapped with the attention it feeds
+    cp_f = cp_b = 0.0
+    if cp > 1:
+        kv_heads = heads if spec.mla else max(1, spec.kv_heads // t)
+        kv = tokens * kv_heads * (spec.qk_dim + spec.value_dim) * ACT
+        ring = ctx.pricer.seconds("allgather", ctx.cp_ranks, kv * cp)
+        cp_f = max(0.0, ring - attn_f)
+        cp_b = max(0.0, 2 * ring - attn_b)
+    fwd["cp_comm"], bwd["cp_comm"] = cp_f, cp_b
+
+    # recomputation during the backward pass
+    if c.recompute == "full":
+        bwd["recompute"] = sum(fwd.values())
+    elif c.recompute == "selective":
+        bwd["recompute"] = fwd["attention"] + fwd["cp_comm"]
+    else:
+        bwd["recompute"] = 0.0
+
+    full = _activation_bytes(spec, w, c, tokens, moe, keep_square=True)
+    if c.recompute == "full":
+        kept = tokens * h * ACT / (t if sp else 1)
+    else:
+        kept = _activation_bytes(spec, w, c, tokens, moe, keep_square=c.recompute == "none")
+    return LayerCost(fwd, bwd, kept, full)
+
+
+def _activation_bytes(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfig, tokens: int, moe: bool,
+                      keep_square: bool) -> float:
+    """Bytes a layer keeps for its backward (Korthikanti et al. 2022's accounting)."""
+    t = c.tp
+    sp = c.sequence_parallel and t > 1
+    h, a = spec.hidden, spec.heads
+    rep = tokens * h / (t if sp else 1)
+    mask = rep if spec.has_dropout else 0.0  # a dropout mask, one byte per element
+    kv_heads = a if spec.mla else spec.kv_heads
+    attn = (ACT * rep  # the norm's output, input of the QKV projection
+            + ACT * tokens * (a * spec.qk_dim + kv_heads * spec.qk_dim + kv_heads * spec.value_dim) / t  # Q, K, V
+            + ACT * tokens * a * spec.value_dim / t  # the context, input of the output projection
+            + mask)
+    if spec.mla:
+        attn += ACT * tokens * (spec.q_lora_rank + spec.kv_lora_rank + spec.qk_rope_head_dim)
+    heads = a // t
+    if w.attention == "unfused" and keep_square:
+        attn += 5.0 * c.micro_batch * heads * (w.seq_len // c.cp) * w.seq_len  # softmax, dropout mask, dropout out
+    elif w.attention == "flash":
+        attn += 4.0 * tokens * heads  # the softmax statistics (fp32)
+    up = spec.mlp_matrices - 1
+
+    def mlp(tok: float, ffn: int) -> float:
+        return ACT * tok * (up * ffn + ffn) / t  # the up projection's output and the activation's
+
+    if moe:
+        routed = tokens * spec.top_k
+        ffn_part = ACT * routed * h + mlp(routed, spec.expert_ffn_hidden) + 4.0 * tokens * spec.experts
+        if spec.shared_experts:
+            ffn_part += mlp(tokens, spec.shared_experts * spec.expert_ffn_hidden)
+    else:
+        ffn_part = mlp(tokens, spec.ffn_hidden)
+    ffn_block = ACT * rep + ffn_part + mask
+    norms = 2 * ACT * rep
+    return attn + ffn_block + norms
+
