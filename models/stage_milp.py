@@ -14,17 +14,21 @@ step time with m micro-batches plus the slowest device's gradient reduce + optim
          sum_d x[l][d] = 1;  sum_l x[l][d] >= 1;  x[0][0] = x[L-1][p-1] = 1
          sum_{d' <= d} x[l][d'] >= sum_{d' <= d} x[l+1][d']   (ranges are contiguous, in order)
 
-x binary. A layer's cost depends on its kind only (dense or MoE), so layers of one kind
+x binary, times in whole ticks, so the model is pure integer (CP-SAT by default). A layer's cost depends on its kind only (dense or MoE), so layers of one kind
 are interchangeable; the model is L x p binaries and about 2 L p rows. The even split
 (when it exists) is a feasible point and is given as the hint.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from solvers import registry
 from solvers.linear_model import LinearModel, quicksum
 from solvers.result import SolveOptions, SolveResult
+
+UNITS = 10_000  # time ticks per slowest layer
+WALL_GUARD = 4.0
 
 
 @dataclass(frozen=True)
@@ -48,22 +52,33 @@ class StageSolution:
     constraints: int
 
 
-def solve_stages(inputs: StageInputs, time_limit_s: float, solver: str | None = None) -> StageSolution:
+def solve_stages(inputs: StageInputs, work_s: float, solver: str | None = None) -> StageSolution:
+    """Solve under a deterministic work limit (CP-SAT's deterministic seconds) so the same
+    input gives the same split under any load; times are whole units of 1/UNITS of the
+    slowest layer, bytes whole MB rounded up (the split is re-evaluated exactly after)."""
     layers, devices = len(inputs.layer_seconds), len(inputs.fixed_seconds)
+    unit = max(max(max(row) for row in inputs.layer_seconds), 1e-12) / UNITS
+
+    def ticks(seconds: float) -> int:
+        return int(round(seconds / unit))
+
     model = LinearModel("pipeline-stages")
     x = [[model.add_binary(f"x{l}_{d}") for d in range(devices)] for l in range(layers)]
-    scale = max(max(max(row) for row in inputs.layer_seconds), 1e-12)  # seconds in units of the largest layer
-    z = model.add_var("z", 0.0)
-    w = model.add_var("w", 0.0)
+    horizon = sum(ticks(max(row)) for row in inputs.layer_seconds) + ticks(max(inputs.fixed_seconds)) + 1
+    tail_horizon = (sum(ticks(max(row)) for row in inputs.layer_tail_seconds)
+                    + ticks(max(inputs.fixed_tail_seconds)) + 1)
+    z = model.add_var("z", 0, horizon, integer=True)
+    w = model.add_var("w", 0, tail_horizon, integer=True)
     times = []
     for d in range(devices):
-        t = quicksum(inputs.layer_seconds[l][d] / scale * x[l][d] for l in range(layers)) + inputs.fixed_seconds[d] / scale
+        t = quicksum(ticks(inputs.layer_seconds[l][d]) * x[l][d] for l in range(layers)) + ticks(inputs.fixed_seconds[d])
         times.append(t)
         model.add_constraint(z - t, ">=", 0)
-        tail = quicksum(inputs.layer_tail_seconds[l][d] / scale * x[l][d] for l in range(layers))
-        model.add_constraint(w - tail, ">=", inputs.fixed_tail_seconds[d] / scale)
-        room = inputs.capacity_bytes[d] - inputs.fixed_bytes[d]
-        model.add_constraint(quicksum(inputs.layer_bytes[l][d] / 1e9 * x[l][d] for l in range(layers)), "<=", room / 1e9)
+        tail = quicksum(ticks(inputs.layer_tail_seconds[l][d]) * x[l][d] for l in range(layers))
+        model.add_constraint(w - tail, ">=", ticks(inputs.fixed_tail_seconds[d]))
+        room_mb = math.floor((inputs.capacity_bytes[d] - inputs.fixed_bytes[d]) / 1e6)
+        model.add_constraint(quicksum(math.ceil(inputs.layer_bytes[l][d] / 1e6) * x[l][d] for l in range(layers)),
+                             "<=", room_mb)
         model.add_constraint(quicksum(x[l][d] for l in range(layers)), ">=", 1)
     for l in range(layers):
         model.add_constraint(quicksum(x[l]), "==", 1)
@@ -80,9 +95,9 @@ def solve_stages(inputs: StageInputs, time_limit_s: float, solver: str | None = 
                 hint[x[l][d]] = 1.0 if first <= l < first + n else 0.0
             first += n
         model.set_hint(hint)
-    result = registry.solve(model, solver, SolveOptions(time_limit_s=time_limit_s, threads=1))
+    guard = WALL_GUARD * work_s + 1.0  # stops a runaway only: the work limit decides
+    result = registry.solve(model, solver, SolveOptions(time_limit_s=guard, work_limit=work_s, threads=1))
     split = None
     if result.values is not None:
-        counts = [sum(1 for l in range(layers) if result.values[x[l][d].index] > 0.5) for d in range(devices)]
-        split = tuple(counts)
+        split = tuple(sum(1 for l in range(layers) if result.values[x[l][d].index] > 0.5) for d in range(devices))
     return StageSolution(split, result, model.num_vars, model.num_constraints)

@@ -10,6 +10,7 @@ re-deriving its configuration's divisibility and memory from scratch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -21,14 +22,14 @@ from planner.core.transformer import TransformerSpec
 from planner.exports.megatron import megatron_arguments, megatron_text, parse_megatron
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
 from planner.search import PlanResult, plan
-from planner.training.cost import Evaluation, TrainingSetup, evaluate
+from planner.training.cost import RESERVE_GB, Evaluation, TrainingSetup, evaluate
 from planner.training.efficiency import matmul_rate
 from planner.training.search import grid_search, rule_of_thumb
 from planner.training.space import stage_split, why_invalid
 from planner.training.stages import stage_inputs
 from topologies.types import Topology
 
-MILP_CONFIGS = 4  # the grid's best distinct 1F1B configurations the stage MILP re-splits
+MILP_CONFIGS = 4  # distinct 1F1B configurations the stage MILP re-splits
 RANK_ORDER = "tp-cp-ep-dp-pp"
 
 
@@ -79,6 +80,7 @@ class TrainingPlan:
     considered: int = 0
     over_memory: int = 0
     even_split: Evaluation | None = field(default=None, compare=False)  # milp: the same configuration split evenly
+    pool: tuple[Evaluation, ...] = field(default=(), compare=False)  # grid: every fitting configuration, ranked
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def _grid(p: TrainingProblem, context: Context) -> Attempt:
         raise _fix_error(p)
     if not out.ranked:
         raise InfeasibleError(_nothing_fits(p, out.considered, out.smallest_overflow))
-    return Attempt(TrainingPlan(out.ranked[0], out.ranked[:p.top], out.considered, out.over_memory),
+    return Attempt(TrainingPlan(out.ranked[0], out.ranked[:p.top], out.considered, out.over_memory, pool=out.ranked),
                    model={"configurations": out.considered, "over_memory": out.over_memory,
                           "collectives_planned": p.setup.pricer.planned})
 
@@ -129,17 +131,50 @@ def _nothing_fits(p: TrainingProblem, considered: int, nearest: Evaluation | Non
     return f"none of the {considered} configurations fits in memory; the nearest: {nearest.overflow}"
 
 
+def _to_resplit(pool: tuple[Evaluation, ...]) -> list[ParallelConfig]:
+    """The 1F1B configurations the MILP re-splits: the grid's best MILP_CONFIGS by the
+    relaxed re-split estimate (layers as a divisible fluid over the devices at their own
+    speed, `_relaxed_step`), which ranks first the depths whose stages line up with the GPU
+    types although their even split ranks low."""
+    seen: set[ParallelConfig] = set()
+    out: list[Evaluation] = []
+    for e in pool:
+        c = replace(e.config, layers_per_stage=None)
+        if c.pp > 1 and c.interleave == 1 and c not in seen:
+            seen.add(c)
+            out.append(e)
+    out.sort(key=lambda e: (_relaxed_step(e), e.config.key()))
+    return [e.config for e in out[:MILP_CONFIGS]]
+
+
+def _relaxed_step(e: Evaluation) -> float:
+    """1F1B step if layers could be split in any fraction: device d, with time c_d per layer,
+    fixed time f_d and room for at most n_d layers, takes min(n_d, (T - f_d) / c_d) of them, and
+    T is the least time at which the devices take all the layers (infinite if they cannot)."""
+    devices = []
+    for d, cap in zip(e.devices, e.capacity_GB):
+        f = d.parts.get("embedding_logits", 0.0) + d.parts.get("p2p", 0.0)
+        per_layer = (d.per_microbatch_s - f) / d.layers
+        per_layer_GB = (d.memory_GB - RESERVE_GB) / d.layers
+        devices.append((per_layer, f, (cap - RESERVE_GB) / per_layer_GB))
+    layers = sum(d.layers for d in e.devices)
+    if sum(n for _, _, n in devices) < layers:
+        return math.inf
+
+    def taken(t: float) -> float:
+        return sum(min(n, max(0.0, (t - f) / c)) for c, f, n in devices)
+
+    lo, hi = 0.0, max(f + c * n for c, f, n in devices)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if taken(mid) < layers else (lo, mid)
+    return (e.microbatches - 1 + len(e.devices)) * hi + e.breakdown_s["dp_comm"] + e.breakdown_s["optimizer"]
+
+
 def _milp(p: TrainingProblem, context: Context) -> Attempt | Declined:
-    if context.incumbent is None or not context.incumbent.solution.ranked:
+    if context.incumbent is None or not context.incumbent.solution.pool:
         return Declined("no grid configuration to re-split")
-    chosen: list[ParallelConfig] = []
-    for e in context.incumbent.solution.ranked:
-        c = e.config
-        if c.pp > 1 and c.interleave == 1 and all(replace(c, layers_per_stage=None) != replace(x, layers_per_stage=None)
-                                                   for x in chosen):
-            chosen.append(c)
-        if len(chosen) == MILP_CONFIGS:
-            break
+    chosen = _to_resplit(context.incumbent.solution.pool)
     if not chosen:
         return Declined("the best configurations have one pipeline stage or interleave: no stages to re-split")
     best = None

@@ -3,8 +3,8 @@ each group gets.
 
 Ranks follow Megatron-LM's default order tp-cp-ep-dp-pp (first fastest; ep splits the data-
 parallel dimension). A group is priced on `topologies.groups.group_topology` (its GPUs,
-its share of what concurrent groups share) by the collective kind's fast methods (ring,
-tree, hierarchical; direct and flash for all-to-all; chain for a point-to-point copy),
+its share of what concurrent groups share) by the collective kind's fast methods (ring and
+hierarchical; direct and flash for all-to-all; chain for a point-to-point copy),
 each schedule timed by the project's simulator, and the fastest taken. A method's time is
 affine in the size for a fixed schedule shape, so each (group, collective, method) is
 planned at two sizes and the line through them prices every other size. Groups of the
@@ -16,6 +16,7 @@ step each), the per-byte part by (n-1)/n of ring algorithms.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from planner.core.collectives import Collective
 from planner.core.errors import PlannerError
@@ -28,11 +29,10 @@ from topologies.types import Link, Topology, build_topology
 
 ORDER = ("tp", "cp", "ep", "edp", "pp")  # Megatron's tp-cp-ep-dp-pp, dp split as ep x edp
 GROUP_DIMS = {"tp": ("tp",), "cp": ("cp",), "ep": ("ep",), "dp": ("cp", "ep", "edp"), "edp": ("cp", "edp")}
-PRICING_METHODS = {
-    "allreduce": ("ring", "tree", "hierarchical"),
+PRICING_METHODS = {  # NCCL's own algorithms for the sizes training moves (MBs to GBs), and FLASH's all-to-all
     "allgather": ("ring", "hierarchical"),
     "reduce-scatter": ("ring", "hierarchical"),
-    "alltoall": ("direct", "flash", "hierarchical"),
+    "alltoall": ("direct", "flash"),
     "broadcast": ("chain",),
 }
 PROBE_BYTES = (4 << 20, 256 << 20)
@@ -60,10 +60,16 @@ def rank_of(coords: dict[str, int], sizes: dict[str, int]) -> int:
 
 
 def group_ranks(sizes: dict[str, int], kind: str, stage: int = 0) -> tuple[int, ...]:
+    return _group_ranks(tuple(sizes[d] for d in ORDER), kind, stage)
+
+
+@lru_cache(maxsize=65536)
+def _group_ranks(shape: tuple[int, ...], kind: str, stage: int) -> tuple[int, ...]:
     """The ranks of the `kind` group holding the first rank of pipeline stage `stage`;
     `kind` is tp, cp, ep, dp (every rank of a data-parallel replica set, cp and ep
     included: the dense gradients' group), edp (the experts' gradients) or pp (stage and
     stage + 1)."""
+    sizes = dict(zip(ORDER, shape))
     if kind == "pp":
         return (rank_of({"pp": stage}, sizes), rank_of({"pp": stage + 1}, sizes))
     dims = GROUP_DIMS[kind]
@@ -106,14 +112,14 @@ class CommPricer:
     _achieved: Topology | None = None
 
     def seconds(self, collective: str, ranks: tuple[int, ...], size_bytes: float) -> float:
+        """An all-reduce is priced as the reduce-scatter and the all-gather it is made of
+        (NCCL's ring all-reduce, and the hierarchical one, are exactly that)."""
         if len(ranks) < 2 or size_bytes <= 0:
             return 0.0
+        if collective == "allreduce":
+            return self.seconds("reduce-scatter", ranks, size_bytes) + self.seconds("allgather", ranks, size_bytes)
         lines = self._lines(collective, ranks)
         return min(line.seconds(size_bytes) for line in lines)
-
-    def method(self, collective: str, ranks: tuple[int, ...], size_bytes: float) -> str:
-        lines = self._lines(collective, ranks)
-        return min(lines, key=lambda line: (line.seconds(size_bytes), line.method)).method
 
     def _lines(self, collective: str, ranks: tuple[int, ...]) -> tuple[Line, ...]:
         planned = ranks if len(ranks) <= PLAN_MAX_GPUS else self._truncated(ranks)
@@ -185,10 +191,12 @@ class CommPricer:
         n = len(ranks)
         sizes = [max(n, size // n * n) for size in PROBE_BYTES]
         lines = []
+        router = collective_problem(Collective(collective, n, sizes[0]), sub).router  # routes shared by every probe
         for method in PRICING_METHODS[collective]:
             times = []
             for size in sizes:
                 problem = collective_problem(Collective(collective, n, size), sub)
+                problem.__dict__["router"] = router
                 if COLLECTIVE.method(method).applies(problem) is not None:
                     break
                 attempt = run_method(COLLECTIVE, method, problem)

@@ -15,15 +15,16 @@ optimizer), and the activations of the micro-batches in flight on the device.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from bisect import bisect_left
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 
 from planner.core.gpus import GpuSpec, gpu_spec
 from planner.core.training import DTYPE_BYTES, ParallelConfig, TrainWorkload
 from planner.core.transformer import TransformerSpec
 from planner.training.comm import CommPricer, group_ranks
 from planner.training.efficiency import gemm_seconds, memory_seconds
-from planner.training.layer import ACT, LayerContext, LayerCost, layer_cost
+from planner.training.layer import ACT, LayerContext, LayerCost, activation_footprint, layer_cost
 from topologies.types import Topology
 
 RESERVE_GB = 2.0  # CUDA context, NCCL buffers, allocator slack: not available to the model
@@ -113,6 +114,7 @@ class TrainingSetup:
     topology: Topology
     pricer: CommPricer = field(init=False)
     layer_cache: dict = field(default_factory=dict, init=False)
+    _stage_gpus: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.pricer = CommPricer(self.topology)
@@ -128,9 +130,14 @@ class TrainingSetup:
 
     def stage_gpu(self, sizes: dict[str, int], stage: int) -> GpuSpec:
         """The slowest GPU of the stage: its data-parallel replicas wait for it."""
-        per_stage = self.topology.num_gpus // sizes["pp"]
-        gpus = {self.gpu_of_rank[r] for r in range(stage * per_stage, (stage + 1) * per_stage)}
-        return min(gpus, key=lambda g: (g.peak_tflops(self.workload.dtype), g.memory_GB, g.name))
+        key = (sizes["pp"], stage)
+        gpu = self._stage_gpus.get(key)
+        if gpu is None:
+            per_stage = self.topology.num_gpus // sizes["pp"]
+            gpus = set(self.gpu_of_rank[stage * per_stage:(stage + 1) * per_stage])
+            gpu = self._stage_gpus[key] = min(gpus, key=lambda g: (g.peak_tflops(self.workload.dtype), g.memory_GB,
+                                                                    g.name))
+        return gpu
 
 
 def sizes_of(c: ParallelConfig) -> dict[str, int]:
@@ -188,11 +195,10 @@ def _device(setup: TrainingSetup, c: ParallelConfig, sizes: dict, d: int, layers
     sp = c.sequence_parallel and t > 1
     tokens = c.micro_batch * w.seq_len // c.cp
     first, last = d == 0, d == c.pp - 1
-    moe_layers = sum(1 for i in layers if spec.is_moe and i >= spec.dense_layers)
+    moe_layers = _moe_count(spec, layers)
     dense_layers = len(layers) - moe_layers
     parts = dict.fromkeys(PARTS, 0.0)
     forward = backward = 0.0
-    kept = working = 0.0
     for count, moe in ((dense_layers, False), (moe_layers, True)):
         if not count:
             continue
@@ -203,8 +209,6 @@ def _device(setup: TrainingSetup, c: ParallelConfig, sizes: dict, d: int, layers
             parts[k] += count * v
         forward += count * cost.forward_s
         backward += count * cost.backward_s
-        kept += count * cost.activation_bytes
-        working = max(working, cost.working_bytes if c.recompute == "full" else 0.0)
 
     # embedding (a gather and its scatter-add) and the output layer with cross-entropy
     ends = 0.0
@@ -241,22 +245,58 @@ def _device(setup: TrainingSetup, c: ParallelConfig, sizes: dict, d: int, layers
         dp_exposed = max(0.0, reduce - backward) + max(0.0, gather - forward)
     else:
         dp_exposed = reduce + gather
-    shard_dense = len(dp_ranks) if c.distributed_optimizer else 1
-    shard_expert = len(edp_ranks) if c.distributed_optimizer else 1
-    updated = dense_params / shard_dense + expert_params / shard_expert
+    updated = _updated_params(c, dense_params, expert_params)
     optimizer_s = memory_seconds(gpu, updated * OPTIMIZER_PASS_BYTES + (dense_params + expert_params) * gb)
 
-    params = dense_params + expert_params
-    inflight = _inflight(c, d, m)
-    chunk_layers = len(layers) / c.interleave
-    activations = inflight * (kept / max(1, len(layers))) * chunk_layers + working
-    if last:
-        activations += tokens * vocab * (ACT + 4)  # the logits and their fp32 softmax
-    memory = {"weights": params * ACT / 1e9, "gradients": params * gb / 1e9,
-              "optimizer": OPTIMIZER_STATE_BYTES * updated / 1e9, "activations": activations / 1e9,
-              "reserve": RESERVE_GB}
+    memory = device_memory(setup, c, d, layers, m)
     return DeviceCost(d, gpu.name, len(layers), forward + ends / 2, backward + ends / 2, parts, dp_exposed,
                       optimizer_s, memory)
+
+
+def _updated_params(c: ParallelConfig, dense: float, expert: float) -> float:
+    """Parameters whose optimizer state a GPU keeps and updates: its shard with the
+    distributed optimizer (over the data-parallel ranks, cp included; experts over theirs)."""
+    if not c.distributed_optimizer:
+        return dense + expert
+    return dense / (c.dp * c.cp) + expert / (c.dp // c.ep * c.cp)
+
+
+def device_memory(setup: TrainingSetup, c: ParallelConfig, d: int, layers: list[int], m: int) -> dict[str, float]:
+    """GB per GPU of pipeline device d, by part. No collective is priced: a search checks
+    this before it times a configuration."""
+    spec, w = setup.spec, setup.workload
+    first, last = d == 0, d == c.pp - 1
+    dense, expert = _params(spec, c, layers, first, last)
+    gb = DTYPE_BYTES[w.grad_reduce_dtype]
+    kept = working = 0.0
+    moe_layers = _moe_count(spec, layers)
+    for count, moe in ((len(layers) - moe_layers, False), (moe_layers, True)):
+        if count:
+            k, full = _footprint(spec, w, c, moe)
+            kept += count * k
+            working = max(working, full if c.recompute == "full" else 0.0)
+    chunk_layers = len(layers) / c.interleave
+    activations = _inflight(c, d, m) * (kept / max(1, len(layers))) * chunk_layers + working
+    if last:
+        tokens = c.micro_batch * w.seq_len // c.cp
+        activations += tokens * (spec.vocab // c.tp) * (ACT + 4)  # the logits and their fp32 softmax
+    params = dense + expert
+    return {"weights": params * ACT / 1e9, "gradients": params * gb / 1e9,
+            "optimizer": OPTIMIZER_STATE_BYTES * _updated_params(c, dense, expert) / 1e9,
+            "activations": activations / 1e9, "reserve": RESERVE_GB}
+
+
+@lru_cache(maxsize=65536)
+def _footprint(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfig, moe: bool) -> tuple[float, float]:
+    return activation_footprint(spec, w, replace(c, layers_per_stage=None, pp=1, dp=1, interleave=1), moe)
+
+
+def memory_excess_GB(setup: TrainingSetup, c: ParallelConfig) -> float:
+    """GB the fullest device needs beyond its GPU's memory (<= 0 when every device fits)."""
+    sizes = sizes_of(c)
+    m = setup.workload.global_batch // (c.dp * c.micro_batch)
+    return max(sum(device_memory(setup, c, d, layers, m).values()) - setup.stage_gpu(sizes, d).memory_GB
+               for d, layers in enumerate(layers_of_devices(setup.spec, c)))
 
 
 def static_memory_GB(setup: TrainingSetup, c: ParallelConfig) -> tuple[bool, float]:
@@ -279,6 +319,11 @@ def static_memory_GB(setup: TrainingSetup, c: ParallelConfig) -> tuple[bool, flo
     return fits, worst
 
 
+def _moe_count(spec: TransformerSpec, layers: list[int]) -> int:
+    """MoE layers among `layers` (ascending): those past the dense ones."""
+    return len(layers) - bisect_left(layers, spec.dense_layers) if spec.is_moe else 0
+
+
 def _inflight(c: ParallelConfig, d: int, m: int) -> int:
     """Micro-batch chunks whose activations device d holds at its peak (Megatron's warm-up
     counts: 1F1B p - d; interleaved 2(p - d - 1) + (v - 1)p + 1, at most all of them)."""
@@ -289,19 +334,24 @@ def _inflight(c: ParallelConfig, d: int, m: int) -> int:
 
 def _params(spec: TransformerSpec, c: ParallelConfig, layers: list[int], first: bool, last: bool) -> tuple[float, float]:
     """Parameters on one GPU of the device: (dense, expert)."""
-    t = c.tp
+    dense_layer, moe_dense, moe_expert = _layer_params(spec, c.tp, c.ep)
+    moe = _moe_count(spec, layers)
+    dense = (len(layers) - moe) * dense_layer + moe * moe_dense
+    expert = moe * moe_expert
+    if first:
+        dense += spec.embedding_params() / c.tp
+    if last and (not first or not spec.tied_embeddings):
+        dense += spec.embedding_params() / c.tp + spec.hidden
+    return dense, expert
+
+
+@lru_cache(maxsize=4096)
+def _layer_params(spec: TransformerSpec, t: int, ep: int) -> tuple[float, float, float]:
+    """Per GPU: a dense layer's parameters, a MoE layer's non-expert and expert ones."""
     h = spec.hidden
     replicated_attention = (h * spec.q_lora_rank + h * (spec.kv_lora_rank + spec.qk_rope_head_dim)) if spec.mla else 0
     attention = replicated_attention + (spec.attention_params() - replicated_attention) / t
-    dense = expert = 0.0
-    for i in layers:
-        if spec.is_moe and i >= spec.dense_layers:
-            dense += attention + h * spec.experts + spec.shared_experts * spec.expert_params() / t + 2 * h
-            expert += spec.experts / c.ep * spec.expert_params() / t
-        else:
-            dense += attention + spec.mlp_params(spec.ffn_hidden) / t + 2 * h
-    if first:
-        dense += spec.embedding_params() / t
-    if last and (not first or not spec.tied_embeddings):
-        dense += spec.embedding_params() / t + h
-    return dense, expert
+    dense = attention + spec.mlp_params(spec.ffn_hidden) / t + 2 * h
+    moe_dense = attention + h * spec.experts + spec.shared_experts * spec.expert_params() / t + 2 * h
+    moe_expert = spec.experts / ep * spec.expert_params() / t
+    return dense, moe_dense, moe_expert

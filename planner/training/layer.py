@@ -183,12 +183,18 @@ def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
     else:
         bwd["recompute"] = 0.0
 
+    kept, full = activation_footprint(spec, w, c, moe)
+    return LayerCost(fwd, bwd, kept, full)
+
+
+def activation_footprint(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfig, moe: bool) -> tuple[float, float]:
+    """(bytes a layer keeps per micro-batch in flight, bytes of all its activations): under
+    full recompute a layer keeps its input only, and the whole is live while it recomputes."""
+    tokens = c.micro_batch * w.seq_len // c.cp
     full = _activation_bytes(spec, w, c, tokens, moe, keep_square=True)
     if c.recompute == "full":
-        kept = tokens * h * ACT / (t if sp else 1)
-    else:
-        kept = _activation_bytes(spec, w, c, tokens, moe, keep_square=c.recompute == "none")
-    return LayerCost(fwd, bwd, kept, full)
+        return tokens * spec.hidden * ACT / (c.tp if c.sequence_parallel and c.tp > 1 else 1), full
+    return _activation_bytes(spec, w, c, tokens, moe, keep_square=c.recompute == "none"), full
 
 
 def _activation_bytes(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfig, tokens: int, moe: bool,

@@ -1,8 +1,7 @@
 """The exhaustive search over configurations, and Megatron's rule of thumb as a baseline.
 
-`grid` evaluates every valid configuration (planner/training/space.py) that passes the
-static memory check (weights, gradients and optimizer states alone must fit), keeps those
-that fit with their activations, and ranks them by step time, ties by the smaller
+`grid` times every valid configuration (planner/training/space.py) that fits in memory
+(checked first, without pricing any collective), and ranks them by step time, ties by the smaller
 configuration. O(configurations x pipeline devices); devices and layers of the same
 shape are costed once (planner/training/cost.py caches them), collectives once per
 group shape (planner/training/comm.py).
@@ -15,10 +14,12 @@ the distributed optimizer), full recompute if it still does not fit.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from planner.core.training import ParallelConfig
-from planner.training.cost import Evaluation, TrainingSetup, evaluate, layers_of_devices, static_memory_GB
+from planner.training.cost import (Evaluation, TrainingSetup, evaluate, layers_of_devices, memory_excess_GB,
+                                   static_memory_GB)
 from planner.training.space import configurations, divisors, stage_split, why_invalid
 
 
@@ -34,25 +35,20 @@ def grid_search(setup: TrainingSetup, fix: dict) -> SearchOutcome:
     spec, w = setup.spec, setup.workload
     ranked: list[Evaluation] = []
     considered = over = 0
-    nearest: Evaluation | None = None
+    nearest: tuple[float, ParallelConfig] | None = None
     for c in configurations(spec, w, setup.topology.num_gpus, setup.gpus_per_server, fix):
         considered += 1
-        if not static_memory_GB(setup, c)[0]:
+        fits, static_GB = static_memory_GB(setup, c)
+        excess = memory_excess_GB(setup, c) if fits else math.inf
+        if excess > 0:
             over += 1
+            if fits and (nearest is None or (excess, c.key()) < (nearest[0], nearest[1].key())):
+                nearest = (excess, c)
             continue
-        e = evaluate(setup, c)
-        if e.overflow is not None:
-            over += 1
-            if nearest is None or _excess(e) < _excess(nearest):
-                nearest = e
-            continue
-        ranked.append(e)
+        ranked.append(evaluate(setup, c))
     ranked.sort(key=lambda e: (e.step_time_s, e.config.key()))
-    return SearchOutcome(tuple(ranked), considered, over, nearest)
-
-
-def _excess(e: Evaluation) -> float:
-    return max(d.memory_GB - cap for d, cap in zip(e.devices, e.capacity_GB))
+    miss = evaluate(setup, nearest[1]) if nearest is not None and not ranked else None
+    return SearchOutcome(tuple(ranked), considered, over, miss)
 
 
 def rule_of_thumb(setup: TrainingSetup, fix: dict) -> Evaluation | None:
