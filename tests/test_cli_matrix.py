@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from kind_checks import EPLB_EXAMPLE, one_gpu_doc, one_server_doc, two_servers_doc, write_topologies
 from planner.core.collectives import COLLECTIVES
 from planner.kinds import KINDS
 
-COLLECTIVE, EXPERTS = KINDS["collective"], KINDS["experts"]
+COLLECTIVE, EXPERTS, PARALLELISM = KINDS["collective"], KINDS["experts"], KINDS["parallelism"]
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,39 @@ def test_bad_planning_options_are_one_line(run_cli, topologies, tmp_path, flag):
                      flag, value, "-o", plan)
     assert result.exit_code == 2
     _exits_cleanly(result, [plan])
+
+
+@pytest.fixture(scope="module")
+def gpu_topologies(tmp_path_factory) -> dict:
+    """The same small topologies with a GPU model on every GPU node (the cost model needs it)."""
+    docs = []
+    for doc in (one_server_doc(), two_servers_doc(), one_gpu_doc()):
+        for node in doc["nodes"]:
+            if node["type"] == "gpu":
+                node["model"] = "a100-80g"
+        docs.append(doc)
+    return write_topologies(tmp_path_factory.mktemp("gpu-topologies"), docs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", PARALLELISM.method_names)
+def test_parallelize_every_method_and_export(gpu_topologies, run_cli, tmp_path, method):
+    from kind_checks import TINY_DENSE
+
+    model = tmp_path / "model.yaml"
+    model.write_text(yaml.safe_dump(TINY_DENSE))
+    workload = tmp_path / "workload.yaml"
+    workload.write_text(yaml.safe_dump({"mode": "train", "global_batch": 8, "seq_len": 1024}))
+    for name, topology in gpu_topologies.items():
+        for fmt in (None, *PARALLELISM.exports):
+            folder = tmp_path / f"{name}-{fmt}"
+            plan = folder / "plan.json"
+            args = ["parallelize", "--model", model, "--topology", topology, "--workload", workload,
+                    "--method", method, "--time-limit", "2", "-o", plan]
+            written = [plan]
+            if fmt:
+                written.append(folder / "export.txt")
+                args += ["--export", fmt, "--export-file", written[-1]]
+            result = run_cli(*args)
+            _exits_cleanly(result, written)
+            assert result.exit_code == 0, result.stderr  # a small model fits everywhere

@@ -125,9 +125,6 @@ def _nothing_fits(p: TrainingProblem, considered: int, nearest: Evaluation | Non
     if considered == 0:
         return (f"no configuration of {p.model.name} divides over {p.topology.num_gpus} GPUs with global batch "
                 f"{p.workload.global_batch}" + (f" and --fix {p.fixes}" if p.fixes else ""))
-    if nearest is None:
-        return (f"none of the {considered} configurations fits: the weights, gradients and optimizer states "
-                "alone overflow every GPU")
     return f"none of the {considered} configurations fits in memory; the nearest: {nearest.overflow}"
 
 

@@ -24,6 +24,7 @@ from planner.core.gpus import GPU_PRESETS, NETWORK_EFFICIENCY
 from planner.core.declined import Declined
 from planner.search import run_method
 from planner.simulator import simulate
+from topologies.dataplane import data_plane_gap
 from topologies.groups import group_topology
 from topologies.types import Link, Topology, build_topology
 
@@ -187,7 +188,10 @@ class CommPricer:
         topo = self.topology
         if self._achieved is None:
             self._achieved = achieved(topo)
-        sub = group_topology(self._achieved, tuple(topo.gpus[r] for r in ranks))
+        gpus = tuple(topo.gpus[r] for r in ranks)
+        sub = group_topology(self._achieved, gpus)
+        if data_plane_gap(sub) is not None:  # its own NICs do not join it: share all of them
+            sub = group_topology(self._achieved, gpus, whole_nics=False)
         n = len(ranks)
         sizes = [max(n, size // n * n) for size in PROBE_BYTES]
         lines = []

@@ -21,6 +21,7 @@ from planner.training.comm import CommPricer
 from planner.training.efficiency import gemm_seconds, matmul_rate, memory_seconds, tile_utilisation
 
 ACT = 2  # bytes of a 16-bit activation
+OVERLAP_COMM_SMS = 16  # Transformer Engine's userbuffers default num_sm (pytorch/module/base.py, initialize_ub)
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,8 @@ def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
                         + ctx.pricer.seconds("reduce-scatter", ctx.tp_ranks, size))
         else:
             tp_f = 2 * ctx.pricer.seconds("allreduce", ctx.tp_ranks, size)
-        if w.tp_comm_overlap:
-            tp_f = max(0.0, tp_f - gemm_f)
-    fwd["tp_comm"] = tp_f
-    bwd["tp_comm"] = tp_f if not w.tp_comm_overlap else max(0.0, tp_f - gemm_b)
+    fwd["tp_comm"] = _overlapped(tp_f, gemm_f, gpu) if w.tp_comm_overlap else tp_f
+    bwd["tp_comm"] = _overlapped(tp_f, gemm_b, gpu) if w.tp_comm_overlap else tp_f
 
     # expert-parallel all-to-all: dispatch and combine, each way
     ep_f = 0.0
@@ -185,6 +184,14 @@ def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
 
     kept, full = activation_footprint(spec, w, c, moe)
     return LayerCost(fwd, bwd, kept, full)
+
+
+def _overlapped(comm: float, gemm: float, gpu: GpuSpec) -> float:
+    """What a collective overlapped with GEMMs adds to them: the GEMMs run on the SMs the
+    communication kernels leave (Transformer Engine's userbuffers take OVERLAP_COMM_SMS), so
+    `gemm` seconds of work and `comm` seconds of communication take max(comm, gemm + comm x
+    OVERLAP_COMM_SMS / SMs)."""
+    return max(comm - gemm, comm * OVERLAP_COMM_SMS / gpu.sms)
 
 
 def activation_footprint(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfig, moe: bool) -> tuple[float, float]:

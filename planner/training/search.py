@@ -28,7 +28,7 @@ class SearchOutcome:
     ranked: tuple[Evaluation, ...]  # fitting configurations, fastest first
     considered: int  # valid configurations
     over_memory: int  # valid but too large (statically or with activations)
-    smallest_overflow: Evaluation | None = field(default=None, compare=False)  # the nearest miss, for the reason
+    smallest_overflow: Evaluation | None = field(default=None, compare=False)  # nothing fits: the nearest miss
 
 
 def grid_search(setup: TrainingSetup, fix: dict) -> SearchOutcome:
@@ -38,12 +38,12 @@ def grid_search(setup: TrainingSetup, fix: dict) -> SearchOutcome:
     nearest: tuple[float, ParallelConfig] | None = None
     for c in configurations(spec, w, setup.topology.num_gpus, setup.gpus_per_server, fix):
         considered += 1
-        fits, static_GB = static_memory_GB(setup, c)
-        excess = memory_excess_GB(setup, c) if fits else math.inf
-        if excess > 0:
+        fits = static_memory_GB(setup, c)[0]
+        excess = memory_excess_GB(setup, c) if fits or not ranked else math.inf
+        if excess > 0 or not fits:
             over += 1
-            if fits and (nearest is None or (excess, c.key()) < (nearest[0], nearest[1].key())):
-                nearest = (excess, c)
+            if not ranked and (nearest is None or (excess, c.key()) < (nearest[0], nearest[1].key())):
+                nearest = (excess, c)  # while nothing fits, the nearest miss names what overflows
             continue
         ranked.append(evaluate(setup, c))
     ranked.sort(key=lambda e: (e.step_time_s, e.config.key()))
