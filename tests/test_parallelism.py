@@ -4,7 +4,6 @@ calibration it must re-derive, what divides, and the command line's bad-input pa
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 import yaml

@@ -299,24 +299,18 @@ def memory_excess_GB(setup: TrainingSetup, c: ParallelConfig) -> float:
                for d, layers in enumerate(layers_of_devices(setup.spec, c)))
 
 
-def static_memory_GB(setup: TrainingSetup, c: ParallelConfig) -> tuple[bool, float]:
-    """(fits, GB of the fullest device) counting weights, gradients, optimizer states and the
-    reserve only: a configuration failing this cannot fit with any activations."""
+def fits_statically(setup: TrainingSetup, c: ParallelConfig) -> bool:
+    """Whether every device holds its weights, gradients, optimizer states and the reserve:
+    a configuration failing this cannot fit with any activations."""
     spec, w = setup.spec, setup.workload
     sizes = sizes_of(c)
     gb = DTYPE_BYTES[w.grad_reduce_dtype]
-    shard_dense = c.dp * c.cp if c.distributed_optimizer else 1
-    shard_expert = c.dp // c.ep * c.cp if c.distributed_optimizer else 1
-    devices = layers_of_devices(spec, c)
-    fits, worst = True, 0.0
-    for d, layers in enumerate(devices):
+    for d, layers in enumerate(layers_of_devices(spec, c)):
         dense, expert = _params(spec, c, layers, d == 0, d == c.pp - 1)
-        need = ((dense + expert) * (ACT + gb) + OPTIMIZER_STATE_BYTES * (dense / shard_dense + expert / shard_expert)
-                ) / 1e9 + RESERVE_GB
-        worst = max(worst, need)
-        if need > setup.stage_gpu(sizes, d).memory_GB:
-            fits = False
-    return fits, worst
+        need = ((dense + expert) * (ACT + gb) + OPTIMIZER_STATE_BYTES * _updated_params(c, dense, expert)) / 1e9
+        if need + RESERVE_GB > setup.stage_gpu(sizes, d).memory_GB:
+            return False
+    return True
 
 
 def _moe_count(spec: TransformerSpec, layers: list[int]) -> int:

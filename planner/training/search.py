@@ -18,8 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from planner.core.training import ParallelConfig
-from planner.training.cost import (Evaluation, TrainingSetup, evaluate, layers_of_devices, memory_excess_GB,
-                                   static_memory_GB)
+from planner.training.cost import Evaluation, TrainingSetup, evaluate, fits_statically, memory_excess_GB
 from planner.training.space import configurations, divisors, stage_split, why_invalid
 
 
@@ -38,7 +37,7 @@ def grid_search(setup: TrainingSetup, fix: dict) -> SearchOutcome:
     nearest: tuple[float, ParallelConfig] | None = None
     for c in configurations(spec, w, setup.topology.num_gpus, setup.gpus_per_server, fix):
         considered += 1
-        fits = static_memory_GB(setup, c)[0]
+        fits = fits_statically(setup, c)
         excess = memory_excess_GB(setup, c) if fits or not ranked else math.inf
         if excess > 0 or not fits:
             over += 1
@@ -70,13 +69,9 @@ def rule_of_thumb(setup: TrainingSetup, fix: dict) -> Evaluation | None:
                                layers_per_stage=stage_split(spec.layers, pp))
             if c.cp != 1:
                 c = ParallelConfig(**{**c.__dict__, "dp": gpus // (tp * pp * c.cp)})
-            if why_invalid(spec, w, gpus, c) is not None or not static_memory_GB(setup, c)[0]:
+            if why_invalid(spec, w, gpus, c) is not None or not fits_statically(setup, c):
                 continue
             e = evaluate(setup, c)
             if e.overflow is None:
                 return e
     return None
-
-
-def stage_layer_counts(setup: TrainingSetup, c: ParallelConfig) -> list[int]:
-    return [len(layers) for layers in layers_of_devices(setup.spec, c)]
