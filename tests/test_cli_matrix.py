@@ -44,16 +44,8 @@ def _export_file(folder, fmt: str):
 def test_collective_every_method_and_export(topologies, run_cli, tmp_path, coll, method):
     size = ["--traffic", "zipf:s=1.2,seed=0", "--size", "64KiB"] if coll == "alltoallv" else ["--size", "64KiB"]
     for name, topology in topologies.items():
-        for fmt in (None, *COLLECTIVE.exports):
-            folder = tmp_path / f"{name}-{fmt}"
-            plan = folder / "plan.json"
-            args = ["collective", coll, "--topology", topology, *size, "--method", method, "--time-limit", "5",
-                    "-o", plan]
-            written = [plan]
-            if fmt:
-                written.append(_export_file(folder, fmt))
-                args += ["--export", fmt, "--export-file", written[-1]]
-            _exits_cleanly(run_cli(*args), written)
+        _every_export(run_cli, COLLECTIVE, tmp_path / name,
+                      ["collective", coll, "--topology", topology, *size, "--method", method, "--time-limit", "5"])
 
 
 @pytest.fixture(scope="module")
@@ -72,17 +64,8 @@ def loads(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_experts_every_method_and_export(loads, run_cli, tmp_path, method):
     for name, (path, options) in loads.items():
-        for fmt in (None, *EXPERTS.exports):
-            folder = tmp_path / f"{name}-{fmt}"
-            plan = folder / "plan.json"
-            args = ["experts", path, *options, "--method", method, "--time-limit", "2", "-o", plan]
-            written = [plan]
-            if fmt:
-                written.append(folder / "export.json")
-                args += ["--export", fmt, "--export-file", written[-1]]
-            result = run_cli(*args)
-            _exits_cleanly(result, written)
-            assert result.exit_code == 0, result.stderr  # every method places these
+        _every_export(run_cli, EXPERTS, tmp_path / name,
+                      ["experts", path, *options, "--method", method, "--time-limit", "2"], must_plan=True)
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "json", "nccl-xml"])
@@ -124,15 +107,21 @@ def test_parallelize_every_method_and_export(gpu_topologies, run_cli, tmp_path, 
     workload = tmp_path / "workload.yaml"
     workload.write_text(yaml.safe_dump({"mode": "train", "global_batch": 8, "seq_len": 1024}))
     for name, topology in gpu_topologies.items():
-        for fmt in (None, *PARALLELISM.exports):
-            folder = tmp_path / f"{name}-{fmt}"
-            plan = folder / "plan.json"
-            args = ["parallelize", "--model", model, "--topology", topology, "--workload", workload,
-                    "--method", method, "--time-limit", "2", "-o", plan]
-            written = [plan]
-            if fmt:
-                written.append(folder / "export.txt")
-                args += ["--export", fmt, "--export-file", written[-1]]
-            result = run_cli(*args)
-            _exits_cleanly(result, written)
-            assert result.exit_code == 0, result.stderr  # a small model fits everywhere
+        _every_export(run_cli, PARALLELISM, tmp_path / name,
+                      ["parallelize", "--model", model, "--topology", topology, "--workload", workload,
+                       "--method", method, "--time-limit", "2"], must_plan=True)  # a small model fits everywhere
+
+
+def _every_export(run_cli, kind, folder, args: list, must_plan: bool = False) -> None:
+    """The command with -o, alone and with each of the kind's export formats."""
+    for fmt in (None, *kind.exports):
+        plan = folder / f"{fmt}" / "plan.json"
+        written = [plan]
+        extra = ["-o", plan]
+        if fmt:
+            written.append(_export_file(folder / f"{fmt}", fmt))
+            extra += ["--export", fmt, "--export-file", written[-1]]
+        result = run_cli(*args, *extra)
+        _exits_cleanly(result, written)
+        if must_plan:
+            assert result.exit_code == 0, result.stderr
