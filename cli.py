@@ -403,11 +403,16 @@ def _experts_headline(doc: dict) -> list[str]:
 
 # ---------------------------------------------------------------- parallelize
 @main.command()
-@click.option("--model", "model_arg", required=True, help="A model preset (see docs/parallelism.md) or a MODEL file.")
+@click.option("--model", "model_arg", required=True,
+              help="A MODEL file, or a preset: gpt3-175b, megatron-1.7b ... megatron-1t, megatron-22b, llama2-70b, "
+                   "llama3-8b, llama3-70b, llama3-405b, mixtral-8x7b, mixtral-8x22b, deepseek-v3.")
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file (GPU models set).")
 @click.option("--workload", required=True, type=click.Path(dir_okay=False), help="WORKLOAD file (mode: train).")
-@click.option("--fix", default=None, help="k=v,... : evaluate or restrict to these (tp, pp, dp, cp, ep, micro_batch, "
-                                          "interleave, recompute, sequence_parallel, distributed_optimizer).")
+@click.option("--fix", default=None,
+              help="k=v,... : fix these and search the rest (all of them: evaluate that one configuration). Keys: "
+                   "tp, pp, dp, cp, ep, micro_batch, interleave (positive whole numbers), recompute "
+                   "(none|selective|full), sequence_parallel, distributed_optimizer (0|1). The workload's "
+                   "micro_batch and recompute count as fixes.")
 @click.option("--top", type=int, default=5, show_default=True, help="Configurations reported, the plan's included.")
 @plan_options("parallelism", "grid | milp | rule", "Seconds for the stage MILP (the grid search is not limited).",
               "Write the configuration as Megatron-LM arguments")
@@ -415,7 +420,14 @@ def _experts_headline(doc: dict) -> list[str]:
 def parallelize(model_arg, topo, workload, fix, top, method, time_limit, solver, output, export_fmt, export_file,
                 as_json, reproducible):
     """Choose the training parallelism (TP/PP/DP/CP/EP, micro-batch, interleaving, recompute,
-    optimizer sharding) of MODEL on TOPO for WORKLOAD, by a calibrated cost model."""
+    optimizer sharding, layers per stage) of MODEL on TOPO for WORKLOAD, by a calibrated cost
+    model (docs/parallelism.md).
+
+    auto runs grid (every valid configuration that fits, ranked by step time) and then milp
+    (the best configurations' layers re-split over the pipeline stages), and returns the
+    faster; rule (Megatron's rule of thumb) runs only when asked for. "bound" is the step
+    no configuration can beat under the model (model FLOPs at the GPUs' full matmul rate);
+    "synthesis" is the seconds the search took."""
     from planner.core.training import load_workload, parse_fix
     from planner.core.transformer import load_model
     from planner.kinds.parallelism import training_problem
@@ -425,7 +437,8 @@ def parallelize(model_arg, topo, workload, fix, top, method, time_limit, solver,
     fixes = parse_fix(fix)
     spec = load_model(model_arg)
     work = load_workload(workload)
-    problem = training_problem(spec, work, load_topology(topo), {**work.fixed(), **fixes}, top, topology_name=topo)
+    problem = training_problem(spec, work, load_topology(topo), fixes, top, topology_name=topo,
+                               workload_source=workload)
     run_plan("parallelism", problem, method, time_limit, solver, output, export_fmt, export_file, as_json,
              reproducible, _parallelize_headline)
 
@@ -443,12 +456,14 @@ def _parallelize_headline(doc: dict) -> list[str]:
              "  memory: " + ", ".join(f"{k} {v:.1f}" for k, v in m["memory_breakdown_GB"].items())]
     if len(set(doc["plan"]["layers_per_stage"])) > 1:
         lines.append(f"  layers per stage {doc['plan']['layers_per_stage']}"
-                     + (f" (even split: {m['even_split_step_time_s']:.3f} s)" if "even_split_step_time_s" in m else ""))
+                     + (f" (the grid's split: {m['default_split_step_time_s']:.3f} s)" if "default_split_step_time_s" in m else ""))
     for i, other in enumerate(m.get("top", []), 2):
         o = other["config"]
         lines.append(f"  #{i}: {other['step_time_s']:.3f} s, MFU {other['mfu']:.3f}, {other['memory_per_gpu_GB']:.1f} GB"
                      f" (tp {o['tp']} pp {o['pp']} dp {o['dp']} cp {o['cp']} ep {o['ep']} mb {o['micro_batch']} "
-                     f"v {o['interleave']} {o['recompute']})")
+                     f"v {o['interleave']} {o['recompute']} sp {int(o['sequence_parallel'])} "
+                     f"do {int(o['distributed_optimizer'])}"
+                     + (f" stages {o['layers_per_stage']}" if o['layers_per_stage'] else "") + ")")
     if m.get("why_best"):
         lines.append(f"  why: {m['why_best']}")
     return lines

@@ -145,8 +145,10 @@ def parse_fix(text: str | None) -> dict:
         if not sep or key not in FIX_KEYS:
             raise InputError(f"{item.strip()!r}: use key=value with key one of {', '.join(FIX_KEYS)}", field="--fix")
         value = value.strip()
+        if key in out:
+            raise InputError(f"{key} is given twice", field="--fix")
         if key in FIX_INTS:
-            if not value.isdigit() or int(value) < 1:
+            if not (value.isascii() and value.isdigit()) or int(value) < 1:
                 raise InputError(f"{key}={value!r}: a positive whole number", field="--fix")
             out[key] = int(value)
         elif key in FIX_BOOLS:

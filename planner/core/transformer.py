@@ -141,16 +141,17 @@ class TransformerSpec:
     def logits_flops(self) -> int:
         return 2 * self.hidden * self.vocab
 
-    def forward_flops_per_token(self, seq: int) -> int:
+    def forward_flops_per_token(self, seq: int, causal: bool = False) -> float:
         dense = self.layers - self.moe_layers
-        per_layer_core = self.attention_core_flops(seq)
+        per_layer_core = self.attention_core_flops(seq) / (2 if causal else 1)
         return (dense * self.layer_matmul_flops(False) + self.moe_layers * self.layer_matmul_flops(True)
                 + self.layers * per_layer_core + self.logits_flops())
 
-    def model_flops(self, tokens: int, seq: int) -> float:
-        """Model FLOPs of a training step over `tokens` tokens: forward + backward (2x),
-        no recomputation counted (the MFU numerator)."""
-        return 3.0 * self.forward_flops_per_token(seq) * tokens
+    def model_flops(self, tokens: int, seq: int, causal: bool = False) -> float:
+        """Model FLOPs of a training step over `tokens` tokens: forward + backward (2x), no
+        recomputation counted. `causal`: the attention square counted half, as fused
+        attention computes it (else whole, Megatron's and PaLM's convention)."""
+        return 3.0 * self.forward_flops_per_token(seq, causal) * tokens
 
     def describe(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -169,7 +170,9 @@ LLAMA3 = "https://huggingface.co/meta-llama/Meta-Llama-3-{}/blob/main/config.jso
 
 
 def _gpt(name: str, layers: int, hidden: int, heads: int, source: str, vocab: int = 51200) -> TransformerSpec:
-    return _m(name, source, layers=layers, hidden=hidden, ffn_hidden=4 * hidden, heads=heads, vocab=vocab)
+    """GPT-3 and Megatron's GPTs: 4h GELU MLP, input and output embeddings tied."""
+    return _m(name, source, layers=layers, hidden=hidden, ffn_hidden=4 * hidden, heads=heads, vocab=vocab,
+              tied_embeddings=True)
 
 
 MODEL_PRESETS: dict[str, TransformerSpec] = {m.name: m for m in (
@@ -237,6 +240,10 @@ def parse_model(data: Any, source: str | None = None) -> TransformerSpec:
     for key in ("tied_embeddings", "dropout"):
         if key in data:
             expect_type(data[key], bool, source=source, field=key, what="true or false")
+    expect_type(data.get("source", ""), str, source=source, field="source", what="a string")
+    if not data.get("head_dim") and data["hidden"] % data["heads"]:
+        raise InputError(f"hidden {data['hidden']} does not split into {data['heads']} heads: give head_dim",
+                         source=source, field="heads")
     spec = TransformerSpec(**{k: v for k, v in data.items()})
     _check(spec, source)
     return spec
@@ -246,6 +253,8 @@ def _check(spec: TransformerSpec, source: str | None) -> None:
     def bad(field: str, message: str) -> None:
         raise InputError(message, source=source, field=field)
 
+    if spec.kv_heads > spec.heads:
+        bad("kv_heads", f"{spec.kv_heads} K/V heads are more than the {spec.heads} heads")
     if spec.heads % spec.kv_heads:
         bad("kv_heads", f"{spec.heads} heads do not split into groups of {spec.kv_heads} K/V heads")
     if spec.experts and not 0 < spec.top_k <= spec.experts:

@@ -29,15 +29,7 @@ def megatron_arguments(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfi
         ["--seq-length", str(w.seq_len)], ["--num-layers", str(spec.layers)], ["--hidden-size", str(spec.hidden)],
         ["--ffn-hidden-size", str(spec.ffn_hidden)], ["--num-attention-heads", str(spec.heads)],
     ]
-    if spec.kv_heads != spec.heads and not spec.mla:
-        args += [["--group-query-attention"], ["--num-query-groups", str(spec.kv_heads)]]
-    if spec.mlp == "swiglu":
-        args.append(["--swiglu"])
-    if not spec.tied_embeddings:
-        args.append(["--untie-embeddings-and-output-weights"])
-    if spec.is_moe:
-        args += [["--num-experts", str(spec.experts)], ["--moe-router-topk", str(spec.top_k)],
-                 ["--moe-ffn-hidden-size", str(spec.expert_ffn_hidden)]]
+    args += _model_shape(spec)
     if c.interleave > 1:
         args.append(["--num-layers-per-virtual-pipeline-stage", str(spec.layers // (c.pp * c.interleave))])
     if c.layers_per_stage is not None:
@@ -67,7 +59,56 @@ def megatron_arguments(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfi
         args.append(["--tp-comm-overlap"])
     if w.dtype == "bf16" and w.grad_reduce_dtype == "bf16":
         args.append(["--grad-reduce-in-bf16"])
+    if w.dtype == "fp16" and w.grad_reduce_dtype == "fp32":
+        args.append(["--accumulate-allreduce-grads-in-fp32"])
+    if not w.gradient_accumulation_fusion:
+        args.append(["--no-gradient-accumulation-fusion"])
+    if w.attention == "unfused":
+        args.append(["--attention-backend", "unfused"])
     return args + DTYPE_FLAGS[w.dtype]
+
+
+def _model_shape(spec: TransformerSpec) -> list[list[str]]:
+    """The flags that make Megatron build the model the cost model priced."""
+    args: list[list[str]] = []
+    if spec.mla:
+        args.append(["--multi-latent-attention"])
+        if spec.q_lora_rank:
+            args.append(["--q-lora-rank", str(spec.q_lora_rank)])
+        args += [["--kv-lora-rank", str(spec.kv_lora_rank)], ["--qk-head-dim", str(spec.head_dim)],
+                 ["--qk-pos-emb-head-dim", str(spec.qk_rope_head_dim)], ["--v-head-dim", str(spec.v_head_dim)]]
+    else:
+        if spec.head_dim != spec.hidden // spec.heads:
+            args.append(["--kv-channels", str(spec.head_dim)])
+        if spec.kv_heads != spec.heads:
+            args += [["--group-query-attention"], ["--num-query-groups", str(spec.kv_heads)]]
+    if spec.mlp == "swiglu":
+        args.append(["--swiglu"])
+    if not spec.tied_embeddings:
+        args.append(["--untie-embeddings-and-output-weights"])
+    if not spec.has_dropout:
+        args += [["--hidden-dropout", "0"], ["--attention-dropout", "0"]]
+    if spec.is_moe:
+        args += [["--num-experts", str(spec.experts)], ["--moe-router-topk", str(spec.top_k)],
+                 ["--moe-ffn-hidden-size", str(spec.expert_ffn_hidden)]]
+        if spec.shared_experts:
+            args.append(["--moe-shared-expert-intermediate-size", str(spec.shared_experts * spec.expert_ffn_hidden)])
+        if spec.dense_layers:
+            args.append(["--moe-layer-freq", f"([0]*{spec.dense_layers}+[1]*{spec.moe_layers})"])
+    return args
+
+
+SHAPE_FLAGS = {"--num-layers": "layers", "--hidden-size": "hidden", "--ffn-hidden-size": "ffn_hidden",
+               "--num-attention-heads": "heads"}
+
+
+def model_shape_mismatch(text: str, spec: TransformerSpec) -> str | None:
+    """The first model-shape flag of `text` that does not say `spec`, or None."""
+    tokens = shlex.split(text.replace("\\\n", " "))
+    for flag, field in SHAPE_FLAGS.items():
+        if flag not in tokens or tokens[tokens.index(flag) + 1] != str(getattr(spec, field)):
+            return f"{flag} is not {getattr(spec, field)}"
+    return None
 
 
 def megatron_text(spec: TransformerSpec, w: TrainWorkload, c: ParallelConfig) -> str:

@@ -19,7 +19,7 @@ from planner.core.declined import Declined
 from planner.core.errors import ExportMismatch, InfeasibleError, InputError, PlannerError
 from planner.core.training import ParallelConfig, TrainWorkload
 from planner.core.transformer import TransformerSpec
-from planner.exports.megatron import megatron_arguments, megatron_text, parse_megatron
+from planner.exports.megatron import megatron_arguments, megatron_text, model_shape_mismatch, parse_megatron
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
 from planner.search import PlanResult, plan
 from planner.training.cost import RESERVE_GB, Evaluation, TrainingSetup, evaluate
@@ -41,6 +41,7 @@ class TrainingProblem:
     topology_name: str
     fix: tuple[tuple[str, object], ...] = ()
     top: int = 5
+    user_fixed: tuple[str, ...] = ()  # the keys --fix gave (the others come from the workload)
 
     @cached_property
     def setup(self) -> TrainingSetup:
@@ -58,18 +59,23 @@ class TrainingProblem:
 
 
 def training_problem(spec: TransformerSpec, workload: TrainWorkload, topo: Topology, fix: dict, top: int = 5,
-                     topology_name: str | None = None) -> TrainingProblem:
-    """The problem; bad input (exit 2) for a GPU without a model, a --fix that names every
-    field and does not divide, or a GPU without tensor cores for the dtype."""
+                     topology_name: str | None = None, workload_source: str | None = None) -> TrainingProblem:
+    """The problem: `fix` (--fix) over the workload's own micro_batch and recompute; bad
+    input (exit 2) for a GPU without a model or without tensor cores for the dtype."""
     for g in topo.gpus:
         if not topo.node_by_id[g].model:
             raise InputError(f"GPU {g!r} has no model (a GPU preset such as a100-80g, h100): the cost model needs "
                              "it", field="--topology")
     if top < 1:
         raise InputError("must be at least 1", field="--top")
-    problem = TrainingProblem(spec, workload, topo, topology_name or topo.name, tuple(sorted(fix.items())), top)
-    for gpu in set(problem.setup.gpu_of_rank):
-        gpu.peak_tflops(workload.dtype)
+    merged = {**workload.fixed(), **fix}
+    problem = TrainingProblem(spec, workload, topo, topology_name or topo.name, tuple(sorted(merged.items())), top,
+                              tuple(sorted(fix)))
+    for gpu in sorted(set(problem.setup.gpu_of_rank), key=lambda g: g.name):
+        try:
+            gpu.peak_tflops(workload.dtype)
+        except InputError as exc:
+            raise exc.within(workload_source) from None
     return problem
 
 
@@ -79,7 +85,7 @@ class TrainingPlan:
     ranked: tuple[Evaluation, ...] = ()  # the search's best, fastest first (the returned one first)
     considered: int = 0
     over_memory: int = 0
-    even_split: Evaluation | None = field(default=None, compare=False)  # milp: the same configuration split evenly
+    default_split: Evaluation | None = field(default=None, compare=False)  # milp: the grid's split of it
     pool: tuple[Evaluation, ...] = field(default=(), compare=False)  # grid: every fitting configuration, ranked
 
 
@@ -108,24 +114,34 @@ def _grid(p: TrainingProblem, context: Context) -> Attempt:
 
 
 def _fix_error(p: TrainingProblem) -> InputError:
-    """Why the fixed fields admit no configuration: the rule the fixed values break."""
+    """Why the fixed fields admit no configuration: the rule they break, named by the field
+    that fixed it (--fix, or the workload's micro_batch / recompute)."""
     fix, gpus = p.fixes, p.topology.num_gpus
+
+    def field(key: str) -> str:
+        return f"--fix {key}" if key in p.user_fixed or key not in fix else f"workload {key}"
+
     tp, pp, cp = fix.get("tp", 1), fix.get("pp", 1), fix.get("cp", 1)
-    c = ParallelConfig(**{**{k: v for k, v in fix.items()}, "dp": fix.get("dp", max(1, gpus // (tp * pp * cp)))})
-    if c.layers_per_stage is None and p.model.layers % c.pp:
+    if gpus % (tp * pp * cp) or ("dp" in fix and fix["dp"] * tp * pp * cp != gpus):
+        named = [k for k in ("tp", "pp", "cp", "dp") if k in fix]
+        return InputError(f"{' x '.join(f'{k} {fix[k]}' for k in named)} does not divide into the topology's "
+                          f"{gpus} GPUs", field=field(named[-1]) if named else "--fix")
+    c = ParallelConfig(**{**fix, "dp": fix.get("dp", gpus // (tp * pp * cp))})
+    if c.interleave == 1 and p.model.layers % c.pp:
         c = replace(c, layers_per_stage=stage_split(p.model.layers, c.pp))
     why = why_invalid(p.model, p.workload, gpus, c)
     if why is None:
         return InputError(f"no configuration with {', '.join(f'{k}={v}' for k, v in fix.items())} divides "
-                          f"{p.model.name} over {gpus} GPUs (see docs/parallelism.md, 'What divides')", field="--fix")
-    return InputError(why[1], field=f"--fix {why[0]}")
+                          f"{p.model.name} over {gpus} GPUs (docs/parallelism.md, 'What divides')", field="--fix")
+    return InputError(why[1], field=field(why[0]))
 
 
 def _nothing_fits(p: TrainingProblem, considered: int, nearest: Evaluation | None) -> str:
     if considered == 0:
         return (f"no configuration of {p.model.name} divides over {p.topology.num_gpus} GPUs with global batch "
                 f"{p.workload.global_batch}" + (f" and --fix {p.fixes}" if p.fixes else ""))
-    return f"none of the {considered} configurations fits in memory; the nearest: {nearest.overflow}"
+    return (f"none of the {considered} configurations fits in memory; the nearest ({_short(nearest.config)}): "
+            f"{nearest.overflow}")
 
 
 def _to_resplit(pool: tuple[Evaluation, ...]) -> list[ParallelConfig]:
@@ -193,7 +209,7 @@ def _milp(p: TrainingProblem, context: Context) -> Attempt | Declined:
         return Attempt(None, last.result, model, why=f"the stage MILP ended {last.result.termination.value}")
     e, even, solution = best
     grid = context.incumbent.solution
-    return Attempt(TrainingPlan(e, (e, *grid.ranked), grid.considered, grid.over_memory, even_split=even),
+    return Attempt(TrainingPlan(e, (e, *grid.ranked), grid.considered, grid.over_memory, default_split=even),
                    solution.result, model)
 
 
@@ -227,7 +243,7 @@ def _evaluate(p: TrainingProblem, solution: TrainingPlan):
 
 def _bound(p: TrainingProblem, candidates: list[Candidate]) -> TrainingBound:
     w = p.workload
-    flops = p.model.model_flops(w.tokens, w.seq_len)
+    flops = p.model.model_flops(w.tokens, w.seq_len, causal=w.attention == "flash")
     rate = sum(matmul_rate(g, w.dtype) for g in p.setup.gpu_of_rank)
     peak = sum(g.peak_tflops(w.dtype) for g in p.setup.gpu_of_rank) * 1e12
     return TrainingBound(flops / rate, flops / peak)
@@ -240,15 +256,20 @@ def _summary(e: Evaluation, p: TrainingProblem) -> dict:
 def _why_best(best: Evaluation, runner: Evaluation | None) -> str | None:
     if runner is None:
         return None
-    diffs = {k: runner.breakdown_s.get(k, 0.0) - v for k, v in best.breakdown_s.items()}
+    margin = runner.step_time_s - best.step_time_s
+    if margin <= 1e-9 * best.step_time_s:
+        return f"ties with the next ({_short(runner.config)}) and is the smaller configuration"
+    parts = set(best.breakdown_s) | set(runner.breakdown_s)
+    diffs = {k: runner.breakdown_s.get(k, 0.0) - best.breakdown_s.get(k, 0.0) for k in parts}
     part, gain = max(diffs.items(), key=lambda kv: (kv[1], kv[0]))
-    return (f"{runner.step_time_s - best.step_time_s:.3f} s faster than the next ({_short(runner.config)}); "
-            f"most of it in {part} ({gain:.3f} s less)")
+    return (f"{margin:.3f} s faster than the next ({_short(runner.config)}); most of it in {part} "
+            f"({gain:.3f} s less)")
 
 
 def _short(c: ParallelConfig) -> str:
     return (f"tp {c.tp} pp {c.pp} dp {c.dp} cp {c.cp} ep {c.ep} mb {c.micro_batch} v {c.interleave} "
-            f"{c.recompute}{' sp' if c.sequence_parallel else ''}{' do' if c.distributed_optimizer else ''}")
+            f"{c.recompute}{' sp' if c.sequence_parallel else ''}{' do' if c.distributed_optimizer else ''}"
+            + (f" stages {list(c.layers_per_stage)}" if c.layers_per_stage else ""))
 
 
 def _metrics(p: TrainingProblem, c: Candidate, bound: TrainingBound) -> dict:
@@ -266,9 +287,9 @@ def _metrics(p: TrainingProblem, c: Candidate, bound: TrainingBound) -> dict:
     why = _why_best(e, rest[0] if rest else None)
     if why:
         out["why_best"] = why
-    if solution.even_split is not None:
-        out["even_split_step_time_s"] = solution.even_split.step_time_s
-        out["even_split_layers_per_stage"] = [d.layers for d in solution.even_split.devices]
+    if solution.default_split is not None:
+        out["default_split_step_time_s"] = solution.default_split.step_time_s
+        out["default_split_layers_per_stage"] = [d.layers for d in solution.default_split.devices]
     return out
 
 
@@ -286,6 +307,9 @@ def _export(p: TrainingProblem, c: Candidate) -> str:
     back = parse_megatron(text, p.model.layers, p.topology.num_gpus)
     if back != config:
         raise ExportMismatch(f"the Megatron arguments read back as {back}, not {config}")
+    wrong = model_shape_mismatch(text, p.model)
+    if wrong:
+        raise ExportMismatch(f"the Megatron arguments build another model: {wrong}")
     return text
 
 

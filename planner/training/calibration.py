@@ -145,6 +145,7 @@ def predicted(run: Published, e) -> float:
     gpus = e.config.gpus
     if run.metric == "narayanan_tflops":
         return narayanan_flops(run.model_spec(), run.workload.global_batch, run.workload.seq_len) / e.step_time_s / gpus / 1e12
-    if run.metric == "tflops_per_gpu":
-        return e.model_flops / e.step_time_s / gpus / 1e12
+    if run.metric == "tflops_per_gpu":  # the whole attention square, as Megatron-LM and Llama 3 count
+        w = run.workload
+        return run.model_spec().model_flops(w.tokens, w.seq_len) / e.step_time_s / gpus / 1e12
     return e.step_time_s

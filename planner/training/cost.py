@@ -66,7 +66,7 @@ class Evaluation:
     breakdown_s: dict[str, float]
     devices: tuple[DeviceCost, ...]
     microbatches: int
-    model_flops: float
+    model_flops: float  # attention counted as computed: half the square with fused (causal) attention
     peak_flops: float  # sum over GPUs, dense, the workload's dtype
     capacity_GB: tuple[float, ...]
 
@@ -129,15 +129,33 @@ class TrainingSetup:
         return min(len(g) for g in self.topology.servers.values())
 
     def stage_gpu(self, sizes: dict[str, int], stage: int) -> GpuSpec:
-        """The slowest GPU of the stage: its data-parallel replicas wait for it."""
+        """The GPU a stage runs as: its own type, or for a stage of several types the least
+        of each figure (its ranks run in lock step and hold the same shards)."""
         key = (sizes["pp"], stage)
         gpu = self._stage_gpus.get(key)
         if gpu is None:
             per_stage = self.topology.num_gpus // sizes["pp"]
-            gpus = set(self.gpu_of_rank[stage * per_stage:(stage + 1) * per_stage])
-            gpu = self._stage_gpus[key] = min(gpus, key=lambda g: (g.peak_tflops(self.workload.dtype), g.memory_GB,
-                                                                    g.name))
+            gpu = self._stage_gpus[key] = weakest(set(self.gpu_of_rank[stage * per_stage:(stage + 1) * per_stage]))
         return gpu
+
+
+def weakest(gpus: set[GpuSpec]) -> GpuSpec:
+    if len(gpus) == 1:
+        return next(iter(gpus))
+    ordered = sorted(gpus, key=lambda g: g.name)
+
+    def least(field: str):
+        values = [getattr(g, field) for g in ordered]
+        return None if any(v is None for v in values) else min(values)
+
+    achieved = min(g.hbm_GBps * g.hbm_efficiency for g in ordered)
+    rates = {g.name: g.matmul_efficiency * g.bf16_tflops if g.bf16_tflops else 0.0 for g in ordered}
+    slowest = min(ordered, key=lambda g: (rates[g.name], g.name))
+    return replace(slowest, name="+".join(g.name for g in ordered), summary="the least of " + ", ".join(
+        g.name for g in ordered), bf16_tflops=least("bf16_tflops"), fp16_tflops=least("fp16_tflops"),
+        fp8_tflops=least("fp8_tflops"), memory_GB=least("memory_GB"), hbm_GBps=achieved, hbm_efficiency=1.0,
+        sms=least("sms"), matmul_efficiency=min(g.matmul_efficiency for g in ordered),
+        scaleup_efficiency=min(g.scaleup_efficiency for g in ordered))
 
 
 def sizes_of(c: ParallelConfig) -> dict[str, int]:
@@ -152,6 +170,8 @@ def layers_of_devices(spec: TransformerSpec, c: ParallelConfig) -> list[list[int
             out.append(list(range(first, first + n)))
             first += n
         return out
+    if spec.layers % (c.pp * c.interleave):
+        raise ValueError(f"{spec.layers} layers do not split evenly over {c.pp} x {c.interleave}: give layers_per_stage")
     chunk = spec.layers // (c.pp * c.interleave)
     return [[layer for j in range(c.interleave) for layer in range((j * c.pp + d) * chunk, (j * c.pp + d + 1) * chunk)]
             for d in range(c.pp)]
@@ -173,7 +193,8 @@ def evaluate(setup: TrainingSetup, c: ParallelConfig) -> Evaluation:
     step = sum(breakdown.values())
     peak = sum(g.peak_tflops(w.dtype) for g in setup.gpu_of_rank) * 1e12
     capacity = tuple(setup.stage_gpu(sizes, d.index).memory_GB for d in devices)
-    return Evaluation(c, step, breakdown, tuple(devices), m, spec.model_flops(w.tokens, w.seq_len), peak, capacity)
+    flops = spec.model_flops(w.tokens, w.seq_len, causal=w.attention == "flash")
+    return Evaluation(c, step, breakdown, tuple(devices), m, flops, peak, capacity)
 
 
 def _layer(setup: TrainingSetup, c: ParallelConfig, gpu: GpuSpec, sizes: dict, stage: int, moe: bool) -> LayerCost:

@@ -100,7 +100,7 @@ def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
         gemm_b += gemm_seconds(gpu, dt, m, k, n) + gemm_seconds(gpu, dt, k, n, m)
     if moe:
         local = max(1, spec.experts // c.ep)
-        per_expert = max(1, tokens * spec.top_k * c.ep // spec.experts)
+        per_expert = -(-tokens * spec.top_k * c.ep // spec.experts)  # balanced, rounded up
         up = spec.mlp_matrices - 1
         fe = spec.expert_ffn_hidden // t
         for k, n in ((h, up * fe), (fe, h)):

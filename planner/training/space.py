@@ -7,7 +7,8 @@ Rules (Megatron-LM's, planner/core/training.py names the fields):
   (v > 1) needs pp > 1, layers divisible by pp x v and micro-batches divisible by pp;
 - the global batch divides into dp x micro_batch; cp > 1 needs seq_len divisible by 2 cp
   (the load-balanced causal split); ep divides the experts and dp (experts are dense-free
-  otherwise ep = 1); sequence parallelism needs tp > 1.
+  otherwise ep = 1); sequence parallelism needs tp > 1 and seq_len / cp divisible by tp, and
+  MoE with tp > 1 needs it (Megatron-LM's rule).
 A search takes tp up to the GPUs of one server (tensor parallelism stays on NVLink),
 micro-batches up to MAX_MICRO_BATCH, cp up to MAX_CP; `--fix` may ask for any valid value.
 """
@@ -59,9 +60,11 @@ def why_invalid(spec: TransformerSpec, w: TrainWorkload, gpus: int, c: ParallelC
     if c.layers_per_stage is not None:
         if len(c.layers_per_stage) != c.pp or sum(c.layers_per_stage) != spec.layers or min(c.layers_per_stage) < 1:
             return "pp", f"layers per stage {list(c.layers_per_stage)} are not {c.pp} stages of {spec.layers} layers"
-    elif spec.layers % (c.pp * c.interleave) and (c.interleave > 1 or stage_split(spec.layers, c.pp) is None):
+    elif spec.layers % (c.pp * c.interleave):
         return ("interleave" if c.interleave > 1 else "pp"), (
-            f"{spec.layers} layers do not split into pp {c.pp} x interleave {c.interleave} equal chunks")
+            f"{spec.layers} layers do not split into pp {c.pp} x interleave {c.interleave} equal chunks"
+            + ("" if c.interleave > 1 or stage_split(spec.layers, c.pp) is None else
+               f" (an uneven split: {list(stage_split(spec.layers, c.pp))})"))
     if c.interleave > 1 and c.pp == 1:
         return "interleave", "interleaving needs pp > 1"
     if w.global_batch % (c.dp * c.micro_batch):
@@ -77,6 +80,10 @@ def why_invalid(spec: TransformerSpec, w: TrainWorkload, gpus: int, c: ParallelC
                       else "expert parallelism needs a MoE model")
     if c.sequence_parallel and c.tp == 1:
         return "sequence_parallel", "sequence parallelism needs tp > 1"
+    if c.sequence_parallel and (w.seq_len // c.cp) % c.tp:
+        return "sequence_parallel", f"seq_len / cp = {w.seq_len // c.cp} does not split over tp {c.tp}"
+    if spec.is_moe and c.tp > 1 and not c.sequence_parallel:
+        return "sequence_parallel", "Megatron-LM needs sequence parallelism for MoE with tp > 1"
     return None
 
 
