@@ -292,7 +292,8 @@ def run_plan(kind: str, problem, method: str, time_limit: float, solver: str | N
     attempt = doc["solver"] or doc["metrics"].get("milp_model", {}).get("solver")
     if attempt:
         gap = "-" if attempt["gap"] is None else f"{attempt['gap']:.3g}"
-        click.echo(f"  solver {attempt['name']}: {attempt['status']}, gap {gap}, {attempt['seconds']:.2f} s"
+        whose = "solver" if doc["solver"] else "the exact method's solver (its plan lost)"
+        click.echo(f"  {whose} {attempt['name']}: {attempt['status']}, gap {gap}, {attempt['seconds']:.2f} s"
                    + (f", {attempt['limit']} limit hit" if attempt.get("limit") else ""))
     if doc["fallback"]:
         click.echo(f"  fallback: {doc['fallback']}")

@@ -1,8 +1,10 @@
 """The stage MILP's inputs from the cost model: per device, what a layer of each kind adds
 (time per micro-batch, bytes, gradient reduce + optimizer) and what the device costs with
-no layer (embedding, output layer, sends, reserve). Compute and memory are exactly linear
-in the layers a device holds; the gradient reduce is linear but for its overlap and the
-choice of algorithm, so the split the MILP returns is re-evaluated by the full model.
+no layer (embedding, output layer, sends, reserve). Compute and weights are linear in the
+layers a device holds; the rest is linearised: the gradient reduce (its overlap and its
+choice of algorithm) and, under full recompute, the one layer's working set (counted with
+every layer, so the memory side errs safe). The split the MILP returns is re-evaluated by
+the full model, and kept only if it fits there.
 """
 from __future__ import annotations
 
