@@ -15,7 +15,7 @@ step each), the per-byte part by (n-1)/n of ring algorithms.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from planner.core.collectives import Collective
@@ -194,13 +194,14 @@ class CommPricer:
             sub = group_topology(self._achieved, gpus, whole_nics=False)
         n = len(ranks)
         sizes = [max(n, size // n * n) for size in PROBE_BYTES]
+        first = collective_problem(Collective(collective, n, sizes[0]), sub)
+        problems = [first] + [replace(first, collective=Collective(collective, n, size)) for size in sizes[1:]]
+        for problem in problems[1:]:
+            problem.__dict__["router"] = first.router  # one router (its routes cached) for every probe
         lines = []
-        router = collective_problem(Collective(collective, n, sizes[0]), sub).router  # routes shared by every probe
         for method in PRICING_METHODS[collective]:
             times = []
-            for size in sizes:
-                problem = collective_problem(Collective(collective, n, size), sub)
-                problem.__dict__["router"] = router
+            for problem in problems:
                 if COLLECTIVE.method(method).applies(problem) is not None:
                     break
                 attempt = run_method(COLLECTIVE, method, problem)
