@@ -145,8 +145,8 @@ def _nothing_fits(p: TrainingProblem, considered: int, nearest: Evaluation | Non
 
 
 def _to_resplit(pool: tuple[Evaluation, ...]) -> list[ParallelConfig]:
-    """The 1F1B configurations the MILP re-splits: the grid's best MILP_CONFIGS by the
-    relaxed re-split estimate (layers as a divisible fluid over the devices at their own
+    """The 1F1B configurations the MILP re-splits: the grid's best, and the MILP_CONFIGS best by
+    the relaxed re-split estimate (layers as a divisible fluid over the devices at their own
     speed, `_relaxed_step`), which ranks first the depths whose stages line up with the GPU
     types although their even split ranks low."""
     seen: set[ParallelConfig] = set()
@@ -156,8 +156,10 @@ def _to_resplit(pool: tuple[Evaluation, ...]) -> list[ParallelConfig]:
         if c.pp > 1 and c.interleave == 1 and c not in seen:
             seen.add(c)
             out.append(e)
+    grid_best = out[:1]  # the pool is ranked: the grid's best 1F1B configuration is always re-split
     out.sort(key=lambda e: (_relaxed_step(e), e.config.key()))
-    return [e.config for e in out[:MILP_CONFIGS]]
+    picked = grid_best + [e for e in out if e not in grid_best][:MILP_CONFIGS]
+    return [e.config for e in picked]
 
 
 def _relaxed_step(e: Evaluation) -> float:
@@ -198,10 +200,12 @@ def _milp(p: TrainingProblem, context: Context) -> Attempt | Declined:
         solves.append(solution)
         if solution.layers_per_stage is None:
             continue
-        e = evaluate(p.setup, replace(c, layers_per_stage=solution.layers_per_stage))
-        if e.overflow is None and (best is None or (e.step_time_s, e.config.key()) < (best[0].step_time_s,
-                                                                                      best[0].config.key())):
-            best = (e, evaluate(p.setup, c), solution)
+        default = evaluate(p.setup, c)
+        split = evaluate(p.setup, replace(c, layers_per_stage=solution.layers_per_stage))
+        # the MILP's model is linearised: its split is kept only where the full model agrees it is better
+        e = split if split.overflow is None and split.step_time_s < default.step_time_s else default
+        if best is None or (e.step_time_s, e.config.key()) < (best[0].step_time_s, best[0].config.key()):
+            best = (e, default, solution)
     model = {"configurations_split": len(chosen), "variables": max(s.variables for s in solves),
              "constraints": max(s.constraints for s in solves)}
     if best is None:
