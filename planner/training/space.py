@@ -55,6 +55,8 @@ def why_invalid(spec: TransformerSpec, w: TrainWorkload, gpus: int, c: ParallelC
     for name, width in (("ffn_hidden", spec.ffn_hidden), ("expert_ffn_hidden", spec.expert_ffn_hidden)):
         if width % c.tp:
             return "tp", f"tp {c.tp} does not divide {name} {width}"
+    if c.interleave > 1 and c.pp == 1:
+        return "interleave", "interleaving needs pp > 1"
     if c.pp > spec.layers:
         return "pp", f"pp {c.pp} is more stages than the {spec.layers} layers"
     if c.layers_per_stage is not None:
@@ -65,8 +67,6 @@ def why_invalid(spec: TransformerSpec, w: TrainWorkload, gpus: int, c: ParallelC
             f"{spec.layers} layers do not split into pp {c.pp} x interleave {c.interleave} equal chunks"
             + ("" if c.interleave > 1 or stage_split(spec.layers, c.pp) is None else
                f" (an uneven split: {list(stage_split(spec.layers, c.pp))})"))
-    if c.interleave > 1 and c.pp == 1:
-        return "interleave", "interleaving needs pp > 1"
     if w.global_batch % (c.dp * c.micro_batch):
         return "micro_batch", (f"global batch {w.global_batch} does not divide into dp {c.dp} x micro_batch "
                                f"{c.micro_batch}")
