@@ -56,7 +56,9 @@ def render_text(topo: Topology, info: dict | None = None) -> str:
         s, gpus = item
         r = [ranks[g] for g in gpus]
         span = f"{r[0]}-{r[-1]}" if r == list(range(r[0], r[-1] + 1)) else ",".join(map(str, r))
-        lines.append(f"  server {s}: ranks {span} ({len(gpus)} GPUs: {gpus[0]} .. {gpus[-1]})")
+        models = sorted({topo.node_by_id[g].model for g in gpus} - {""})
+        kind = f" {'+'.join(models)}" if models else ""
+        lines.append(f"  server {s}: ranks {span} ({len(gpus)}{kind} GPUs: {gpus[0]} .. {gpus[-1]})")
     distinct = Counter((tuple(sorted(r["by_kind_GBps"].items())), r["network_GBps"], r["network_share_GBps"])
                        for r in info["per_gpu"])
     lines.append("per-GPU bandwidth (GB/s per direction):")
