@@ -445,6 +445,8 @@ def parallelize(model_arg, topo, workload, fix, top, method, time_limit, solver,
 
 
 def _parallelize_headline(doc: dict) -> list[str]:
+    from planner.kinds.parallelism import describe_config
+
     m, p, c = doc["metrics"], doc["problem"], doc["plan"]["config"]
     lines = [f"{p['model']['name']} on {p['topology']} ({p['gpus']} GPUs): method {doc['method']}",
              f"  tp {c['tp']} pp {c['pp']} dp {c['dp']} cp {c['cp']} ep {c['ep']}  micro-batch {c['micro_batch']}  "
@@ -459,12 +461,8 @@ def _parallelize_headline(doc: dict) -> list[str]:
         lines.append(f"  layers per stage {doc['plan']['layers_per_stage']}"
                      + (f" (the grid's split: {m['default_split_step_time_s']:.3f} s)" if "default_split_step_time_s" in m else ""))
     for i, other in enumerate(m.get("top", []), 2):
-        o = other["config"]
         lines.append(f"  #{i}: {other['step_time_s']:.3f} s, MFU {other['mfu']:.3f}, {other['memory_per_gpu_GB']:.1f} GB"
-                     f" (tp {o['tp']} pp {o['pp']} dp {o['dp']} cp {o['cp']} ep {o['ep']} mb {o['micro_batch']} "
-                     f"v {o['interleave']} {o['recompute']} sp {int(o['sequence_parallel'])} "
-                     f"do {int(o['distributed_optimizer'])}"
-                     + (f" stages {o['layers_per_stage']}" if o['layers_per_stage'] else "") + ")")
+                     f" ({describe_config(other['config'])})")
     if m.get("why_best"):
         lines.append(f"  why: {m['why_best']}")
     return lines

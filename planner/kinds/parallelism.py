@@ -270,10 +270,16 @@ def _why_best(best: Evaluation, runner: Evaluation | None) -> str | None:
             f"({gain:.3f} s less)")
 
 
+def describe_config(c: dict) -> str:
+    """A configuration (its `to_json` form) in one line, as the command line shows it."""
+    return (f"tp {c['tp']} pp {c['pp']} dp {c['dp']} cp {c['cp']} ep {c['ep']} mb {c['micro_batch']} "
+            f"v {c['interleave']} {c['recompute']}{' sp' if c['sequence_parallel'] else ''}"
+            f"{' do' if c['distributed_optimizer'] else ''}"
+            + (f" stages {list(c['layers_per_stage'])}" if c['layers_per_stage'] else ""))
+
+
 def _short(c: ParallelConfig) -> str:
-    return (f"tp {c.tp} pp {c.pp} dp {c.dp} cp {c.cp} ep {c.ep} mb {c.micro_batch} v {c.interleave} "
-            f"{c.recompute}{' sp' if c.sequence_parallel else ''}{' do' if c.distributed_optimizer else ''}"
-            + (f" stages {list(c.layers_per_stage)}" if c.layers_per_stage else ""))
+    return describe_config(c.to_json())
 
 
 def _metrics(p: TrainingProblem, c: Candidate, bound: TrainingBound) -> dict:

@@ -18,9 +18,7 @@ from dataclasses import dataclass, replace
 from planner.core.training import ParallelConfig, TrainWorkload
 from planner.core.transformer import MODEL_PRESETS, TransformerSpec
 from planner.training import efficiency
-from planner.training.cost import TrainingSetup, sizes_of
-from planner.training.layer import LayerContext, layer_cost
-from planner.training.comm import group_ranks
+from planner.training.cost import TrainingSetup, sizes_of, stage_layer_cost
 from topologies.fabrics import cluster
 
 COMM_PARTS = ("tp_comm", "ep_comm", "cp_comm")
@@ -62,9 +60,7 @@ def table4_layers() -> list[tuple[float, float, float, float, float]]:
     out = []
     for recompute, sp, fwd_ms, bwd_ms in TABLE4:
         c = ParallelConfig(tp=8, micro_batch=4, recompute=recompute, sequence_parallel=sp)
-        ranks = {k: group_ranks(sizes_of(c), k) for k in ("tp", "cp", "ep")}
-        cost = layer_cost(LayerContext(spec, setup.workload, c, gpu, setup.pricer, ranks["tp"], ranks["cp"],
-                                       ranks["ep"]), moe=False)
+        cost = stage_layer_cost(setup, c, gpu, sizes_of(c), 0, moe=False)
         comm_f = sum(cost.forward[k] for k in COMM_PARTS)
         comm_b = sum(cost.backward[k] for k in COMM_PARTS) + (comm_f if recompute == "full" else 0.0)
         out.append((cost.forward_s * 1e3, cost.backward_s * 1e3, comm_f * 1e3, comm_b * 1e3, fwd_ms + bwd_ms))

@@ -181,7 +181,7 @@ def evaluate(setup: TrainingSetup, c: ParallelConfig) -> Evaluation:
     spec, w = setup.spec, setup.workload
     sizes = sizes_of(c)
     m = w.global_batch // (c.dp * c.micro_batch)
-    devices = [_device(setup, c, sizes, d, layers, m) for d, layers in enumerate(layers_of_devices(spec, c))]
+    devices = [device_cost(setup, c, sizes, d, layers, m) for d, layers in enumerate(layers_of_devices(spec, c))]
     per_mb = [d.per_microbatch_s for d in devices]
     slowest = max(range(len(devices)), key=lambda i: per_mb[i])
     bubble = (sum(per_mb) - per_mb[slowest]) / c.interleave
@@ -197,7 +197,9 @@ def evaluate(setup: TrainingSetup, c: ParallelConfig) -> Evaluation:
     return Evaluation(c, step, breakdown, tuple(devices), m, flops, peak, capacity)
 
 
-def _layer(setup: TrainingSetup, c: ParallelConfig, gpu: GpuSpec, sizes: dict, stage: int, moe: bool) -> LayerCost:
+def stage_layer_cost(setup: TrainingSetup, c: ParallelConfig, gpu: GpuSpec, sizes: dict, stage: int,
+                     moe: bool) -> LayerCost:
+    """One layer of pipeline stage `stage` on `gpu`, with the stage's groups (cached by shape)."""
     ranks = {k: group_ranks(sizes, k, stage) for k in ("tp", "cp", "ep")}
     pricer = setup.pricer
     key = (gpu.name, c.tp, c.cp, c.ep, c.micro_batch, c.recompute, c.sequence_parallel, moe,
@@ -209,7 +211,7 @@ def _layer(setup: TrainingSetup, c: ParallelConfig, gpu: GpuSpec, sizes: dict, s
     return cost
 
 
-def _device(setup: TrainingSetup, c: ParallelConfig, sizes: dict, d: int, layers: list[int], m: int) -> DeviceCost:
+def device_cost(setup: TrainingSetup, c: ParallelConfig, sizes: dict, d: int, layers: list[int], m: int) -> DeviceCost:
     spec, w = setup.spec, setup.workload
     gpu = setup.stage_gpu(sizes, d)
     t = c.tp
@@ -223,7 +225,7 @@ def _device(setup: TrainingSetup, c: ParallelConfig, sizes: dict, d: int, layers
     for count, moe in ((dense_layers, False), (moe_layers, True)):
         if not count:
             continue
-        cost = _layer(setup, c, gpu, sizes, d, moe)
+        cost = stage_layer_cost(setup, c, gpu, sizes, d, moe)
         for k, v in cost.forward.items():
             parts[k] += count * v
         for k, v in cost.backward.items():
@@ -301,10 +303,14 @@ def device_memory(setup: TrainingSetup, c: ParallelConfig, d: int, layers: list[
     if last:
         tokens = c.micro_batch * w.seq_len // c.cp
         activations += tokens * (spec.vocab // c.tp) * (ACT + 4)  # the logits and their fp32 softmax
+    return {**_model_state_GB(c, dense, expert, gb), "activations": activations / 1e9, "reserve": RESERVE_GB}
+
+
+def _model_state_GB(c: ParallelConfig, dense: float, expert: float, gb: int) -> dict[str, float]:
+    """16-bit weights, gradients in the reduce dtype, fp32 optimizer state of the GPU's shard."""
     params = dense + expert
     return {"weights": params * ACT / 1e9, "gradients": params * gb / 1e9,
-            "optimizer": OPTIMIZER_STATE_BYTES * _updated_params(c, dense, expert) / 1e9,
-            "activations": activations / 1e9, "reserve": RESERVE_GB}
+            "optimizer": OPTIMIZER_STATE_BYTES * _updated_params(c, dense, expert) / 1e9}
 
 
 @lru_cache(maxsize=65536)
@@ -328,7 +334,7 @@ def fits_statically(setup: TrainingSetup, c: ParallelConfig) -> bool:
     gb = DTYPE_BYTES[w.grad_reduce_dtype]
     for d, layers in enumerate(layers_of_devices(spec, c)):
         dense, expert = _params(spec, c, layers, d == 0, d == c.pp - 1)
-        need = ((dense + expert) * (ACT + gb) + OPTIMIZER_STATE_BYTES * _updated_params(c, dense, expert)) / 1e9
+        need = sum(_model_state_GB(c, dense, expert, gb).values())
         if need + RESERVE_GB > setup.stage_gpu(sizes, d).memory_GB:
             return False
     return True

@@ -55,28 +55,28 @@ class LayerContext:
     ep_ranks: tuple[int, ...]
 
 
-def _linears(spec: TransformerSpec, t: int, moe: bool) -> list[tuple[int, int, int]]:
-    """(tokens multiplier numerator, in, out) per weight matmul on one GPU, as (rows_scale, k, n):
-    rows_scale is 1 for every token, top_k for routed experts (their tokens per GPU)."""
+def _linears(spec: TransformerSpec, t: int, moe: bool) -> list[tuple[int, int]]:
+    """(in, out) of every weight matmul every token of a layer goes through, on one GPU (the
+    routed experts, which see top_k x the tokens, are costed apart)."""
     h, a = spec.hidden, spec.heads
-    out: list[tuple[int, int, int]] = []
+    out: list[tuple[int, int]] = []
     if spec.mla:
         if spec.q_lora_rank:
-            out += [(1, h, spec.q_lora_rank), (1, spec.q_lora_rank, a * spec.qk_dim // t)]
+            out += [(h, spec.q_lora_rank), (spec.q_lora_rank, a * spec.qk_dim // t)]
         else:
-            out.append((1, h, a * spec.qk_dim // t))
-        out += [(1, h, spec.kv_lora_rank + spec.qk_rope_head_dim),
-                (1, spec.kv_lora_rank, a * (spec.head_dim + spec.v_head_dim) // t), (1, a * spec.v_head_dim // t, h)]
+            out.append((h, a * spec.qk_dim // t))
+        out += [(h, spec.kv_lora_rank + spec.qk_rope_head_dim),
+                (spec.kv_lora_rank, a * (spec.head_dim + spec.v_head_dim) // t), (a * spec.v_head_dim // t, h)]
     else:
-        out += [(1, h, (a + 2 * spec.kv_heads) * spec.head_dim // t), (1, a * spec.head_dim // t, h)]
+        out += [(h, (a + 2 * spec.kv_heads) * spec.head_dim // t), (a * spec.head_dim // t, h)]
     up = spec.mlp_matrices - 1
     if not moe:
-        out += [(1, h, up * spec.ffn_hidden // t), (1, spec.ffn_hidden // t, h)]
+        out += [(h, up * spec.ffn_hidden // t), (spec.ffn_hidden // t, h)]
         return out
-    out.append((1, h, spec.experts))
+    out.append((h, spec.experts))
     if spec.shared_experts:
         f = spec.shared_experts * spec.expert_ffn_hidden
-        out += [(1, h, up * f // t), (1, f // t, h)]
+        out += [(h, up * f // t), (f // t, h)]
     return out
 
 
@@ -94,10 +94,9 @@ def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
 
     # weight matmuls
     gemm_f = gemm_b = 0.0
-    for scale, k, n in _linears(spec, t, moe):
-        m = tokens * scale
-        gemm_f += gemm_seconds(gpu, dt, m, n, k)
-        gemm_b += gemm_seconds(gpu, dt, m, k, n) + gemm_seconds(gpu, dt, k, n, m)
+    for k, n in _linears(spec, t, moe):
+        gemm_f += gemm_seconds(gpu, dt, tokens, n, k)
+        gemm_b += gemm_seconds(gpu, dt, tokens, k, n) + gemm_seconds(gpu, dt, k, n, tokens)
     if moe:
         local = max(1, spec.experts // c.ep)
         per_expert = -(-tokens * spec.top_k * c.ep // spec.experts)  # balanced, rounded up

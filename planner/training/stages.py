@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from models.stage_milp import StageInputs
 from planner.core.training import ParallelConfig
-from planner.training.cost import TrainingSetup, _device, sizes_of
+from planner.training.cost import TrainingSetup, device_cost, sizes_of
 from planner.training.space import stage_split
 
 
@@ -24,14 +24,14 @@ def stage_inputs(setup: TrainingSetup, c: ParallelConfig) -> StageInputs:
     seconds, tails, nbytes = [], [], []
     fixed_s, fixed_tail, fixed_bytes, capacity = [], [], [], []
     for d in range(c.pp):
-        empty = _device(setup, c, sizes, d, [], m)
+        empty = device_cost(setup, c, sizes, d, [], m)
         fixed_s.append(empty.per_microbatch_s)
         fixed_tail.append(empty.dp_exposed_s + empty.optimizer_s)
         fixed_bytes.append(empty.memory_GB * 1e9)
         capacity.append(setup.stage_gpu(sizes, d).memory_GB * 1e9)
         per_kind = {}
         for kind in set(kinds):
-            one = _device(setup, c, sizes, d, sample[kind], m)
+            one = device_cost(setup, c, sizes, d, sample[kind], m)
             per_kind[kind] = (one.per_microbatch_s - empty.per_microbatch_s,
                               one.dp_exposed_s + one.optimizer_s - fixed_tail[-1],
                               (one.memory_GB - empty.memory_GB) * 1e9)
