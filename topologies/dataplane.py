@@ -133,7 +133,13 @@ def unreachable_gpu(graph: Topology, gpus: list[str]) -> str | None:
 
 def data_plane_gap(topo: Topology) -> str | None:
     """None when every GPU reaches every other over the paths collectives may use, else
-    which GPU does not, in a sentence."""
+    which GPU does not, in a sentence. Kept on the (immutable) topology, as data_plane is."""
+    if "_data_plane_gap" not in topo.__dict__:
+        topo.__dict__["_data_plane_gap"] = _gap(topo)
+    return topo.__dict__["_data_plane_gap"]
+
+
+def _gap(topo: Topology) -> str | None:
     gpu = unreachable_gpu(data_plane(topo), topo.gpus) if topo.num_gpus > 1 else None
     if gpu is None:
         return None

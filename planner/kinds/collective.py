@@ -58,16 +58,21 @@ class CollectiveProblem:
         return Router(self.topology)
 
 
-def collective_problem(coll: Collective, topo: Topology, topology_name: str | None = None) -> CollectiveProblem:
+def collective_problem(coll: Collective, topo: Topology, topology_name: str | None = None,
+                       router: Router | None = None) -> CollectiveProblem:
     """The problem; InfeasibleError (exit 3) when some GPU cannot reach another over the
-    paths collectives may use (topologies/dataplane.py)."""
+    paths collectives may use (topologies/dataplane.py). `router`: one already built for
+    `topo` (its routes cached), for several problems on one topology."""
     if coll.ranks != topo.num_gpus:
         raise InputError(f"the collective is over {coll.ranks} ranks, the topology has {topo.num_gpus} GPUs",
                          field="--topology")
     gap = data_plane_gap(topo)
     if gap is not None:
         raise InfeasibleError(f"no {coll.kind} on {topology_name or topo.name}: {gap}")
-    return CollectiveProblem(coll, topo, topology_name or topo.name)
+    problem = CollectiveProblem(coll, topo, topology_name or topo.name)
+    if router is not None:
+        problem.__dict__["router"] = router  # what the cached property would have built
+    return problem
 
 
 # ---------------------------------------------------------------- methods

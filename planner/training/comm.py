@@ -15,7 +15,7 @@ step each), the per-byte part by (n-1)/n of ring algorithms.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from planner.core.collectives import Collective
@@ -195,9 +195,8 @@ class CommPricer:
         n = len(ranks)
         sizes = [max(n, size // n * n) for size in PROBE_BYTES]
         first = collective_problem(Collective(collective, n, sizes[0]), sub)
-        problems = [first] + [replace(first, collective=Collective(collective, n, size)) for size in sizes[1:]]
-        for problem in problems[1:]:
-            problem.__dict__["router"] = first.router  # one router (its routes cached) for every probe
+        problems = [first] + [collective_problem(Collective(collective, n, size), sub, router=first.router)
+                              for size in sizes[1:]]
         lines = []
         for method in PRICING_METHODS[collective]:
             times = []
