@@ -230,17 +230,26 @@ def _kind(name: str):
     return KINDS[name]
 
 
-def plan_options(kind: str, doc: str, time_limit_help: str, export_help: str):
+def _union(kinds: tuple[str, ...], attr: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for k in kinds:
+        out += [x for x in getattr(_kind(k), attr) if x not in out]
+    return tuple(out)
+
+
+def plan_options(kind: str | tuple[str, ...], doc: str, time_limit_help: str, export_help: str):
     """The options every planning command shares, with --method and --export read from the
-    kind's registry."""
+    kind's registry (a command whose input picks one of several kinds offers them all)."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+
     def decorate(fn):
         for option in reversed((
             click.option("--method", default="auto", show_default=True, type=RegistryChoice(
-                lambda: _kind(kind).method_names), help=f"auto or a registered method ({doc})."),
+                lambda: _union(kinds, "method_names")), help=f"auto or a registered method ({doc})."),
             click.option("--time-limit", type=float, default=60.0, show_default=True, help=time_limit_help),
             click.option("--solver", default=None, help="Solver backend for exact methods (see `planner solvers`)."),
             click.option("-o", "output", type=click.Path(dir_okay=False), help="Write the plan JSON here."),
-            click.option("--export", "export_fmt", type=RegistryChoice(lambda: _kind(kind).exports), default=None,
+            click.option("--export", "export_fmt", type=RegistryChoice(lambda: _union(kinds, "exports")), default=None,
                          help=f"{export_help} (needs --export-file)."),
             click.option("--export-file", type=click.Path(dir_okay=False), default=None,
                          help="Where --export writes; written only after it parses back to the same plan."),
@@ -408,15 +417,18 @@ def _experts_headline(doc: dict) -> list[str]:
               help="A MODEL file, or a preset: gpt3-175b, megatron-1.7b ... megatron-1t, megatron-22b, llama2-70b, "
                    "llama3-8b, llama3-70b, llama3-405b, mixtral-8x7b, mixtral-8x22b, deepseek-v3.")
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file (GPU models set).")
-@click.option("--workload", required=True, type=click.Path(dir_okay=False), help="WORKLOAD file (mode: train).")
+@click.option("--workload", required=True, type=click.Path(dir_okay=False),
+              help="WORKLOAD file: mode train (training plan) or mode serve (serving plan, docs/serving.md).")
 @click.option("--fix", default=None,
-              help="k=v,... : fix these and search the rest (all of them: evaluate that one configuration). Keys: "
-                   "tp, pp, dp, cp, ep, micro_batch, interleave (positive whole numbers), recompute "
-                   "(none|selective|full), sequence_parallel, distributed_optimizer (0|1). The workload's "
-                   "micro_batch and recompute count as fixes.")
+              help="k=v,... Training: fix these and search the rest (all of them: evaluate that one configuration); "
+                   "keys tp, pp, dp, cp, ep, micro_batch, interleave (positive whole numbers), recompute "
+                   "(none|selective|full), sequence_parallel, distributed_optimizer (0|1); the workload's "
+                   "micro_batch and recompute count as fixes. Serving: evaluate one replica; keys tp, pp, ep (0|1), "
+                   "gpu (a GPU preset of the pool), role (colocated|prefill|decode).")
 @click.option("--top", type=int, default=5, show_default=True, help="Configurations reported, the plan's included.")
-@plan_options("parallelism", "grid | milp | rule", "Seconds for the stage MILP (the grid search is not limited).",
-              "Write the configuration as Megatron-LM arguments")
+@plan_options(("parallelism", "serving"), "training: grid | milp | rule; serving: homogeneous | greedy | milp",
+              "Seconds for the exact method (training: the stage MILP; serving: the replica MILP).",
+              "Write the plan as Megatron-LM arguments (training) or vLLM / SGLang launch commands (serving)")
 @handles_errors
 def parallelize(model_arg, topo, workload, fix, top, method, time_limit, solver, output, export_fmt, export_file,
                 as_json, reproducible):
@@ -429,19 +441,55 @@ def parallelize(model_arg, topo, workload, fix, top, method, time_limit, solver,
     faster; rule (Megatron's rule of thumb) runs only when asked for. "bound" is the step
     no configuration can beat under the model (model FLOPs at the GPUs' full matmul rate);
     "synthesis" is the seconds the search took."""
-    from planner.core.training import load_workload, parse_fix
+    from planner.core.serving import ServeWorkload, load_any_workload, parse_serve_fix
+    from planner.core.training import parse_fix
     from planner.core.transformer import load_model
     from planner.kinds.parallelism import training_problem
+    from planner.kinds.serving import serving_problem
     from topologies.io import load_topology
 
     check_plan_options(time_limit, export_fmt, export_file, solver)
-    fixes = parse_fix(fix)
+    work = load_any_workload(workload)
+    serving = isinstance(work, ServeWorkload)
+    fixes = parse_serve_fix(fix) if serving else parse_fix(fix)
     spec = load_model(model_arg)
-    work = load_workload(workload)
-    problem = training_problem(spec, work, load_topology(topo), fixes, top, topology_name=topo,
-                               workload_source=workload)
+    cluster = load_topology(topo)
+    if serving:
+        problem = serving_problem(spec, work, cluster, fixes, topology_name=topo)
+        run_plan("serving", problem, method, time_limit, solver, output, export_fmt, export_file, as_json,
+                 reproducible, _serving_headline)
+        return
+    problem = training_problem(spec, work, cluster, fixes, top, topology_name=topo, workload_source=workload)
     run_plan("parallelism", problem, method, time_limit, solver, output, export_fmt, export_file, as_json,
              reproducible, _parallelize_headline)
+
+
+def _serving_headline(doc: dict) -> list[str]:
+    m, p = doc["metrics"], doc["problem"]
+    w = p["workload"]
+    lines = [f"{p['model']['name']} serving on {p['topology']} (pool {p['pool']}): method {doc['method']}",
+             f"  {m['replicas']} replicas on {m['gpus_used']}, ${m['cost_per_hour']:.2f}/h, serves "
+             f"{m['served_rps']:.2f} requests/s (capacities); simulated at {m['simulated_rate_rps']:.2f}/s: "
+             f"{100 * m['slo_attainment']:.1f}% meet TTFT {w['ttft_slo_s']:g} s and TPOT {w['tpot_slo_s']:g} s "
+             f"(target {100 * w['slo_quantile']:.0f}%{'' if m['meets_slo'] else ', MISSED'})",
+             f"  TTFT p50/p90/p99 {m['ttft_p50_s']:.3f} / {m['ttft_p90_s']:.3f} / {m['ttft_p99_s']:.3f} s   "
+             f"TPOT {1e3 * m['tpot_p50_s']:.1f} / {1e3 * m['tpot_p90_s']:.1f} / {1e3 * m['tpot_p99_s']:.1f} ms"]
+    if "prefill_ms" in m:
+        lines.append(f"  one replica: prefill {m['prefill_ms']:.1f} ms"
+                     + (f", decode step {m['decode_step_ms']:.2f} ms at batch {w['decode_batch']}"
+                        if "decode_step_ms" in m else "")
+                     + f", goodput {m['goodput_rps']:.2f} requests/s, KV cache {m['kv_cache_tokens']} tokens")
+    if "goodput_per_dollar" in m:
+        bound = doc["bound"]
+        lines.append(f"  {m['goodput_per_dollar']:.0f} requests per $, ${m['cost_per_million_output_tokens']:.3f} per "
+                     f"million output tokens; synthesis {m['synthesis_seconds']:.2f} s")
+        if m.get("ratio_to_bound"):
+            key = "cost_per_hour" if "cost_per_hour" in bound else "goodput_rps"
+            lines.append(f"  bound: {key} {bound[key]:.4g} (plan at {m['ratio_to_bound']:.3f} of it)")
+    for r in doc["plan"]["replicas"]:
+        lines.append(f"  {r['gpu']} tp{r['tp']} pp{r['pp']}{' ep' if r['ep'] else ''} {r['role']}: "
+                     f"{r['rate_rps']:.2f} requests/s on {r['gpus'][0]}..{r['gpus'][-1]}")
+    return lines
 
 
 def _parallelize_headline(doc: dict) -> list[str]:

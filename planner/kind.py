@@ -150,6 +150,7 @@ class PlanKind:
     verified_by: str
     finish: Callable[[Any, Candidate], Any] | None = None
     solve_entry: Callable[[Any, Candidate, Any], SolveResult | None] | None = None
+    plan_kind: str = ""  # the plan JSON's `kind` when it is not `name` (serving plans are `parallelism` ones)
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.methods]

@@ -89,7 +89,7 @@ def plan(kind: PlanKind, problem: Any, method: str = "auto", options: Options = 
             metrics[MODEL_KEY] = model
     solve = kind.solve_entry(problem, chosen, bound) if kind.solve_entry else chosen.attempt.solve
     document = Plan(
-        kind=kind.name,
+        kind=kind.plan_kind or kind.name,
         problem={**kind.describe(problem), "method_requested": method, "time_limit_s": options.time_limit_s,
                  "solver_requested": options.solver},
         method=chosen.method.name, metrics=metrics, bound=bound.to_json(), plan=kind.body(problem, chosen),

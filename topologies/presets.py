@@ -141,6 +141,12 @@ def build_gb200_nvl72(b: ServerBuilder) -> None:
                      gpus_per_pcie_switch=2)
 
 
+def build_l40s_pcie(b: ServerBuilder) -> None:
+    """8 L40S on PCIe Gen4 (no NVLink), two per PCIe switch under two CPUs, 4 x 200 Gb/s NICs."""
+    gpu_ids = b.add_gpus(8)
+    _pcie_tree(b, gpu_ids, nics=4, nic_gbps=25.0, pcie_gbps=PCIE4_X16_GBPS, gpus_per_pcie_switch=2)
+
+
 def build_mi300x(b: ServerBuilder) -> None:
     gpu_ids = b.add_gpus(8)
     for i in range(8):
@@ -186,6 +192,7 @@ SERVER_PRESETS: dict[str, ServerPreset] = {p.name: p for p in (
     ServerPreset("hgx-b200", "HGX B200: 8 B200 on NVSwitch (900 GB/s each), 8x400Gb/s NDR", 8, build_hgx_b200, "b200"),
     ServerPreset("gb200-nvl72", "GB200 NVL72: 72 B200 in one NVLink domain (900 GB/s each), 72x400Gb/s",
                  72, build_gb200_nvl72, "gb200"),
+    ServerPreset("l40s-pcie", "8 L40S 48 GB on PCIe Gen4 x16 (no NVLink), 4x200Gb/s", 8, build_l40s_pcie, "l40s"),
     ServerPreset("mi250", "MI250 node: 8 MI250 = 16 GCDs on xGMI (50 GB/s links, 7 per GCD), 16 GB/s network per GCD", 16, build_mi250, "mi250"),
     ServerPreset("mi300x", "MI300X platform: 8 GPUs fully connected by xGMI (64 GB/s links), 8x400Gb/s",
                  8, build_mi300x, "mi300x"),

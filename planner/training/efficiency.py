@@ -26,8 +26,12 @@ SUSTAINED = 0.918  # planner.training.calibration.sustained_fraction() re-derive
 
 
 def tile_utilisation(gpu: GpuSpec, m: int, n: int, batch: int = 1) -> float:
-    """Useful output elements / the elements the SM waves could have computed."""
+    """Useful output elements / the elements the SM waves could have computed. An output of
+    fewer tiles than SMs is split along k over the idle SMs (split-K, what cuBLAS and CUTLASS
+    do for small outputs such as a decode step's), so only its tile padding is lost."""
     tiles = math.ceil(m / TILE) * math.ceil(n / TILE) * batch
+    if tiles < gpu.sms:
+        return (m * n * batch) / (tiles * TILE * TILE)
     waves = math.ceil(tiles / gpu.sms)
     return (m * n * batch) / (waves * gpu.sms * TILE * TILE)
 

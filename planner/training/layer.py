@@ -55,7 +55,7 @@ class LayerContext:
     ep_ranks: tuple[int, ...]
 
 
-def _linears(spec: TransformerSpec, t: int, moe: bool) -> list[tuple[int, int]]:
+def layer_linears(spec: TransformerSpec, t: int, moe: bool) -> list[tuple[int, int]]:
     """(in, out) of every weight matmul every token of a layer goes through, on one GPU (the
     routed experts, which see top_k x the tokens, are costed apart)."""
     h, a = spec.hidden, spec.heads
@@ -94,7 +94,7 @@ def layer_cost(ctx: LayerContext, moe: bool) -> LayerCost:
 
     # weight matmuls
     gemm_f = gemm_b = 0.0
-    for k, n in _linears(spec, t, moe):
+    for k, n in layer_linears(spec, t, moe):
         gemm_f += gemm_seconds(gpu, dt, tokens, n, k)
         gemm_b += gemm_seconds(gpu, dt, tokens, k, n) + gemm_seconds(gpu, dt, k, n, tokens)
     if moe:
