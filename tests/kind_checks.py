@@ -94,6 +94,8 @@ def problems(kind: str) -> tuple:
                 expert_problem(skewed, 8, 2, redundant=8, groups=4, source="skewed"))
     if kind == "parallelism":
         return parallelism_problems()
+    if kind == "serving":
+        return serving_problems()
     raise KeyError(f"no test problems for kind {kind!r}: add them here")
 
 
@@ -118,6 +120,31 @@ def parallelism_problems() -> tuple:
     return (training_problem(dense, train, cluster("dgx-a100", 1), {}, top=3),
             training_problem(moe, train, cluster("dgx-a100", 2), {"micro_batch": 1}, top=3),
             training_problem(dense, train, mixed, {"pp": 2, "tp": 8, "interleave": 1}, top=3))
+
+
+SERVE = {"mode": "serve", "prompt_tokens": 512, "output_tokens": 64, "rate_rps": 20, "ttft_slo_s": 0.5,
+         "tpot_slo_s": 0.03, "requests": 300, "distribution": "exponential",
+         "prices": {"h100": 3.0, "a100-80g": 1.8}}
+
+
+@lru_cache(maxsize=1)
+def serving_problems() -> tuple:
+    """A dense model at the least cost on one server; a MoE model (EP allowed) with the most
+    goodput within a budget on two servers; the mixed cluster, disaggregated roles only.
+    Kept (lru_cache): a problem caches its configurations' simulated capacities."""
+    from planner.core.serving import parse_serve_workload
+    from planner.core.transformer import MODEL_PRESETS
+    from planner.kinds.serving import serving_problem
+    from topologies.fabrics import cluster
+
+    dense, moe = MODEL_PRESETS["llama2-7b"], MODEL_PRESETS["mixtral-8x7b"]
+    mixed = parse_topology(MIXED_CLUSTER, "h100+a100")
+    cost = parse_serve_workload(SERVE, "serve")
+    goodput = parse_serve_workload({**SERVE, "objective": "goodput", "budget_per_hour": 12.0}, "serve-goodput")
+    split = parse_serve_workload({**SERVE, "roles": "disaggregated"}, "serve-split")
+    return (serving_problem(dense, cost, cluster("dgx-a100", 1), {}),
+            serving_problem(moe, goodput, cluster("dgx-a100", 2), {}),
+            serving_problem(dense, split, mixed, {}))
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ from planner.exports.serving import engine_script, parse_engine_script
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
 from planner.search import PlanResult, plan
 from planner.serving.setup import PlacedReplica, ServingSetup
-from planner.serving.simulate import Served, attainment, quantile
+from planner.serving.simulate import Served, at_rate, attainment, quantile, simulate_replica
 from topologies.types import Topology
 
 PENALTY = 1e9  # added to the score of a plan whose simulation misses its SLO attainment
@@ -209,7 +209,7 @@ def _homogeneous(p: ServingProblem, context: Context) -> Attempt:
     opts = _options(p)
     if not opts:
         raise _no_options_error(p)
-    w, setup = p.workload, p.setup
+    setup = p.setup
     best: tuple | None = None
     groups: list[list[tuple[ReplicaConfig, float]]] = [[o] for o in opts if o[0].role == "colocated"]
     for pre in (o for o in opts if o[0].role == "prefill"):
@@ -236,7 +236,6 @@ def _size_group(p: ServingProblem, group: list[tuple[ReplicaConfig, float]]):
     serve the rate (objective cost) or the most within the budget and the GPUs (goodput)."""
     w, setup = p.workload, p.setup
     gpus = setup.available[group[0][0].gpu]
-    per_unit_gpus = sum(c.gpus for c, _ in group)
     if w.objective == "cost":
         counts = [max(1, math.ceil(w.rate_rps / cap - 1e-9)) for _, cap in group]
         if sum(n * c.gpus for n, (c, _) in zip(counts, group)) > gpus:
@@ -387,11 +386,8 @@ def _evaluate(p: ServingProblem, solution: ServingPlan) -> tuple[PlanCheck, floa
     front = sum(1 for r in solution.replicas if r.config.role != "decode")
     count = min(20000, max(w.requests, PLAN_REQUESTS_PER_REPLICA * front))
     if p.fix is not None:
-        from planner.serving.simulate import at_rate, simulate_replica, unit_requests
-
-        c = p.fix
-        mode = c.role
-        served = simulate_replica(setup.cost(c), at_rate(unit_requests(w, count), rate), mode)
+        reqs = setup.sample(rate, count) or at_rate(setup.requests, rate)
+        served = simulate_replica(setup.cost(p.fix), reqs, p.fix.role)
     else:
         served = setup.simulate_plan(solution.replicas, rate, count)
     q = w.slo_quantile
@@ -401,7 +397,7 @@ def _evaluate(p: ServingProblem, solution: ServingPlan) -> tuple[PlanCheck, floa
                       required, _quantiles(served, "ttft_s"), _quantiles(served, "tpot_s"), cost)
     if p.fix is not None:
         return check, 0.0
-    score = cost if w.objective == "cost" else -solution.served_rps
+    score = cost if w.objective == "cost" else 1.0 / max(solution.served_rps, 1e-12)
     return check, score + (0.0 if check.meets else PENALTY)
 
 
@@ -568,7 +564,7 @@ SERVING = PlanKind(
     body=_body,
     exports={"vllm": _exporter("vllm"), "sglang": _exporter("sglang")},
     read_back={"vllm": _read_back("vllm"), "sglang": _read_back("sglang")},
-    lost=lambda exact, a, name, b: f"{exact}: its plan scores {a:.4g}, {name}'s {b:.4g} (cost $/h, or minus goodput)",
+    lost=lambda exact, a, name, b: f"{exact}: its plan scores {a:.4g}, {name}'s {b:.4g} ($/h, or 1 / goodput)",
     subject=lambda p: "serving",
     noun="plan",
     export_check="parsed back: same replicas on the same GPUs",

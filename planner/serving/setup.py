@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from planner.core.errors import InputError
-from planner.core.gpus import GPU_PRESETS, NETWORK_EFFICIENCY, GpuSpec, gpu_spec
-from planner.core.serving import ReplicaConfig, Request, ServeWorkload
+from planner.core.gpus import NETWORK_EFFICIENCY, GpuSpec, gpu_spec
+from planner.core.serving import MAX_REQUESTS, ReplicaConfig, Request, ServeWorkload
 from planner.core.transformer import TransformerSpec
 from planner.serving.cost import ReplicaCost
 from planner.serving.simulate import (Served, at_rate, attainment, max_rate, simulate_replica, unit_requests)
@@ -28,6 +28,11 @@ from planner.training.comm import CommPricer
 from topologies.types import Topology
 
 PP_CHOICES = (1, 2, 4, 8)
+# A rate is judged over at least this many request lifetimes (TTFT target + output x TPOT
+# target): a short burst of requests fits in the batch at any rate, so a sample must last long
+# enough for a queue that grows to show (an overload by a fraction f shows as f x this many
+# lifetimes of waiting by the end).
+HORIZON_LIFETIMES = 10
 MIN_REQUESTS_IN_CACHE = 4  # a configuration whose KV cache holds fewer of the longest requests is not kept
 
 
@@ -95,7 +100,21 @@ class ServingSetup:
 
     @cached_property
     def requests(self) -> tuple[Request, ...]:
-        return unit_requests(self.workload)
+        """The request pool at one request per second: the trace, or MAX_REQUESTS drawn."""
+        return unit_requests(self.workload, None if self.workload.trace else MAX_REQUESTS)
+
+    def sample(self, rate: float, at_least: int = 0) -> tuple[Request, ...] | None:
+        """The requests a rate is judged on: the workload's `requests`, more when the horizon
+        needs them (HORIZON_LIFETIMES); None when even the whole pool is too short (the rate
+        cannot be certified). A trace is taken whole."""
+        w = self.workload
+        if w.trace:
+            return at_rate(self.requests, rate)
+        lifetime = w.ttft_slo_s + w.output_tokens * w.tpot_slo_s
+        n = max(w.requests, at_least, math.ceil(rate * HORIZON_LIFETIMES * lifetime))
+        if n > len(self.requests):
+            return None
+        return at_rate(self.requests[:n], rate)
 
     def configurations(self) -> list[ReplicaConfig]:
         """Every configuration that fits: TP a power of two within one server and dividing the
@@ -163,20 +182,16 @@ class ServingSetup:
         prompt, context = round(w.prompt_tokens), w.mean_context
         prefill = cost.prefill_s(max(1, round(prompt * (1 - w.prefix_hit))))
         step = cost.iteration_s((), 1, context)
-        reqs = self.requests
-        if c.role == "prefill":
-            def meets(r: float) -> bool:
-                served = simulate_replica(cost, at_rate(reqs, r), "prefill")
-                return attainment(served, w, tpot=False) >= self.phase_quantile
-        elif c.role == "decode":
-            delay = self.transfer_s(c)
+        delay = self.transfer_s(c) if c.role == "decode" else None
+        need = {"prefill": (True, False), "decode": (False, True)}.get(c.role, (True, True))
+        quantile_ = w.slo_quantile if c.role == "colocated" else self.phase_quantile
 
-            def meets(r: float) -> bool:
-                served = simulate_replica(cost, at_rate(reqs, r), "decode", lambda i, q: delay(q))
-                return attainment(served, w, ttft=False) >= self.phase_quantile
-        else:
-            def meets(r: float) -> bool:
-                return attainment(simulate_replica(cost, at_rate(reqs, r)), w) >= w.slo_quantile
+        def meets(r: float) -> bool:
+            reqs = self.sample(r)
+            if reqs is None:
+                return False
+            served = simulate_replica(cost, reqs, c.role, None if delay is None else lambda i, q: delay(q))
+            return attainment(served, w, ttft=need[0], tpot=need[1]) >= quantile_
         alone = prefill + max(1.0, w.output_tokens - 1) * step
         lone_ttft, lone_tpot = prefill <= w.ttft_slo_s, step <= w.tpot_slo_s
         feasible = {"prefill": lone_ttft, "decode": lone_tpot}.get(c.role, lone_ttft and lone_tpot)
@@ -253,8 +268,7 @@ class ServingSetup:
         """`count` requests at `rate` over the plan: the router sends each to a colocated or
         prefill replica by smooth weighted round robin on their traffic shares; a prefill
         replica's requests go on to the decode replicas the same way."""
-        w = self.workload
-        reqs = at_rate(unit_requests(w, count), rate)
+        reqs = self.sample(rate, count) or at_rate(self.requests, rate)
         front = [r for r in replicas if r.config.role in ("colocated", "prefill")]
         back = [r for r in replicas if r.config.role == "decode"]
         if not front:
