@@ -128,13 +128,17 @@ class PlanCheck:
 
 # ---------------------------------------------------------------- capacities
 def _options(p: ServingProblem) -> list[tuple[ReplicaConfig, float]]:
-    """Every configuration with its capacity, best-first order fixed by the configuration key."""
+    """Every configuration with a capacity, in the configurations' order; bad news (exit 3)
+    when they cannot make a plan: no colocated one and not both a prefill and a decode one."""
     setup = p.setup
     out = []
     for c in setup.configurations():
         cap = setup.capacity(c).rate_rps
         if cap > 0:
             out.append((c, cap))
+    roles = {c.role for c, _ in out}
+    if "colocated" not in roles and not {"prefill", "decode"} <= roles:
+        raise _no_options_error(p)
     return out
 
 
@@ -207,8 +211,6 @@ def _homogeneous(p: ServingProblem, context: Context) -> Attempt:
     if p.fix is not None:
         return Attempt(_fixed(p))
     opts = _options(p)
-    if not opts:
-        raise _no_options_error(p)
     setup = p.setup
     best: tuple | None = None
     groups: list[list[tuple[ReplicaConfig, float]]] = [[o] for o in opts if o[0].role == "colocated"]
@@ -295,8 +297,6 @@ def _one_configuration(p: ServingProblem) -> str | None:
 
 def _greedy(p: ServingProblem, context: Context) -> Attempt | Declined:
     opts = _options(p)
-    if not opts:
-        raise _no_options_error(p)
     w, setup = p.workload, p.setup
     units: list[tuple[float, tuple, list[tuple[ReplicaConfig, int, float]]]] = []
     for c, cap in opts:
@@ -342,8 +342,6 @@ def _scaled(p: ServingProblem, chosen: list[tuple[ReplicaConfig, int, float]]) -
 
 def _milp(p: ServingProblem, context: Context) -> Attempt | Declined:
     opts = _options(p)
-    if not opts:
-        raise _no_options_error(p)
     w, setup = p.workload, p.setup
     options = tuple(ServingOption(c.gpu, c.gpus, w.price(c.gpu) or 0.0, c.role, cap, setup.network_GBps(c) * 1e9,
                                   setup.available[c.gpu] // c.gpus) for c, cap in opts)
