@@ -148,8 +148,8 @@ def test_cli_fix_reports_the_contract_figures(run_cli, serve_file, tmp_path, pla
 
 def test_cli_plans_and_exports(run_cli, serve_file, tmp_path):
     out = tmp_path / "run.sh"
-    r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload", serve_file(rate_rps=6),
-                "--export", "vllm", "--export-file", out)
+    r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload",
+                serve_file(rate_rps=6, roles="colocated", available={"h100": 2}), "--export", "vllm", "--export-file", out)
     assert r.exit_code == 0, r.stderr
     assert "vllm serve meta-llama/Meta-Llama-3-8B" in out.read_text() and "written to" in r.stdout
 

@@ -130,9 +130,14 @@ class PlanCheck:
 def _options(p: ServingProblem) -> list[tuple[ReplicaConfig, float]]:
     """Every configuration with a capacity, in the configurations' order; bad news (exit 3)
     when they cannot make a plan: no colocated one and not both a prefill and a decode one."""
-    setup = p.setup
+    setup, budget = p.setup, p.workload.budget_per_hour
+    configs = setup.configurations()
+    if configs and budget is not None and min(_price(p, c) for c in configs) > budget:
+        cheapest = min(configs, key=lambda c: (_price(p, c), c.key()))
+        raise InfeasibleError(f"the budget of ${budget:g}/h is below one replica: the cheapest that fits "
+                              f"({cheapest.label()}) costs ${_price(p, cheapest):g}/h")
     out = []
-    for c in setup.configurations():
+    for c in configs:
         cap = setup.capacity(c).rate_rps
         if cap > 0:
             out.append((c, cap))
@@ -207,7 +212,7 @@ def _fixed(p: ServingProblem) -> ServingPlan:
     return replace(plan_, served_rps=cap)
 
 
-def _homogeneous(p: ServingProblem, context: Context) -> Attempt:
+def _homogeneous(p: ServingProblem, context: Context) -> Attempt | Declined:
     if p.fix is not None:
         return Attempt(_fixed(p))
     opts = _options(p)
@@ -229,8 +234,16 @@ def _homogeneous(p: ServingProblem, context: Context) -> Attempt:
         if best is None or key < best[0]:
             best = (key, plan_)
     if best is None:
-        raise InfeasibleError(_short_of(p))
+        return _none_fits(p, context)
     return Attempt(best[1])
+
+
+def _none_fits(p: ServingProblem, context: Context) -> Declined:
+    """A candidate with no plan: in a search the exact method may still find one (a mix of
+    types); asked for alone, the problem is infeasible for it (exit 3)."""
+    if context.searching:
+        return Declined(_short_of(p) + " with this method")
+    raise InfeasibleError(_short_of(p))
 
 
 def _size_group(p: ServingProblem, group: list[tuple[ReplicaConfig, float]]):
@@ -321,7 +334,7 @@ def _greedy(p: ServingProblem, context: Context) -> Attempt | Declined:
         if w.objective == "cost" and served >= w.rate_rps - 1e-9:
             break
     if not chosen or (w.objective == "cost" and served < w.rate_rps - 1e-9):
-        raise InfeasibleError(_short_of(p))
+        return _none_fits(p, context)
     plan_ = _plan_of(p, _scaled(p, chosen))
     return Attempt(plan_)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 import warnings
 
@@ -91,7 +94,7 @@ class HighsBackend(Backend):
             solver_options["time_limit"] = time_limit_s
         solver_options.update(overrides or {})
         constraints = LinearConstraint(form.A, form.row_lb, form.row_ub) if form.A.shape[0] else None
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stdout_to_stderr():
             # milp passes random_seed and solver to HiGHS verbatim but warns that it does so.
             warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
             return milp(
@@ -109,3 +112,22 @@ class HighsBackend(Backend):
         if not model.is_mip or bound is None or not np.isfinite(bound):
             return None
         return sign * float(bound) + form.offset
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """HiGHS's MIP solver prints some debug lines from C++ straight to file descriptor 1
+    whatever its options say ("HighsMipSolverData::transformNewIntegerFeasibleSolution ..."),
+    which would corrupt a --json document on stdout: send fd 1 to stderr while it runs."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (an embedded interpreter): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
