@@ -414,8 +414,8 @@ def _experts_headline(doc: dict) -> list[str]:
 # ---------------------------------------------------------------- parallelize
 @main.command()
 @click.option("--model", "model_arg", required=True,
-              help="A MODEL file, or a preset: gpt3-175b, megatron-1.7b ... megatron-1t, megatron-22b, llama2-70b, "
-                   "llama3-8b, llama3-70b, llama3-405b, mixtral-8x7b, mixtral-8x22b, deepseek-v3.")
+              help="A MODEL file, or a preset: gpt3-175b, megatron-1.7b ... megatron-1t, megatron-22b, llama2-7b, "
+                   "llama2-13b, llama2-70b, llama3-8b, llama3-70b, llama3-405b, mixtral-8x7b, mixtral-8x22b, deepseek-v3.")
 @click.option("--topology", "topo", required=True, help="Preset, <preset>x<N>, or a description file (GPU models set).")
 @click.option("--workload", required=True, type=click.Path(dir_okay=False),
               help="WORKLOAD file: mode train (training plan) or mode serve (serving plan, docs/serving.md).")

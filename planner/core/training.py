@@ -71,8 +71,8 @@ def load_workload(path: str) -> TrainWorkload:
 def parse_workload(data: Any, source: str | None = None) -> TrainWorkload:
     allowed = ("mode", *(f.name for f in fields(TrainWorkload)))
     if isinstance(data, dict) and data.get("mode", "train") != "train":
-        raise InputError(f"mode {data['mode']!r}: parallelize plans training (mode: train); serving plans are "
-                         "not built yet", source=source, field="mode")
+        raise InputError(f"mode {data['mode']!r} is not a training workload (mode: train; a serving workload, "
+                         "mode: serve, is read by planner.core.serving)", source=source, field="mode")
     expect_mapping(data, source=source, field=None, allowed=allowed, required=("global_batch", "seq_len"))
     for key in ("global_batch", "seq_len", "micro_batch"):
         if data.get(key) is not None:
