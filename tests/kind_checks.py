@@ -123,7 +123,7 @@ def parallelism_problems() -> tuple:
 
 
 SERVE = {"mode": "serve", "prompt_tokens": 512, "output_tokens": 64, "rate_rps": 20, "ttft_slo_s": 0.5,
-         "tpot_slo_s": 0.03, "requests": 300, "distribution": "exponential",
+         "tpot_slo_s": 0.03, "requests": 200, "distribution": "exponential",
          "prices": {"h100": 3.0, "a100-80g": 1.8}}
 
 

@@ -218,13 +218,19 @@ class ReplicaCost:
             self._layer[tokens] = value
         return value
 
+    def weight_matmuls_s(self, tokens: int, moe: bool = False) -> list[float]:
+        """Each weight matmul of a layer (planner/training/layer.py's `layer_linears` order:
+        QKV, output projection, MLP up, MLP down for a dense GQA layer) on `tokens` rows,
+        its kernel's fixed time included."""
+        dt = self.workload.dtype
+        return [gemm_seconds(self.gpu, dt, tokens, n, k, element_bytes=DTYPE_BYTES[dt]) + KERNEL_FIXED_S
+                for k, n in layer_linears(self.spec, self.config.tp, moe)]
+
     def _layer_linear_s(self, tokens: int, moe: bool) -> float:
         s, c, gpu, dt = self.spec, self.config, self.gpu, self.workload.dtype
         wb = DTYPE_BYTES[dt]
         t = c.tp
-        total = 0.0
-        for k, n in layer_linears(s, t, moe):
-            total += gemm_seconds(gpu, dt, tokens, n, k, element_bytes=wb)
+        total = sum(self.weight_matmuls_s(tokens, moe))
         ew = tokens * s.hidden * ACT * (2 * 2 + 2 * 3)  # two norms (read, write), two residual adds
         if moe:
             e = s.experts
@@ -239,8 +245,7 @@ class ReplicaCost:
         else:
             ew += tokens * s.ffn_hidden / t * (6 if s.mlp == "swiglu" else 4)
         total += memory_seconds(gpu, ew)
-        kernels = len(layer_linears(s, t, moe)) + OTHER_KERNELS + (MOE_KERNELS if moe else 0)
-        total += kernels * KERNEL_FIXED_S
+        total += (OTHER_KERNELS + (MOE_KERNELS if moe else 0)) * KERNEL_FIXED_S
         if t > 1:
             size = tokens * s.hidden * ACT
             if moe and c.ep:

@@ -103,14 +103,16 @@ class ServingSetup:
         """The request pool at one request per second: the trace, or MAX_REQUESTS drawn."""
         return unit_requests(self.workload, None if self.workload.trace else MAX_REQUESTS)
 
-    def sample(self, rate: float, at_least: int = 0) -> tuple[Request, ...] | None:
+    def sample(self, rate: float, at_least: int = 0, role: str = "colocated") -> tuple[Request, ...] | None:
         """The requests a rate is judged on: the workload's `requests`, more when the horizon
-        needs them (HORIZON_LIFETIMES); None when even the whole pool is too short (the rate
-        cannot be certified). A trace is taken whole."""
+        needs them (HORIZON_LIFETIMES of the time a request stays on a replica of `role`);
+        None when even the whole pool is too short (the rate cannot be certified, so a
+        capacity is at most MAX_REQUESTS / the horizon). A trace is taken whole."""
         w = self.workload
         if w.trace:
             return at_rate(self.requests, rate)
-        lifetime = w.ttft_slo_s + w.output_tokens * w.tpot_slo_s
+        lifetime = (w.ttft_slo_s if role != "decode" else 0.0) + (w.output_tokens * w.tpot_slo_s
+                                                                   if role != "prefill" else 0.0)
         n = max(w.requests, at_least, math.ceil(rate * HORIZON_LIFETIMES * lifetime))
         if n > len(self.requests):
             return None
@@ -187,7 +189,7 @@ class ServingSetup:
         quantile_ = w.slo_quantile if c.role == "colocated" else self.phase_quantile
 
         def meets(r: float) -> bool:
-            reqs = self.sample(r)
+            reqs = self.sample(r, role=c.role)
             if reqs is None:
                 return False
             served = simulate_replica(cost, reqs, c.role, None if delay is None else lambda i, q: delay(q))
