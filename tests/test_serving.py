@@ -187,3 +187,26 @@ def test_moe_replicas_consider_expert_parallelism():
     problem = serving_problem(MODEL_PRESETS["deepseek-v3"], w, cluster("hgx-h200", 1), {})
     configs = problem.setup.configurations()
     assert any(c.ep for c in configs) and all(c.tp == 8 for c in configs)
+
+
+def test_a_measured_profile_replaces_the_model(tmp_path, run_cli):
+    (tmp_path / "profile.csv").write_text(
+        "gpu,tp,pp,phase,tokens,batch,context,ms\n"
+        "h100,1,1,prefill,512,0,0,30\nh100,1,1,prefill,2048,0,0,130\n"
+        "h100,1,1,decode,0,1,1000,8\nh100,1,1,decode,0,1,3000,9\nh100,1,1,decode,0,64,1000,20\n")
+    work = tmp_path / "serve.yaml"
+    work.write_text(yaml.safe_dump({**BASE, "prices": {"h100": 3.0}, "profile": "profile.csv", "decode_batch": 1}))
+    w = parse_serve_workload(yaml.safe_load(work.read_text()), str(work))
+    cost = ServingSetup(MODEL_PRESETS["llama3-8b"], w, cluster("hgx-h100", 1)).cost(ReplicaConfig("h100", 1))
+    assert cost.prefill_s(1024) == pytest.approx((30 + (130 - 30) * (1024 - 512) / 1536) / 1e3)
+    assert cost.iteration_s((), 1, 2000) == pytest.approx(8.5e-3)
+    a, b = cost.decode_terms(64)
+    assert a + b * 64 * 1000 == pytest.approx(20e-3)
+    r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload", work, "--fix", "tp=1",
+                "--json")
+    doc = json.loads(r.stdout)
+    assert doc["metrics"]["prefill_ms"] == pytest.approx(1e3 * cost.prefill_s(1024))
+    assert doc["plan"]["replicas"][0]["timing"] == "profile"
+    (tmp_path / "profile.csv").write_text("gpu,tp,pp,phase,tokens,batch,context,ms\nh100,1,1,decode,0,0,10,5\n")
+    r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload", work)
+    assert r.exit_code == 2 and "line 2" in r.stderr and "profile.csv" in r.stderr

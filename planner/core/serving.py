@@ -73,6 +73,8 @@ class ServeWorkload:
     seed: int = 0
     trace: tuple[Request, ...] = field(default=(), compare=False, repr=False)
     trace_file: str | None = None
+    profile: tuple["ProfileRow", ...] = field(default=(), compare=False, repr=False)
+    profile_file: str | None = None
 
     @property
     def mean_context(self) -> float:
@@ -85,12 +87,14 @@ class ServeWorkload:
     def describe(self) -> dict:
         out = {"mode": "serve"}
         for f in fields(self):
-            if f.name == "trace":
+            if f.name in ("trace", "profile"):
                 continue
             value = getattr(self, f.name)
             out[f.name] = dict(value) if f.name in ("prices", "available") else value
         if self.trace:
             out["trace_requests"] = len(self.trace)
+        if self.profile:
+            out["profile_rows"] = len(self.profile)
         return out
 
 
@@ -102,12 +106,13 @@ MAX_REQUESTS = 20000
 
 
 def parse_serve_workload(data: Any, source: str | None = None) -> ServeWorkload:
-    allowed = ("mode", "trace", *(f.name for f in fields(ServeWorkload) if f.name not in ("trace", "trace_file")))
+    files = ("trace", "trace_file", "profile", "profile_file")
+    allowed = ("mode", "trace", "profile", *(f.name for f in fields(ServeWorkload) if f.name not in files))
     trace_path = data.get("trace") if isinstance(data, dict) else None
     required = ("ttft_slo_s", "tpot_slo_s") if trace_path else ("prompt_tokens", "output_tokens", "rate_rps",
                                                                  "ttft_slo_s", "tpot_slo_s")
     expect_mapping(data, source=source, field=None, allowed=allowed, required=required)
-    values: dict[str, Any] = {k: v for k, v in data.items() if k not in ("mode", "trace") and v is not None}
+    values: dict[str, Any] = {k: v for k, v in data.items() if k not in ("mode", "trace", "profile") and v is not None}
 
     def bad(key: str, message: str) -> InputError:
         return InputError(message, source=source, field=key)
@@ -151,18 +156,16 @@ def parse_serve_workload(data: Any, source: str | None = None) -> ServeWorkload:
     values["prices"] = _gpu_table(values.get("prices", {}), "prices", float, source)
     values["available"] = _gpu_table(values.get("available", {}), "available", int, source)
     if trace_path is not None:
-        if not isinstance(trace_path, str):
-            raise bad("trace", "must be the path of a CSV file")
-        path = Path(trace_path)
-        if source and not path.is_absolute():
-            path = Path(source).parent / path
-        requests = load_trace(str(path))
+        requests = load_trace(_beside(trace_path, source, "trace"))
         values["trace"] = requests
         values["trace_file"] = str(trace_path)
         values.setdefault("prompt_tokens", sum(r.prompt_tokens for r in requests) / len(requests))
         values.setdefault("output_tokens", sum(r.output_tokens for r in requests) / len(requests))
         span = requests[-1].arrival_s - requests[0].arrival_s
         values.setdefault("rate_rps", (len(requests) - 1) / span if span > 0 else float(len(requests)))
+    if data.get("profile") is not None:
+        values["profile"] = load_profile(_beside(data["profile"], source, "profile"))
+        values["profile_file"] = str(data["profile"])
     return ServeWorkload(**values)
 
 
@@ -185,42 +188,97 @@ def _gpu_table(value: Any, key: str, kind: type, source: str | None) -> tuple:
 
 
 TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+PROFILE_COLUMNS = ("gpu", "tp", "pp", "phase", "tokens", "batch", "context", "ms")
+
+
+def _beside(value: Any, source: str | None, key: str) -> str:
+    """A path the workload names, relative to the workload file."""
+    if not isinstance(value, str):
+        raise InputError("must be the path of a CSV file", source=source, field=key)
+    path = Path(value)
+    if source and not path.is_absolute():
+        path = Path(source).parent / path
+    return str(path)
+
+
+def _csv_rows(path: str, columns: tuple[str, ...], what: str):
+    """(line number, row) of a CSV whose header names `columns` (others are ignored)."""
+    try:
+        handle = open(path, newline="")
+    except OSError as exc:
+        raise InputError(f"cannot read the {what}: {exc.strerror}", source=path, field=what) from None
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(f"the header lacks {', '.join(missing)} (columns: {', '.join(columns)})",
+                             source=path, field="header")
+        rows = [(reader.line_num, row) for row in reader]
+    if not rows:
+        raise InputError(f"the {what} has no rows", source=path, field=what)
+    return rows
 
 
 def load_trace(path: str) -> tuple[Request, ...]:
     """A request trace: a CSV with a header naming `arrival_s,prompt_tokens,output_tokens`
     (other columns ignored); rows sorted by arrival; a malformed row is bad input naming its line."""
-    try:
-        handle = open(path, newline="")
-    except OSError as exc:
-        raise InputError(f"cannot read the trace: {exc.strerror}", source=path, field="trace") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise InputError(f"the header lacks {', '.join(missing)} (columns: {', '.join(TRACE_COLUMNS)})",
-                             source=path, field="header")
-        out = []
-        for row in reader:
-            line = reader.line_num
-            try:
-                arrival = float(row["arrival_s"])
-                prompt, output = int(row["prompt_tokens"]), int(row["output_tokens"])
-            except (TypeError, ValueError):
-                raise InputError("needs a number of seconds and two whole token counts", source=path,
-                                 field=f"line {line}") from None
-            if not math.isfinite(arrival) or arrival < 0 or prompt < 1 or output < 1:
-                raise InputError("arrival must be >= 0 seconds and both token counts >= 1", source=path,
-                                 field=f"line {line}")
-            if out and arrival < out[-1].arrival_s:
-                raise InputError("arrivals must not go back in time (sort the trace by arrival_s)", source=path,
-                                 field=f"line {line}")
-            out.append(Request(arrival, prompt, output))
-    if not out:
-        raise InputError("the trace has no requests", source=path, field="trace")
+    out: list[Request] = []
+    for line, row in _csv_rows(path, TRACE_COLUMNS, "trace"):
+        try:
+            arrival = float(row["arrival_s"])
+            prompt, output = int(row["prompt_tokens"]), int(row["output_tokens"])
+        except (TypeError, ValueError):
+            raise InputError("needs a number of seconds and two whole token counts", source=path,
+                             field=f"line {line}") from None
+        if not math.isfinite(arrival) or arrival < 0 or prompt < 1 or output < 1:
+            raise InputError("arrival must be >= 0 seconds and both token counts >= 1", source=path,
+                             field=f"line {line}")
+        if out and arrival < out[-1].arrival_s:
+            raise InputError("arrivals must not go back in time (sort the trace by arrival_s)", source=path,
+                             field=f"line {line}")
+        out.append(Request(arrival, prompt, output))
     if len(out) > MAX_REQUESTS:
         raise InputError(f"at most {MAX_REQUESTS} requests", source=path, field="trace")
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """A measurement of one replica shape: `prefill` of a lone prompt of `tokens`, or one
+    `decode` step of `batch` requests of `context` tokens each, in `ms`."""
+
+    gpu: str
+    tp: int
+    pp: int
+    phase: str
+    tokens: int
+    batch: int
+    context: int
+    ms: float
+
+
+def load_profile(path: str) -> tuple[ProfileRow, ...]:
+    """A measured profile: a CSV `gpu,tp,pp,phase,tokens,batch,context,ms` (prefill rows give
+    `tokens`, decode rows `batch` and `context`; the other may be 0)."""
+    from planner.core.gpus import GPU_PRESETS
+
+    out = []
+    for line, row in _csv_rows(path, PROFILE_COLUMNS, "profile"):
+        try:
+            r = ProfileRow(row["gpu"].strip(), int(row["tp"]), int(row["pp"]), row["phase"].strip(),
+                           int(row["tokens"] or 0), int(row["batch"] or 0), int(row["context"] or 0),
+                           float(row["ms"]))
+        except (TypeError, ValueError, AttributeError):
+            raise InputError("needs a GPU, whole numbers for tp, pp, tokens, batch, context and a number of ms",
+                             source=path, field=f"line {line}") from None
+        ok = (r.gpu in GPU_PRESETS and r.tp >= 1 and r.pp >= 1 and math.isfinite(r.ms) and r.ms > 0
+              and ((r.phase == "prefill" and r.tokens >= 1) or (r.phase == "decode" and r.batch >= 1
+                                                                 and r.context >= 0)))
+        if not ok:
+            raise InputError("a known GPU, tp and pp >= 1, phase prefill (tokens >= 1) or decode (batch >= 1, "
+                             "context >= 0), ms > 0", source=path, field=f"line {line}")
+        out.append(r)
+    return tuple(sorted(out, key=lambda r: (r.gpu, r.tp, r.pp, r.phase, r.tokens, r.batch, r.context)))
 
 
 @dataclass(frozen=True)

@@ -532,7 +532,8 @@ def _gpus_used(solution: ServingPlan) -> dict:
 
 def _body(p: ServingProblem, cand: Candidate) -> dict:
     solution: ServingPlan = cand.solution
-    replicas = [r.to_json() for r in solution.replicas]
+    replicas = [{**r.to_json(), "timing": "profile" if p.setup.cost(r.config).measured else "model"}
+                for r in solution.replicas]
     front = [i for i, r in enumerate(solution.replicas) if r.config.role != "decode"]
     back = [i for i, r in enumerate(solution.replicas) if r.config.role == "decode"]
 

@@ -35,6 +35,7 @@ from planner.core.gpus import GpuSpec
 from planner.core.serving import ReplicaConfig, ServeWorkload
 from planner.core.training import DTYPE_BYTES
 from planner.core.transformer import TransformerSpec
+from planner.serving.profile import MeasuredTimes
 from planner.training.comm import CommPricer
 from planner.training.cost import RESERVE_GB
 from planner.training.efficiency import gemm_seconds, matmul_rate, memory_seconds, tile_utilisation
@@ -69,6 +70,7 @@ class ReplicaCost:
     pricer: CommPricer
     tp_ranks: tuple[int, ...]
     pp_ranks: tuple[int, ...] = ()  # the first GPU of each stage: activation hand-offs between stages
+    measured: MeasuredTimes | None = None  # the workload's profile rows of this shape, which replace the model
     _linear: dict[tuple[int, int], float] = field(default_factory=dict)
     _layer: dict[int, float] = field(default_factory=dict)
 
@@ -138,6 +140,20 @@ class ReplicaCost:
         tokens = decode + sum(c.tokens for c in chunks)
         if tokens == 0:
             return 0.0
+        m = self.measured
+        if m is not None and (m.has_prefill or m.has_decode):
+            prefill = 0.0
+            if chunks:
+                prefill = (sum(m.chunk_s(c.tokens, c.cached) for c in chunks) if m.has_prefill
+                           else self._model_iteration_s(chunks, 0, 0.0))
+            a, b = self.decode_terms(decode) if decode else (0.0, 0.0)
+            return prefill + a + b * decode_context
+        return self._model_iteration_s(chunks, decode, decode_context)
+
+    def _model_iteration_s(self, chunks: tuple[Chunk, ...], decode: int, decode_context: float) -> float:
+        tokens = decode + sum(c.tokens for c in chunks)
+        if tokens == 0:
+            return 0.0
         base = self._fixed_s(tokens, decode + len(chunks))
         if chunks:
             base += self.spec.layers * sum(self._chunk_attention_s(c) for c in chunks)
@@ -145,6 +161,8 @@ class ReplicaCost:
 
     def decode_terms(self, decode: int) -> tuple[float, float]:
         """A decode-only iteration of `decode` requests takes a + b x (their contexts' sum)."""
+        if self.measured is not None and self.measured.has_decode:
+            return self.measured.decode_terms(decode)
         return self._fixed_s(decode, decode), self.per_context_s
 
     def _fixed_s(self, tokens: int, sampled: int) -> float:

@@ -23,6 +23,7 @@ from planner.core.gpus import NETWORK_EFFICIENCY, GpuSpec, gpu_spec
 from planner.core.serving import MAX_REQUESTS, ReplicaConfig, Request, ServeWorkload
 from planner.core.transformer import TransformerSpec
 from planner.serving.cost import ReplicaCost
+from planner.serving.profile import MeasuredTimes
 from planner.serving.simulate import (Served, at_rate, attainment, max_rate, simulate_replica, unit_requests)
 from planner.training.comm import CommPricer
 from topologies.types import Topology
@@ -155,8 +156,11 @@ class ServingSetup:
         out = self._costs.get(key)
         if out is None:
             tp_ranks, pp_ranks = self._ranks(c)
-            out = self._costs[key] = ReplicaCost(self.spec, self.workload, key, self.gpu(c.gpu), self.pricer,
-                                                 tp_ranks, pp_ranks)
+            out = ReplicaCost(self.spec, self.workload, key, self.gpu(c.gpu), self.pricer, tp_ranks, pp_ranks)
+            rows = tuple(r for r in self.workload.profile if (r.gpu, r.tp, r.pp) == (c.gpu, c.tp, c.pp))
+            if rows:
+                out.measured = MeasuredTimes.of(rows, out.per_context_s)
+            self._costs[key] = out
         return out
 
     def _ranks(self, c: ReplicaConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
