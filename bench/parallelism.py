@@ -17,9 +17,9 @@ grid's split of the same configuration (even, or Megatron's uneven first/last).
 """
 from __future__ import annotations
 
-import argparse
 import time
 
+from bench import run_tables
 from planner.core.training import TrainWorkload
 from planner.core.transformer import MODEL_PRESETS
 from planner.kinds.parallelism import plan_training, training_problem
@@ -136,18 +136,8 @@ def stages_table() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag in ("calibration", "plans", "stages"):
-        parser.add_argument(f"--{flag}", action="store_true")
-    args = parser.parse_args()
-    every = not (args.calibration or args.plans or args.stages)
-    if every or args.calibration:
-        calibration_table()
-        published_table()
-    if every or args.plans:
-        plans_table()
-    if every or args.stages:
-        stages_table()
+    run_tables(__doc__, {"calibration": (calibration_table, published_table), "plans": (plans_table,),
+                         "stages": (stages_table,)})
 
 
 if __name__ == "__main__":

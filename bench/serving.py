@@ -21,11 +21,11 @@ disaggregated only, and either.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from pathlib import Path
 
+from bench import run_tables
 from planner.core.errors import InfeasibleError
 from planner.core.serving import parse_serve_workload
 from planner.core.transformer import MODEL_PRESETS
@@ -132,19 +132,7 @@ def moe_table() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--accuracy", action="store_true")
-    parser.add_argument("--mixed", action="store_true")
-    parser.add_argument("--moe", action="store_true")
-    args = parser.parse_args()
-    every = not (args.accuracy or args.mixed or args.moe)
-    if every or args.accuracy:
-        accuracy_table()
-        vidur_table()
-    if every or args.mixed:
-        mixed_table()
-    if every or args.moe:
-        moe_table()
+    run_tables(__doc__, {"accuracy": (accuracy_table, vidur_table), "mixed": (mixed_table,), "moe": (moe_table,)})
 
 
 if __name__ == "__main__":

@@ -586,6 +586,6 @@ SERVING = PlanKind(
 )
 
 
-def plan_serving(problem: ServingProblem, method: str = "auto", time_limit_s: float = 60.0,
-                 solver: str | None = None, export: str | None = None) -> PlanResult:
-    return plan(SERVING, problem, method, Options(time_limit_s, solver, export))
+def plan_serving(problem: ServingProblem, method: str = "auto", **options) -> PlanResult:
+    """The plan by `method`; options are planner.kind.Options' fields (time_limit_s, solver, export)."""
+    return plan(SERVING, problem, method, Options(**options))
