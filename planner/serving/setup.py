@@ -108,15 +108,16 @@ class ServingSetup:
         """The requests a rate is judged on: the workload's `requests`, more when the horizon
         needs them (HORIZON_LIFETIMES of the time a request stays on a replica of `role`);
         None when even the whole pool is too short (the rate cannot be certified, so a
-        capacity is at most MAX_REQUESTS / the horizon). A trace is taken whole."""
+        capacity is at most MAX_REQUESTS / the horizon). A trace is its own pool, taken whole
+        when it is shorter than the horizon (it is all the traffic there is)."""
         w = self.workload
-        if w.trace:
-            return at_rate(self.requests, rate)
         lifetime = (w.ttft_slo_s if role != "decode" else 0.0) + (w.output_tokens * w.tpot_slo_s
                                                                    if role != "prefill" else 0.0)
         n = max(w.requests, at_least, math.ceil(rate * HORIZON_LIFETIMES * lifetime))
         if n > len(self.requests):
-            return None
+            if not w.trace:
+                return None
+            n = len(self.requests)
         return at_rate(self.requests[:n], rate)
 
     def configurations(self) -> list[ReplicaConfig]:
