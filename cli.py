@@ -486,9 +486,13 @@ def _serving_headline(doc: dict) -> list[str]:
         if m.get("ratio_to_bound"):
             key = "cost_per_hour" if "cost_per_hour" in bound else "goodput_rps"
             lines.append(f"  bound: {key} {bound[key]:.4g} (plan at {m['ratio_to_bound']:.3f} of it)")
+    groups: dict[tuple, list[dict]] = {}
     for r in doc["plan"]["replicas"]:
-        lines.append(f"  {r['gpu']} tp{r['tp']} pp{r['pp']}{' ep' if r['ep'] else ''} {r['role']}: "
-                     f"{r['rate_rps']:.2f} requests/s on {r['gpus'][0]}..{r['gpus'][-1]}")
+        groups.setdefault((r["gpu"], r["tp"], r["pp"], r["ep"], r["role"], round(r["rate_rps"], 6)), []).append(r)
+    for (gpu, tp, pp, ep, role, rate), members in groups.items():
+        where = ", ".join(f"{r['gpus'][0]}" + (f"..{r['gpus'][-1]}" if len(r["gpus"]) > 1 else "") for r in members)
+        lines.append(f"  {len(members)} x {gpu} tp{tp} pp{pp}{' ep' if ep else ''} {role}: {rate:.2f} requests/s "
+                     f"each, on {where}")
     return lines
 
 

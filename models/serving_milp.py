@@ -1,25 +1,22 @@
 """Serving replicas over a heterogeneous GPU pool: how many of each configuration, in which
-role, and how the traffic splits over them (a MILP, after Mélange and HexGen-2's
+role, and how the traffic splits over them (a MILP, after Melange and HexGen-2's
 formulations, with DistServe's prefill/decode disaggregation in the same model).
 
 Given options j (a GPU type t_j, g_j GPUs, price p_j per GPU-hour, role colocated |
-prefill | decode, capacity c_j requests/s in that role), the GPUs A_t of each type, the
-rate R (objective `cost`) or the budget B (objective `goodput`), and for each pair of GPU
-types (s, u) whether a prefill on s may hand its KV cache to a decode on u (`pairs`), with
-each option's network bandwidth e_j (bytes/s) and the KV bytes k of a request:
+prefill | decode, capacity c_j requests/s in that role, its network's share already in
+it), the GPUs A_t of each type, the rate R (objective `cost`) or the budget B (objective
+`goodput`):
 
     n_j in Z+ replicas;  x_j >= 0 the requests/s option j serves (prefill/decode: handles)
     x_j <= c_j n_j;   sum_{j of type t} g_j n_j <= A_t
-    f_su >= 0 for allowed pairs:  sum_u f_su = sum_{prefill j on s} x_j,
-                                  sum_s f_su = sum_{decode j on u} x_j
-    k sum_u f_su <= sum_{prefill j on s} e_j n_j;  k sum_s f_su <= sum_{decode j on u} e_j n_j
-    served = sum_{colocated j} x_j + sum_su f_su;   cost = sum_j p_j g_j n_j
+    sum_{prefill j} x_j = sum_{decode j} x_j        (every prefilled request is decoded)
+    served = sum_{colocated j} x_j + sum_{prefill j} x_j;   cost = sum_j p_j g_j n_j
     cost:    min cost - eps served   s.t. served >= R   (and cost <= B when a budget is given)
     goodput: max served - eps cost   s.t. cost <= B
 
 The LP relaxation (n_j continuous) is solved too: its optimum bounds the MILP's (a lower
-bound on cost, an upper bound on goodput) under the same capacities. Options x pairs
-variables, a few rows per option and type; solved by the registry's MILP default (HiGHS).
+bound on cost, an upper bound on goodput) under the same capacities. 2 x options
+variables and options + types + 3 rows; solved by the registry's MILP default (HiGHS).
 """
 from __future__ import annotations
 
@@ -39,7 +36,6 @@ class ServingOption:
     price_per_gpu_hour: float
     role: str
     capacity_rps: float
-    network_Bps: float
     max_count: int
 
 
@@ -50,8 +46,6 @@ class ServingInputs:
     objective: str  # cost | goodput
     rate_rps: float
     budget_per_hour: float | None
-    kv_bytes_per_request: float
-    pairs: tuple[tuple[str, str], ...]  # (prefill GPU type, decode GPU type) allowed
     hint: tuple[int, ...] | None = None
 
 
@@ -61,7 +55,7 @@ class ServingSolution:
     served: tuple[float, ...] | None
     result: SolveResult
     relaxed: SolveResult
-    bound: float | None  # the LP relaxation's least cost or most goodput: no integer plan does better
+    bound: float | None  # the least cost or most goodput of any plan under these capacities (LP, dual bound)
     variables: int
     constraints: int
 
@@ -77,23 +71,11 @@ def build(inputs: ServingInputs, relax: bool = False) -> tuple:
         members = [j for j, o in enumerate(opts) if o.gpu == gpu]
         if members:
             model.add_constraint(quicksum(opts[j].gpus * n[j] for j in members), "<=", count)
-    flows = {}
-    for s, u in inputs.pairs:
-        flows[(s, u)] = model.add_var(f"f_{s}_{u}", 0, sum(o.capacity_rps * o.max_count for o in opts))
-    types = sorted({o.gpu for o in opts})
-    k = inputs.kv_bytes_per_request
-    for side, role in ((0, "prefill"), (1, "decode")):
-        for t in types:
-            members = [j for j, o in enumerate(opts) if o.gpu == t and o.role == role]
-            incident = [f for (s, u), f in flows.items() if (s, u)[side] == t]
-            handled = quicksum(x[j] for j in members) if members else 0
-            moved = quicksum(incident) if incident else 0
-            if not members and not incident:
-                continue
-            model.add_constraint(quicksum(incident) - handled if incident else -handled, "==", 0)
-            if incident and k > 0:
-                model.add_constraint(k * moved - quicksum(opts[j].network_Bps * n[j] for j in members), "<=", 0)
-    served = quicksum([x[j] for j, o in enumerate(opts) if o.role == "colocated"] + list(flows.values()))
+    prefill = [x[j] for j, o in enumerate(opts) if o.role == "prefill"]
+    decode = [x[j] for j, o in enumerate(opts) if o.role == "decode"]
+    if prefill or decode:
+        model.add_constraint(quicksum(prefill) - quicksum(decode), "==", 0)
+    served = quicksum([x[j] for j, o in enumerate(opts) if o.role == "colocated"] + prefill)
     cost = quicksum(o.price_per_gpu_hour * o.gpus * n[j] for j, o in enumerate(opts))
     if inputs.budget_per_hour is not None:
         model.add_constraint(cost, "<=", inputs.budget_per_hour)
@@ -116,7 +98,12 @@ def solve_serving(inputs: ServingInputs, time_limit_s: float, solver: str | None
     if result.values is not None:
         counts = tuple(int(round(result.values[v.index])) for v in n)
         served = tuple(max(0.0, result.values[v.index]) for v in x)
-    bound = None
+    bounds = []
     if relaxed.values is not None:  # the LP's cost (objective cost) or served rate (goodput), tie-break left out
-        bound = (cost if inputs.objective == "cost" else served_rate).value(relaxed.values)
+        bounds.append((cost if inputs.objective == "cost" else served_rate).value(relaxed.values))
+    if result.dual_bound is not None:
+        # cost - eps served >= dual gives cost >= dual; served - eps cost <= dual gives served <= dual + eps cost
+        most_cost = sum(o.price_per_gpu_hour * o.gpus * o.max_count for o in inputs.options)
+        bounds.append(result.dual_bound if inputs.objective == "cost" else result.dual_bound + TIE_WEIGHT * most_cost)
+    bound = (max(bounds) if inputs.objective == "cost" else min(bounds)) if bounds else None
     return ServingSolution(counts, served, result, relaxed, bound, model.num_vars, model.num_constraints)

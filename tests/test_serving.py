@@ -210,3 +210,54 @@ def test_a_measured_profile_replaces_the_model(tmp_path, run_cli):
     (tmp_path / "profile.csv").write_text("gpu,tp,pp,phase,tokens,batch,context,ms\nh100,1,1,decode,0,0,10,5\n")
     r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload", work)
     assert r.exit_code == 2 and "line 2" in r.stderr and "profile.csv" in r.stderr
+
+
+def test_a_short_trace_is_repeated_so_capacities_stay_finite(tmp_path):
+    (tmp_path / "t.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0.0,512,128\n0.5,512,128\n")
+    w = parse_serve_workload({"mode": "serve", "trace": "t.csv", "ttft_slo_s": 1, "tpot_slo_s": 0.05,
+                              "prices": {"h100": 3.0}}, str(tmp_path / "w.yaml"))
+    setup = ServingSetup(MODEL_PRESETS["llama3-8b"], w, cluster("hgx-h100", 1))
+    assert len(setup.requests) > 1000 and setup.requests[2].arrival_s > setup.requests[1].arrival_s
+    assert 1 < setup.capacity(ReplicaConfig("h100", 1, role="decode")).rate_rps < 1000
+
+
+def test_a_decode_replica_finishes_a_one_token_request_on_arrival():
+    w = parse_serve_workload({**BASE, "distribution": "fixed", "output_tokens": 1})
+    setup = ServingSetup(MODEL_PRESETS["llama3-8b"], w, cluster("hgx-h100", 1))
+    (s,) = simulate.simulate_replica(setup.cost(ReplicaConfig("h100", 1)), setup.requests[:1], "decode")
+    assert s.finish_s == setup.requests[0].arrival_s and s.tpot_s == 0.0
+
+
+def test_without_nics_only_colocated_replicas_are_considered():
+    doc = {"name": "two", "nodes": [{"id": "0/gpu0", "type": "gpu", "server": 0, "model": "h100"},
+                                    {"id": "0/gpu1", "type": "gpu", "server": 0, "model": "h100"}],
+           "links": [{"src": "0/gpu0", "dst": "0/gpu1", "bandwidth": 450}]}
+    from topologies.io import parse_topology
+
+    setup = ServingSetup(MODEL_PRESETS["llama3-8b"], parse_serve_workload(BASE), parse_topology(doc, "two"))
+    assert {c.role for c in setup.configurations()} == {"colocated"}
+
+
+def test_measured_times_never_fall_past_the_last_measurement():
+    from planner.core.serving import ProfileRow
+    from planner.serving.profile import MeasuredTimes
+
+    rows = (ProfileRow("h100", 1, 1, "decode", 0, 1, 100, 10.0), ProfileRow("h100", 1, 1, "decode", 0, 8, 100, 9.0))
+    a, b = MeasuredTimes.of(rows, 1e-7).decode_terms(256)
+    assert a + b * 256 * 100 >= 9e-3 - 1e-12
+
+
+def test_decode_shares_add_up_to_the_prefill_shares():
+    from planner.kinds.serving import _scaled
+
+    problem = serving_problems()[0]  # rate 20
+    c = ReplicaConfig("a100-80g", 1)
+    out = _scaled(problem, [(c, 1, 12.0), (replace_role(c, "prefill"), 1, 12.0), (replace_role(c, "decode"), 1, 12.0)])
+    shares = {x[0].role: x[1] * x[2] for x in out}
+    assert shares["colocated"] + shares["prefill"] == pytest.approx(20) and shares["decode"] == pytest.approx(10)
+
+
+def replace_role(c: ReplicaConfig, role: str) -> ReplicaConfig:
+    from dataclasses import replace
+
+    return replace(c, role=role)

@@ -15,7 +15,7 @@ Workload (contract, `mode: serve`), extended (docs/serving.md has the table):
   all the topology has); `budget_per_hour`; `objective: cost` (the cheapest plan that
   serves `rate_rps`) or `goodput` (the most goodput within the budget and the GPUs);
 - `roles: any | colocated | disaggregated`: which prefill/decode arrangements to consider;
-- engine knobs: `engine: vllm | sglang`, `max_batch` (running requests per replica,
+- scheduler knobs (vLLM's and SGLang's): `max_batch` (running requests per replica,
   vLLM's max_num_seqs default 256), `chunk_tokens` (tokens per iteration under chunked
   prefill, 0 for none), `memory_utilization` (vLLM's gpu_memory_utilization, 0.9);
 - `requests` (simulated per estimate, default 1200) and `seed`.
@@ -36,7 +36,6 @@ SERVE_DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("bf16", "fp16", "fp8")
 OBJECTIVES = ("cost", "goodput")
 ROLE_CHOICES = ("any", "colocated", "disaggregated")
-ENGINES = ("vllm", "sglang")
 ROLES = ("colocated", "prefill", "decode")
 
 
@@ -65,7 +64,6 @@ class ServeWorkload:
     budget_per_hour: float | None = None
     objective: str = "cost"
     roles: str = "any"
-    engine: str = "vllm"
     max_batch: int = 256
     chunk_tokens: int = 8192
     memory_utilization: float = 0.9
@@ -101,7 +99,7 @@ class ServeWorkload:
 _POSITIVE = ("prompt_tokens", "output_tokens", "rate_rps", "ttft_slo_s", "tpot_slo_s")
 _INTS = ("decode_batch", "max_batch", "requests")
 _CHOICES = {"dtype": SERVE_DTYPES, "kv_dtype": KV_DTYPES, "distribution": DISTRIBUTIONS, "objective": OBJECTIVES,
-            "roles": ROLE_CHOICES, "engine": ENGINES}
+            "roles": ROLE_CHOICES}
 MAX_REQUESTS = 20000
 
 

@@ -6,7 +6,8 @@ rate_rps=<r> gpus=<ids>` and its command, run on the first server of the replica
 - vLLM (`vllm serve`): --tensor-parallel-size, --pipeline-parallel-size (stages on other
   servers: --distributed-executor-backend ray over a Ray cluster of those servers),
   --enable-expert-parallel, --kv-transfer-config with kv_role kv_producer (prefill) or
-  kv_consumer (decode) for disaggregation (P2pNcclConnector), --max-num-seqs,
+  kv_consumer (decode) for disaggregation (P2pNcclConnector, registering with vLLM's P2P
+  NCCL proxy on the host `router`), --max-num-seqs,
   --max-num-batched-tokens and --enable-chunked-prefill, --gpu-memory-utilization;
 - SGLang (`python -m sglang.launch_server`): --tp-size, --pp-size, --ep-size,
   --disaggregation-mode prefill|decode, --max-running-requests, --chunked-prefill-size
@@ -28,6 +29,8 @@ from planner.core.transformer import TransformerSpec
 from planner.serving.setup import PlacedReplica
 
 BASE_PORT = 8000
+KV_BASE_PORT = 21001  # P2pNcclConnector's kv_port, one per replica (vLLM's xPyD example numbering)
+PROXY_PORT = 30001
 ENGINES = ("vllm", "sglang")
 _TORCH_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp8": "bfloat16"}
 
@@ -46,7 +49,8 @@ def _local(gpu: str) -> str:
     return re.sub(r"\D", "", gpu.split("/", 1)[-1]) or "0"
 
 
-def _command(spec: TransformerSpec, w: ServeWorkload, r: PlacedReplica, port: int, engine: str) -> list[str]:
+def _command(spec: TransformerSpec, w: ServeWorkload, r: PlacedReplica, port: int, engine: str,
+             index: int) -> list[str]:
     c = r.config
     servers = sorted({_server(g) for g in r.gpus}, key=lambda s: int(s[6:]) if s[6:].isdigit() else 0)
     if engine == "vllm":
@@ -67,8 +71,10 @@ def _command(spec: TransformerSpec, w: ServeWorkload, r: PlacedReplica, port: in
             cmd += ["--distributed-executor-backend", "ray"]
         if c.role != "colocated":
             role = "kv_producer" if c.role == "prefill" else "kv_consumer"
-            cmd += ["--kv-transfer-config", json.dumps({"kv_connector": "P2pNcclConnector", "kv_role": role},
-                                                       separators=(",", ":"))]
+            config = {"kv_connector": "P2pNcclConnector", "kv_role": role, "kv_port": str(KV_BASE_PORT + index),
+                      "kv_connector_extra_config": {"proxy_ip": "router", "proxy_port": str(PROXY_PORT),
+                                                    "http_port": str(port)}}
+            cmd += ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))]
         cmd += ["--port", str(port)]
     else:
         cmd = ["python", "-m", "sglang.launch_server", "--model-path", model_id(spec), "--tp-size", str(c.tp),
@@ -102,7 +108,7 @@ def engine_script(spec: TransformerSpec, w: ServeWorkload, replicas: tuple[Place
         port = ports[first] = ports.get(first, BASE_PORT - 1) + 1
         urls.append((r.config.role, f"http://{first}:{port}", r.rate_rps))
         lines.append(f"# replica {k}: {r.config.gpu} {r.config.role} rate_rps={r.rate_rps!r} gpus={','.join(r.gpus)}")
-        lines.append(" ".join(shlex.quote(x) if i else x for i, x in enumerate(_command(spec, w, r, port, engine))))
+        lines.append(" ".join(shlex.quote(x) if i else x for i, x in enumerate(_command(spec, w, r, port, engine, k))))
     entry = {u: rate for role, u, rate in urls if role != "decode"}
     decode = {u: rate for role, u, rate in urls if role == "decode"}
     total_e, total_d = sum(entry.values()) or 1.0, sum(decode.values()) or 1.0
@@ -112,6 +118,10 @@ def engine_script(spec: TransformerSpec, w: ServeWorkload, replicas: tuple[Place
     if engine == "sglang" and decode:
         lines.append("python -m sglang_router.launch_router --pd-disaggregation "
                      + " ".join(f"--prefill {u}" for u in entry) + " " + " ".join(f"--decode {u}" for u in decode))
+    if engine == "vllm" and decode:
+        lines.append(f"# on the host `router`: vLLM's P2P NCCL proxy (examples/online_serving/"
+                     f"disaggregated_serving_p2p_nccl_xpyd/disagg_proxy_p2p_nccl_xpyd.py), listening on {PROXY_PORT} "
+                     "for the prefill and decode instances, which register with it")
     return "\n".join(lines) + "\n"
 
 

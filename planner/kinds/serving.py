@@ -20,7 +20,7 @@ from functools import cached_property
 from models.serving_milp import ServingInputs, ServingOption, solve_serving
 from planner.core.declined import Declined
 from planner.core.errors import ExportMismatch, InfeasibleError, InputError, PlannerError
-from planner.core.serving import ReplicaConfig, ServeWorkload
+from planner.core.serving import MAX_REQUESTS, ReplicaConfig, ServeWorkload
 from planner.core.transformer import TransformerSpec
 from planner.exports.serving import engine_script, parse_engine_script
 from planner.kind import Attempt, Candidate, Context, Method, Options, PlanKind
@@ -31,7 +31,7 @@ from topologies.types import Topology
 
 PENALTY = 1e9  # added to the score of a plan whose simulation misses its SLO attainment
 PLAN_REQUESTS_PER_REPLICA = 200
-TRANSFER_SHARE = 0.5  # a prefill type may feed a decode type when the KV transfer takes at most this share of the TPOT target
+DERATES = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)  # capacity fractions a method sizes with, until its plan meets the SLO
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ def serving_problem(spec: TransformerSpec, workload: ServeWorkload, topo: Topolo
         c = ReplicaConfig(gpu, fix.get("tp", 1), fix.get("pp", 1), fix.get("ep", False), fix.get("role", "colocated"))
         _check_fixed(problem, c)
         problem = replace(problem, fix=c)
-    elif workload.objective == "cost" or workload.budget_per_hour is not None:
-        for gpu in setup.available:
+    elif workload.objective == "cost" or workload.budget_per_hour is not None or workload.prices:
+        for gpu in setup.available:  # goodput without a budget may go unpriced, but not half priced
             setup.price(gpu)
     return problem
 
@@ -109,6 +109,7 @@ class ServingPlan:
     replicas: tuple[PlacedReplica, ...]
     served_rps: float  # what the replicas' capacities say the plan serves
     model: dict | None = field(default=None, compare=False)
+    derate: float = 1.0  # the fraction of the simulated capacities the plan was sized with
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,10 @@ class PlanCheck:
 
 
 # ---------------------------------------------------------------- capacities
-def _options(p: ServingProblem) -> list[tuple[ReplicaConfig, float]]:
-    """Every configuration with a capacity, in the configurations' order; bad news (exit 3)
-    when they cannot make a plan: no colocated one and not both a prefill and a decode one."""
+def _options(p: ServingProblem, derate: float = 1.0) -> list[tuple[ReplicaConfig, float]]:
+    """Every configuration with a capacity (x `derate`), in the configurations' order; bad
+    news (exit 3) when they cannot make a plan: no colocated one and not both a prefill and
+    a decode one."""
     setup, budget = p.setup, p.workload.budget_per_hour
     configs = setup.configurations()
     if configs and budget is not None and min(_price(p, c) for c in configs) > budget:
@@ -138,7 +140,7 @@ def _options(p: ServingProblem) -> list[tuple[ReplicaConfig, float]]:
                               f"({cheapest.label()}) costs ${_price(p, cheapest):g}/h")
     out = []
     for c in configs:
-        cap = setup.capacity(c).rate_rps
+        cap = setup.capacity(c).rate_rps * derate
         if cap > 0:
             out.append((c, cap))
     roles = {c.role for c, _ in out}
@@ -158,27 +160,6 @@ def _no_options_error(p: ServingProblem) -> InfeasibleError:
     return InfeasibleError(f"no configuration meets TTFT {w.ttft_slo_s:g} s and TPOT {w.tpot_slo_s:g} s at "
                            f"{w.slo_quantile:.0%} even for a lone request: the closest achievable is TTFT "
                            f"{best_ttft:.3f} s and TPOT {best_tpot:.4f} s")
-
-
-def _pairs(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]) -> tuple[tuple[str, str], ...]:
-    setup, w = p.setup, p.workload
-    prefill = sorted({c.gpu for c, _ in opts if c.role == "prefill"})
-    decode = [c for c, _ in opts if c.role == "decode"]
-    out = []
-    for s in prefill:
-        for u in sorted({c.gpu for c in decode}):
-            probe = next(c for c in decode if c.gpu == u)
-            pre = next(c for c, _ in opts if c.role == "prefill" and c.gpu == s)
-            per_token = setup.transfer_s(probe, pre)(_mean_request(w)) / max(1.0, w.output_tokens - 1)
-            if per_token <= TRANSFER_SHARE * w.tpot_slo_s:
-                out.append((s, u))
-    return tuple(out)
-
-
-def _mean_request(w: ServeWorkload):
-    from planner.core.serving import Request
-
-    return Request(0.0, round(w.prompt_tokens), round(w.output_tokens))
 
 
 def _plan_of(p: ServingProblem, counts: list[tuple[ReplicaConfig, int, float]]) -> ServingPlan | None:
@@ -212,10 +193,36 @@ def _fixed(p: ServingProblem) -> ServingPlan:
     return replace(plan_, served_rps=cap)
 
 
+def _sized(p: ServingProblem, context: Context, build, exhaustive: bool = False) -> Attempt | Declined:
+    """`build(options)` -> Attempt or None, first with the simulated capacities; while its
+    plan misses the SLO in the whole-plan simulation (a replica loaded to its capacity sits
+    at the edge of its attainment, and sampling noise tips it over), again with the
+    capacities derated (DERATES). The last plan is returned if none meets (it scores with
+    the penalty); None from the first build is "no plan": declined in a search, infeasible
+    (exit 3) when the build is `exhaustive` (the MILP: no plan of any mix exists)."""
+    last = None
+    for derate in DERATES:
+        out = build(_options(p, derate))
+        if out is None or out.solution is None:
+            if last is None:  # no plan at the full capacities: nothing derated does better
+                if out is None and exhaustive:  # the MILP proved there is none
+                    raise InfeasibleError(_short_of(p))
+                return out if out is not None else _none_fits(p, context)
+            break
+        out = replace(out, solution=replace(out.solution, derate=derate))
+        if _check(p, out.solution).meets:
+            return out
+        last = out
+    return last
+
+
 def _homogeneous(p: ServingProblem, context: Context) -> Attempt | Declined:
     if p.fix is not None:
         return Attempt(_fixed(p))
-    opts = _options(p)
+    return _sized(p, context, lambda opts: _best_homogeneous(p, opts))
+
+
+def _best_homogeneous(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]) -> Attempt | None:
     setup = p.setup
     best: tuple | None = None
     groups: list[list[tuple[ReplicaConfig, float]]] = [[o] for o in opts if o[0].role == "colocated"]
@@ -233,9 +240,7 @@ def _homogeneous(p: ServingProblem, context: Context) -> Attempt | Declined:
         key = _plan_key(p, plan_, cost)
         if best is None or key < best[0]:
             best = (key, plan_)
-    if best is None:
-        return _none_fits(p, context)
-    return Attempt(best[1])
+    return Attempt(best[1]) if best is not None else None
 
 
 def _none_fits(p: ServingProblem, context: Context) -> Declined:
@@ -309,7 +314,10 @@ def _one_configuration(p: ServingProblem) -> str | None:
 
 
 def _greedy(p: ServingProblem, context: Context) -> Attempt | Declined:
-    opts = _options(p)
+    return _sized(p, context, lambda opts: _greedy_plan(p, opts))
+
+
+def _greedy_plan(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]) -> Attempt | None:
     w, setup = p.workload, p.setup
     units: list[tuple[float, tuple, list[tuple[ReplicaConfig, int, float]]]] = []
     for c, cap in opts:
@@ -334,9 +342,8 @@ def _greedy(p: ServingProblem, context: Context) -> Attempt | Declined:
         if w.objective == "cost" and served >= w.rate_rps - 1e-9:
             break
     if not chosen or (w.objective == "cost" and served < w.rate_rps - 1e-9):
-        return _none_fits(p, context)
-    plan_ = _plan_of(p, _scaled(p, chosen))
-    return Attempt(plan_)
+        return None
+    return Attempt(_plan_of(p, _scaled(p, chosen)))
 
 
 def _scaled(p: ServingProblem, chosen: list[tuple[ReplicaConfig, int, float]]) -> list[tuple[ReplicaConfig, int, float]]:
@@ -348,34 +355,46 @@ def _scaled(p: ServingProblem, chosen: list[tuple[ReplicaConfig, int, float]]) -
     if p.workload.objective != "cost":
         return out
     front = sum(n * r for c, n, r in out if c.role in ("colocated", "prefill"))
+    prefill = sum(n * r for c, n, r in out if c.role == "prefill")
     back = sum(n * r for c, n, r in out if c.role == "decode")
-    rate = p.workload.rate_rps
-    return [(c, n, r * rate / (back if c.role == "decode" else front)) for c, n, r in out]
+    scale = p.workload.rate_rps / front
+    # decode replicas take what the prefill replicas hand on: the prefill share of the rate
+    return [(c, n, r * (prefill * scale / back if c.role == "decode" else scale)) for c, n, r in out]
 
 
 def _milp(p: ServingProblem, context: Context) -> Attempt | Declined:
-    opts = _options(p)
+    proofs: list[float] = []
+    out = _sized(p, context, lambda opts: _milp_plan(p, context, opts, proofs), exhaustive=True)
+    if isinstance(out, Attempt) and proofs:
+        out = replace(out, proof=proofs[0])  # the bound of the full capacities holds for every plan
+    return out
+
+
+def _milp_plan(p: ServingProblem, context: Context, opts: list[tuple[ReplicaConfig, float]],
+               proofs: list[float]) -> Attempt | None:
     w, setup = p.workload, p.setup
-    options = tuple(ServingOption(c.gpu, c.gpus, w.price(c.gpu) or 0.0, c.role, cap, setup.network_GBps(c) * 1e9,
+    options = tuple(ServingOption(c.gpu, c.gpus, w.price(c.gpu) or 0.0, c.role, cap,
                                   setup.available[c.gpu] // c.gpus) for c, cap in opts)
     hint = None
     if context.incumbent is not None:
         have = [r.config for r in context.incumbent.solution.replicas]
         hint = tuple(have.count(c) for c, _ in opts)
     inputs = ServingInputs(options, tuple(sorted(setup.available.items())), w.objective, w.rate_rps,
-                           w.budget_per_hour, setup.kv_bytes(round(w.prompt_tokens)), _pairs(p, opts), hint)
+                           w.budget_per_hour, hint)
     solution = solve_serving(inputs, context.options.time_limit_s, context.options.solver)
+    if solution.bound is not None:
+        proofs.append(solution.bound)
     model = {"options": len(options), "variables": solution.variables, "constraints": solution.constraints,
-             "lp_bound": solution.bound}
+             "bound": solution.bound}
     if solution.counts is None:
         if solution.result.termination.value == "infeasible":
-            raise InfeasibleError(_short_of(p))
+            return None
         return Attempt(None, solution.result, model, why=f"the replica MILP ended {solution.result.termination.value}")
     counts = [(c, n, x / n if n else 0.0) for (c, _), n, x in zip(opts, solution.counts, solution.served)]
     plan_ = _plan_of(p, _scaled(p, [x for x in counts if x[1] > 0]))
     if plan_ is None:
         return Attempt(None, solution.result, model, why="the MILP's replicas do not fit the servers")
-    return Attempt(replace(plan_, model=model), solution.result, model, proof=solution.bound)
+    return Attempt(replace(plan_, model=model), solution.result, model)
 
 
 METHODS: tuple[Method, ...] = (
@@ -390,12 +409,25 @@ METHODS: tuple[Method, ...] = (
 
 # ---------------------------------------------------------------- the kind
 def _evaluate(p: ServingProblem, solution: ServingPlan) -> tuple[PlanCheck, float]:
-    setup, w = p.setup, p.workload
     _check_replicas(p, solution)
-    cost = setup.cost_per_hour(solution.replicas) if (w.prices or p.fix is None) else 0.0
+    check = _check(p, solution)
+    if p.fix is not None:
+        return check, 0.0
+    score = check.cost_per_hour if p.workload.objective == "cost" else 1.0 / max(solution.served_rps, 1e-12)
+    return check, score + (0.0 if check.meets else PENALTY)
+
+
+def _check(p: ServingProblem, solution: ServingPlan) -> PlanCheck:
+    """The plan simulated at its rate (objective cost and --fix: the workload's; goodput: what
+    it claims to serve), kept per plan: the methods' sizing loop and the search ask twice."""
+    setup, w = p.setup, p.workload
     rate = w.rate_rps if (w.objective == "cost" or p.fix is not None) else solution.served_rps
+    key = (tuple((r.config, r.gpus, r.rate_rps) for r in solution.replicas), rate)
+    found = setup.checks.get(key)
+    if found is not None:
+        return found
     front = sum(1 for r in solution.replicas if r.config.role != "decode")
-    count = min(20000, max(w.requests, PLAN_REQUESTS_PER_REPLICA * front))
+    count = min(MAX_REQUESTS, max(w.requests, len(w.trace), PLAN_REQUESTS_PER_REPLICA * front))
     if p.fix is not None:
         reqs = setup.sample(rate, count) or at_rate(setup.requests, rate)
         served = simulate_replica(setup.cost(p.fix), reqs, p.fix.role)
@@ -405,11 +437,10 @@ def _evaluate(p: ServingProblem, solution: ServingPlan) -> tuple[PlanCheck, floa
     required = q - 2 * math.sqrt(q * (1 - q) / max(1, len(served)))
     check = PlanCheck(rate, len(served), attainment(served, w, ttft=p.fix is None or p.fix.role != "decode",
                                                      tpot=p.fix is None or p.fix.role != "prefill"),
-                      required, _quantiles(served, "ttft_s"), _quantiles(served, "tpot_s"), cost)
-    if p.fix is not None:
-        return check, 0.0
-    score = cost if w.objective == "cost" else 1.0 / max(solution.served_rps, 1e-12)
-    return check, score + (0.0 if check.meets else PENALTY)
+                      required, _quantiles(served, "ttft_s"), _quantiles(served, "tpot_s"),
+                      sum(_price(p, r.config) for r in solution.replicas))
+    setup.checks[key] = check
+    return check
 
 
 def _quantiles(served: list[Served], attr: str) -> tuple[float, float, float]:
@@ -463,50 +494,60 @@ class ServingBound:
 
 
 def _bound(p: ServingProblem, candidates: list[Candidate]) -> ServingBound:
+    """Under the simulated capacities (every method sizes replicas within them): the MILP's
+    own bound at the full capacities where it ran (LP relaxation and dual bound), and a
+    closed form that holds for any mix: cost >= rate x the least $/h per request/s of a
+    colocated configuration or of the cheapest prefill plus the cheapest decode one;
+    goodput <= GPUs x the most requests/s per GPU of any configuration or prefill + decode
+    pair, and <= budget / that least $/h per request/s."""
     w = p.workload
     if p.fix is not None:
         return ServingBound(w.objective, None, "--fix evaluates one configuration: no bound")
     opts = _options(p)
     proofs = [c.attempt.proof for c in candidates if c.attempt.proof is not None]
-    best_colocated = min((_price(p, c) / cap for c, cap in opts if c.role == "colocated"), default=math.inf)
-    pre = {c.gpu: min(_price(p, x) / cap for x, cap in opts if x.role == "prefill" and x.gpu == c.gpu)
-           for c, _ in opts if c.role == "prefill"}
-    dec = min((_price(p, c) / cap for c, cap in opts if c.role == "decode"), default=math.inf)
-    per_rps = min(best_colocated, min(pre.values(), default=math.inf) + dec)
-    text = ("the LP relaxation of the replica MILP (fractional replicas, the same simulated capacities) where the "
-            "milp ran, else the rate x the least $/h per request/s of any configuration (a prefill and a decode "
-            "one together); both under the cost model's capacities")
+    colocated = [(c, cap) for c, cap in opts if c.role == "colocated"]
+    prefill = [(c, cap) for c, cap in opts if c.role == "prefill"]
+    decode = [(c, cap) for c, cap in opts if c.role == "decode"]
+    per_rps = min([_price(p, c) / cap for c, cap in colocated]
+                  + [min(_price(p, c) / cap for c, cap in prefill) + min(_price(p, c) / cap for c, cap in decode)]
+                  if prefill and decode else [_price(p, c) / cap for c, cap in colocated])
+    text = ("under the simulated capacities: the replica MILP's LP relaxation and dual bound where it ran; "
+            + ("the rate x the least $/h per request/s of a colocated configuration or of a prefill plus a "
+               "decode one" if w.objective == "cost" else
+               "the GPUs x the most requests/s per GPU of a configuration or a prefill + decode pair, and the "
+               "budget / the least $/h per request/s"))
     if w.objective == "cost":
-        simple = w.rate_rps * per_rps if math.isfinite(per_rps) else None
-        value = max([v for v in [simple, *proofs] if v is not None], default=None)
-        return ServingBound("cost", value, text)
-    gpu_rate = {}
-    for c, cap in opts:
-        if c.role == "colocated":
-            gpu_rate[c.gpu] = max(gpu_rate.get(c.gpu, 0.0), cap / c.gpus)
-    simple = sum(p.setup.available[g] * r for g, r in gpu_rate.items()) or None
-    if w.budget_per_hour is not None and math.isfinite(per_rps) and per_rps > 0:
-        simple = min(simple or math.inf, w.budget_per_hour / per_rps)
-    value = min([v for v in [simple, *proofs] if v is not None], default=None)
-    return ServingBound("goodput", value, text.replace("least $/h per", "most").replace("cost", "goodput"))
+        return ServingBound("cost", max([w.rate_rps * per_rps, *proofs]), text)
+    per_gpu = [cap / c.gpus for c, cap in colocated]
+    per_gpu += [1.0 / (pc.gpus / pcap + dc.gpus / dcap) for pc, pcap in prefill for dc, dcap in decode]
+    limits = [sum(p.setup.available.values()) * max(per_gpu), *proofs]
+    if w.budget_per_hour is not None and per_rps > 0:
+        limits.append(w.budget_per_hour / per_rps)
+    return ServingBound("goodput", min(limits), text)
 
 
 def _metrics(p: ServingProblem, cand: Candidate, bound: ServingBound) -> dict:
     check: PlanCheck = cand.evidence
     solution: ServingPlan = cand.solution
     w, setup = p.workload, p.setup
+    if p.fix is None and not check.meets:
+        raise InfeasibleError(
+            f"no plan found meets TTFT {w.ttft_slo_s:g} s and TPOT {w.tpot_slo_s:g} s for {w.slo_quantile:.0%} of "
+            f"requests at {check.rate_rps:.4g} requests/s: the best ({cand.method.name}, ${check.cost_per_hour:.2f}/h, "
+            f"sized at {solution.derate:.0%} of the simulated capacities) reaches {100 * check.attainment:.1f}%")
     cost = check.cost_per_hour
     out = {"cost_per_hour": cost, "replicas": len(solution.replicas),
            "gpus_used": _gpus_used(solution), "served_rps": solution.served_rps,
            "simulated_rate_rps": check.rate_rps, "simulated_requests": check.requests,
            "slo_attainment": check.attainment, "slo_attainment_required": check.required, "meets_slo": check.meets,
            "ttft_p50_s": check.ttft[0], "ttft_p90_s": check.ttft[1], "ttft_p99_s": check.ttft[2],
-           "tpot_p50_s": check.tpot[0], "tpot_p90_s": check.tpot[1], "tpot_p99_s": check.tpot[2]}
+           "tpot_p50_s": check.tpot[0], "tpot_p90_s": check.tpot[1], "tpot_p99_s": check.tpot[2],
+           "capacity_derate": solution.derate}
     if p.fix is not None:
         c = p.fix
         cost_model = setup.cost(c)
         cap = setup.capacity(c)
-        out["prefill_ms"] = cost_model.prefill_s(max(1, round(w.prompt_tokens * (1 - w.prefix_hit)))) * 1e3
+        out["prefill_ms"] = cap.prefill_ms
         if w.decode_batch:
             out["decode_step_ms"] = cost_model.iteration_s((), w.decode_batch, w.decode_batch * w.mean_context) * 1e3
         out["goodput_rps"] = cap.rate_rps

@@ -204,10 +204,11 @@ class ReplicaCost:
         rate = matmul_rate(gpu, self._attention_dtype) * tile_utilisation(gpu, ch.tokens, keys, heads)
         return flops / rate + memory_seconds(gpu, self.kv_bytes_per_token_layer * keys)
 
-    def prefill_s(self, prompt: int) -> float:
-        """A lone request's prompt, in chunks of the token budget, through every stage."""
+    def prefill_s(self, prompt: int, cached: int = 0) -> float:
+        """A lone request's prompt, in chunks of the token budget, through every stage; the
+        first `cached` tokens are in the prefix cache already."""
         budget = self.workload.chunk_tokens or prompt
-        done, total = 0, 0.0
+        done, total = cached, 0.0
         while done < prompt:
             n = min(budget, prompt - done)
             total += self.iteration_s((Chunk(n, done),))

@@ -2,7 +2,7 @@
 workload's `profile` CSV, planner/core/serving.py `load_profile`).
 
 Prefill: a lone prompt of n tokens takes P(n), piecewise linear between the measured
-lengths and extended along the last segment (0 at 0 tokens); a chunk of c tokens after k
+lengths and extended along the last segment, never below the last value (0 at 0 tokens); a chunk of c tokens after k
 cached ones takes P(k + c) - P(k), so the measured attention growth carries over.
 Decode: for each measured batch B a step takes a_B + b_B x (the batch's total context), a
 least-squares line through that batch's rows (one row: the analytical per-context slope);
@@ -19,12 +19,19 @@ from planner.core.serving import ProfileRow
 
 
 def _along(xs: tuple[float, ...], ys: tuple[float, ...], x: float) -> float:
-    """Piecewise-linear through the points, extended along the end segments."""
+    """Piecewise-linear through the points, extended along the end segments: never below the
+    last point's value past it (a larger batch or prompt does not take less), and between 0
+    and the first point's value before it."""
     if len(xs) == 1:
         return ys[0]
     i = min(max(bisect.bisect_left(xs, x), 1), len(xs) - 1)
     x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    if x > xs[-1]:
+        return max(y, ys[-1])
+    if x < xs[0]:
+        return min(max(y, 0.0), ys[0])
+    return y
 
 
 @dataclass(frozen=True)

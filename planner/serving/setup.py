@@ -62,6 +62,7 @@ class ServingSetup:
     pricer: CommPricer = field(init=False)
     _costs: dict = field(default_factory=dict, init=False)
     _capacities: dict = field(default_factory=dict, init=False)
+    checks: dict = field(default_factory=dict, init=False)  # plan simulations, by replicas and rate
 
     def __post_init__(self) -> None:
         self.pricer = CommPricer(self.topology)
@@ -86,7 +87,11 @@ class ServingSetup:
                 for m, servers in self.servers_by_gpu.items() if cap.get(m, 1) > 0}
 
     def price(self, gpu: str) -> float:
-        p = self.workload.price(gpu)
+        """$ per GPU-hour; 0 when the workload prices nothing (objective goodput, no budget)."""
+        w = self.workload
+        p = w.price(gpu)
+        if p is None and not w.prices and w.objective == "goodput" and w.budget_per_hour is None:
+            return 0.0
         if p is None:
             raise InputError(f"no price for {gpu} GPUs (add prices: {{{gpu}: $ per GPU-hour}})", field="prices")
         return p
@@ -101,32 +106,32 @@ class ServingSetup:
 
     @cached_property
     def requests(self) -> tuple[Request, ...]:
-        """The request pool at one request per second: the trace, or MAX_REQUESTS drawn."""
-        return unit_requests(self.workload, None if self.workload.trace else MAX_REQUESTS)
+        """The request pool at one request per second: MAX_REQUESTS drawn, or the trace repeated."""
+        return unit_requests(self.workload, MAX_REQUESTS)
 
     def sample(self, rate: float, at_least: int = 0, role: str = "colocated") -> tuple[Request, ...] | None:
         """The requests a rate is judged on: the workload's `requests`, more when the horizon
         needs them (HORIZON_LIFETIMES of the time a request stays on a replica of `role`);
         None when even the whole pool is too short (the rate cannot be certified, so a
-        capacity is at most MAX_REQUESTS / the horizon). A trace is its own pool, taken whole
-        when it is shorter than the horizon (it is all the traffic there is)."""
+        capacity is at most MAX_REQUESTS / the horizon). A trace is repeated to fill the horizon."""
         w = self.workload
         lifetime = (w.ttft_slo_s if role != "decode" else 0.0) + (w.output_tokens * w.tpot_slo_s
                                                                    if role != "prefill" else 0.0)
         n = max(w.requests, at_least, math.ceil(rate * HORIZON_LIFETIMES * lifetime))
         if n > len(self.requests):
-            if not w.trace:
-                return None
-            n = len(self.requests)
+            return None
         return at_rate(self.requests[:n], rate)
 
     def configurations(self) -> list[ReplicaConfig]:
         """Every configuration that fits: TP a power of two within one server and dividing the
-        heads, PP across servers where TP x PP GPUs are available (deeper only while the
-        shallower does not fit), EP on or off for MoE models, in the roles the workload allows."""
+        heads, PP across servers at the largest TP where TP x PP GPUs are available (2 stages
+        always, deeper only while the shallower does not fit), EP on or off for MoE models, in the
+        roles the workload allows (disaggregated ones only where there are NICs)."""
         s, w = self.spec, self.workload
         roles = {"any": ("colocated", "prefill", "decode"), "colocated": ("colocated",),
                  "disaggregated": ("prefill", "decode")}[w.roles]
+        if not self.has_network:  # no NIC: no KV cache leaves a server, so no disaggregation across them
+            roles = tuple(r for r in roles if r == "colocated")
         out = []
         for gpu, count in sorted(self.available.items()):
             server = min(len(x) for x in self.servers_by_gpu[gpu])
@@ -187,7 +192,7 @@ class ServingSetup:
         w = self.workload
         cost = self.cost(c)
         prompt, context = round(w.prompt_tokens), w.mean_context
-        prefill = cost.prefill_s(max(1, round(prompt * (1 - w.prefix_hit))))
+        prefill = cost.prefill_s(prompt, min(prompt - 1, int(prompt * w.prefix_hit)))
         step = cost.iteration_s((), 1, context)
         delay = self.transfer_s(c) if c.role == "decode" else None
         need = {"prefill": (True, False), "decode": (False, True)}.get(c.role, (True, True))
@@ -203,9 +208,16 @@ class ServingSetup:
         lone_ttft, lone_tpot = prefill <= w.ttft_slo_s, step <= w.tpot_slo_s
         feasible = {"prefill": lone_ttft, "decode": lone_tpot}.get(c.role, lone_ttft and lone_tpot)
         rate = max_rate(meets, 1.0 / alone) if feasible else 0.0  # a lone request already misses
+        if c.role != "colocated":  # its NICs carry every request's KV cache out (prefill) or in (decode)
+            network = self.network_GBps(c) * 1e9
+            rate = min(rate, network / self.kv_bytes(round(w.prompt_tokens))) if network > 0 else 0.0
         return Capacity(rate, prefill * 1e3, step * 1e3)
 
     # ------------------------------------------------------------ KV transfer
+    @cached_property
+    def has_network(self) -> bool:
+        return any(n.type == "nic" for n in self.topology.nodes)
+
     def network_GBps(self, c: ReplicaConfig) -> float:
         """What a replica's GPUs reach over the fabric: its servers' NIC bandwidth per GPU x
         its GPUs, at the measured multi-node efficiency (planner/core/gpus.py)."""
@@ -226,6 +238,8 @@ class ServingSetup:
         `decode`, as a function of the request: bytes / the slower side's network."""
         bandwidth = self.network_GBps(decode) if prefill is None else min(self.network_GBps(decode),
                                                                           self.network_GBps(prefill))
+        if bandwidth <= 0:
+            return lambda r: math.inf
         per_token = self.kv_bytes(1) / (bandwidth * 1e9)
         return lambda r: r.prompt_tokens * per_token
 

@@ -48,13 +48,20 @@ class Served:
 
 
 def unit_requests(w: ServeWorkload, count: int | None = None) -> tuple[Request, ...]:
-    """The workload's requests at one request per second (a trace: its own, rescaled)."""
+    """`count` (default: the workload's `requests`) requests at one request per second: drawn,
+    or the trace rescaled to one per second and repeated end to end (one mean gap between
+    copies) until there are `count` of them."""
+    n = count or w.requests
     if w.trace:
         first = w.trace[0].arrival_s
         span = w.trace[-1].arrival_s - first
         scale = (len(w.trace) - 1) / span if span > 0 else 1.0
-        return tuple(Request((r.arrival_s - first) * scale, r.prompt_tokens, r.output_tokens) for r in w.trace)
-    n = count or w.requests
+        period = (span * scale + 1.0) if span > 0 else float(len(w.trace))
+        one = [Request((r.arrival_s - first) * scale if span > 0 else float(i), r.prompt_tokens, r.output_tokens)
+               for i, r in enumerate(w.trace)]
+        copies = max(1, -(-n // len(one)))
+        return tuple(Request(r.arrival_s + k * period, r.prompt_tokens, r.output_tokens)
+                     for k in range(copies) for r in one)[:max(n, len(one))]
     rng = np.random.Generator(np.random.PCG64(w.seed))
     gaps = rng.exponential(1.0, n)
     arrivals = np.cumsum(gaps) - gaps[0]
@@ -123,6 +130,9 @@ class Engine:
             while queue and len(running) + len(prefilling) < self.max_batch \
                     and used + self._reserved(queue[0]) <= self.capacity:
                 live = queue.popleft()
+                if self.mode == "decode" and live.output <= 1:  # its only token came from the prefill
+                    out.append((live.index, live.first, live.arrival))
+                    continue
                 used += self._reserved(live)
                 if self.mode == "decode":
                     heapq.heappush(running, (it + live.output - 1, live.index, live))
