@@ -21,7 +21,8 @@ from planner.kinds import KINDS, RESERVED
 from planner.kinds.collective import COLLECTIVE
 
 HEAVY = {("collective", "milp"), ("collective", "lp"), ("collective", "trees"), ("collective", "auto"),
-         ("experts", "milp"), ("experts", "auto")}
+         ("experts", "milp"), ("experts", "auto"),
+         ("serving", "auto"), ("serving", "homogeneous"), ("serving", "greedy"), ("serving", "milp")}
 
 
 def registered() -> list:

@@ -104,6 +104,7 @@ def test_serving_fix_keys():
             parse_serve_fix(bad)
 
 
+@pytest.mark.slow
 def test_exports_read_back_as_the_same_replicas():
     problem = serving_problems()[2]  # disaggregated on two GPU types
     from planner.kinds.serving import plan_serving
@@ -130,6 +131,7 @@ def serve_file(tmp_path):
     return write
 
 
+@pytest.mark.slow
 def test_cli_fix_reports_the_contract_figures(run_cli, serve_file, tmp_path, plan_validator):
     plan = tmp_path / "p.json"
     r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload",
@@ -146,6 +148,7 @@ def test_cli_fix_reports_the_contract_figures(run_cli, serve_file, tmp_path, pla
     assert again.stdout == r.stdout
 
 
+@pytest.mark.slow
 def test_cli_plans_and_exports(run_cli, serve_file, tmp_path):
     out = tmp_path / "run.sh"
     r = run_cli("parallelize", "--model", "llama3-8b", "--topology", "hgx-h100", "--workload",
@@ -212,6 +215,7 @@ def test_a_measured_profile_replaces_the_model(tmp_path, run_cli):
     assert r.exit_code == 2 and "line 2" in r.stderr and "profile.csv" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_short_trace_is_repeated_so_capacities_stay_finite(tmp_path):
     (tmp_path / "t.csv").write_text("arrival_s,prompt_tokens,output_tokens\n0.0,512,128\n0.5,512,128\n")
     w = parse_serve_workload({"mode": "serve", "trace": "t.csv", "ttft_slo_s": 1, "tpot_slo_s": 0.05,
