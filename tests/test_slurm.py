@@ -78,3 +78,35 @@ def test_node_state_names_an_unknown_node():
     with pytest.raises(InputError, match="unknown node 'zz'") as err:
         parse_node_state("a1 idle\nzz idle\n", ["a1"], "state.txt")
     assert "line 2" in err.value.one_line()
+
+
+def test_job_ranks_follow_the_order_first_fastest():
+    from planner.core.placement import parse_job
+    from planner.training.comm import group_ranks
+
+    job = parse_job({"parallel": {"tp": 2, "dp": 3, "pp": 2}})
+    assert job.order == ("tp", "cp", "ep", "dp", "pp") and job.world == 12
+    assert job.coordinates(7) == {"tp": 1, "cp": 0, "ep": 0, "dp": 0, "pp": 1}
+    assert all(job.rank(job.coordinates(r)) == r for r in range(12))
+    assert job.groups("dp")[0] == (0, 2, 4) and job.groups("pp")[0] == (0, 6) and job.groups("cp") == []
+    # the same groups as the training planner's Megatron order
+    sizes = {"tp": 2, "cp": 1, "ep": 1, "edp": 3, "pp": 2}
+    assert job.groups("dp")[0] == group_ranks(sizes, "dp") and job.groups("tp")[0] == group_ranks(sizes, "tp")
+    other = parse_job({"parallel": {"tp": 2, "dp": 3, "pp": 2}, "order": "tp-pp-dp"})
+    assert other.groups("pp")[0] == (0, 2)
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"parallel": {"tp": 0}}, "parallel.tp"),
+    ({"parallel": {"xp": 2}}, "parallel.xp"),
+    ({"parallel": {"tp": 2, "dp": 2}, "order": "tp-tp-dp"}, "order"),
+    ({"parallel": {"tp": 2, "dp": 2}, "order": "tp-pp"}, "order"),
+    ({"parallel": {"tp": 2}, "bytes_per_step": {"dp": -1}}, "bytes_per_step.dp"),
+    ({"parallel": {"tp": 2}, "constraints": {"whole": True}}, "constraints.whole"),
+])
+def test_a_bad_job_names_its_field(doc, field):
+    from planner.core.placement import parse_job
+
+    with pytest.raises(InputError) as err:
+        parse_job(doc, "job.yaml")
+    assert field in err.value.one_line() and "job.yaml" in err.value.one_line()

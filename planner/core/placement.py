@@ -1,0 +1,128 @@
+"""The placement JOB file, its ranks' communication groups, and the spread of a group.
+
+JOB (contract): `{parallel: {tp, pp, dp, cp, ep}, order: "tp-cp-ep-dp-pp", bytes_per_step:
+{dim: bytes}, constraints: {...}}`; world size = the product of the dimensions. The order
+names the dimensions first fastest (Megatron-LM's default `tp-cp-ep-dp-pp`): rank =
+sum over dimensions of coordinate x the product of the sizes before it. A dimension's group
+holds the ranks that share every other coordinate. Constraints: `tp_in_node` (default true:
+a TP group inside one server, its NVLink domain), `whole_nodes` (default true: the job
+takes every GPU of the nodes it uses), `avoid` (node names not to use).
+
+Spread (Arnold, arXiv 2509.15940): the number of domains of a tier (leaf, spine) a group's
+GPUs touch, minus one, so 0 when the group stays inside one domain.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from planner.core.errors import InputError
+from planner.core.loader import expect_mapping, read_document
+
+DIMENSIONS = ("tp", "cp", "ep", "dp", "pp")
+DEFAULT_ORDER = "tp-cp-ep-dp-pp"
+CONSTRAINTS = ("tp_in_node", "whole_nodes", "avoid")
+
+
+@dataclass(frozen=True)
+class Job:
+    sizes: tuple[tuple[str, int], ...]  # (dimension, size) in rank order, first fastest
+    bytes_per_step: tuple[tuple[str, float], ...] = ()
+    tp_in_node: bool = True
+    whole_nodes: bool = True
+    avoid: tuple[str, ...] = ()
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(d for d, _ in self.sizes)
+
+    @property
+    def size(self) -> dict[str, int]:
+        return dict(self.sizes)
+
+    @property
+    def world(self) -> int:
+        return math.prod(n for _, n in self.sizes)
+
+    def coordinates(self, rank: int) -> dict[str, int]:
+        out = {}
+        for d, n in self.sizes:
+            out[d] = rank % n
+            rank //= n
+        return out
+
+    def rank(self, coords: dict[str, int]) -> int:
+        rank, stride = 0, 1
+        for d, n in self.sizes:
+            rank += coords.get(d, 0) * stride
+            stride *= n
+        return rank
+
+    def groups(self, dim: str) -> list[tuple[int, ...]]:
+        """Every group of dimension `dim` (the ranks sharing all other coordinates), each in
+        rank order, the groups in the order of their first rank; none when `dim` has size 1."""
+        if self.size.get(dim, 1) <= 1:
+            return []
+        seen: dict[tuple, list[int]] = {}
+        for r in range(self.world):
+            key = tuple(v for d, v in self.coordinates(r).items() if d != dim)
+            seen.setdefault(key, []).append(r)
+        return [tuple(v) for v in seen.values()]
+
+    def describe(self) -> dict:
+        return {"parallel": dict(self.sizes), "order": "-".join(self.order), "world": self.world,
+                "bytes_per_step": dict(self.bytes_per_step),
+                "constraints": {"tp_in_node": self.tp_in_node, "whole_nodes": self.whole_nodes,
+                                "avoid": list(self.avoid)}}
+
+
+def load_job(path: str) -> Job:
+    return parse_job(read_document(path), source=path)
+
+
+def parse_job(data: Any, source: str | None = None) -> Job:
+    expect_mapping(data, source=source, field=None, allowed=("parallel", "order", "bytes_per_step", "constraints"),
+                   required=("parallel",))
+    parallel = data["parallel"]
+    if not isinstance(parallel, dict) or not parallel:
+        raise InputError("must map dimensions (tp, cp, ep, dp, pp) to sizes", source=source, field="parallel")
+    for d, n in parallel.items():
+        if d not in DIMENSIONS:
+            raise InputError(f"unknown dimension {d!r} (use {', '.join(DIMENSIONS)})", source=source,
+                             field=f"parallel.{d}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"must be a positive whole number, got {n!r}", source=source, field=f"parallel.{d}")
+    order_text = data.get("order", DEFAULT_ORDER)
+    order = order_text.split("-") if isinstance(order_text, str) else None
+    if order is None or sorted(order) != sorted(set(order)) or not set(order) <= set(DIMENSIONS):
+        raise InputError(f"must name dimensions once each, first fastest (e.g. {DEFAULT_ORDER}), got {order_text!r}",
+                         source=source, field="order")
+    missing = [d for d in parallel if d not in order]
+    if missing:
+        raise InputError(f"does not place {', '.join(missing)} (the order must name every dimension of parallel)",
+                         source=source, field="order")
+    sizes = tuple((d, parallel.get(d, 1)) for d in order)
+    per_step = data.get("bytes_per_step") or {}
+    if not isinstance(per_step, dict):
+        raise InputError("must map dimensions to bytes", source=source, field="bytes_per_step")
+    for d, b in per_step.items():
+        if d not in DIMENSIONS:
+            raise InputError(f"unknown dimension {d!r}", source=source, field=f"bytes_per_step.{d}")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0:
+            raise InputError(f"must be a number of bytes >= 0, got {b!r}", source=source, field=f"bytes_per_step.{d}")
+    constraints = data.get("constraints") or {}
+    expect_mapping(constraints, source=source, field="constraints", allowed=CONSTRAINTS)
+    for key in ("tp_in_node", "whole_nodes"):
+        if key in constraints and not isinstance(constraints[key], bool):
+            raise InputError("must be true or false", source=source, field=f"constraints.{key}")
+    avoid = constraints.get("avoid", [])
+    if not isinstance(avoid, list) or not all(isinstance(x, str) for x in avoid):
+        raise InputError("must be a list of node names", source=source, field="constraints.avoid")
+    return Job(sizes, tuple(sorted((d, float(b)) for d, b in per_step.items())),
+               constraints.get("tp_in_node", True), constraints.get("whole_nodes", True), tuple(avoid))
+
+
+def spread(domains: list[str]) -> int:
+    """Domains touched minus one (0 inside one domain), for the domains of a group's GPUs."""
+    return len(set(domains)) - 1 if domains else 0
