@@ -521,6 +521,53 @@ def _parallelize_headline(doc: dict) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- place
+@main.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("--topology", "topo", required=True,
+              help="The cluster: a preset, <preset>x<N>, a description file, or a Slurm topology.conf (with --server).")
+@click.option("--server", default=None, help="With a topology.conf: the server preset of every node.")
+@click.option("--node-state", default=None, type=click.Path(dir_okay=False),
+              help="With a topology.conf: `sinfo -N -h -o '%N %t'` lines; a node not idle is not free.")
+@plan_options("placement", "greedy | milp | best-fit | random | linear", "Seconds for the placement MILP.",
+              "Write the rank table as an Open MPI rankfile, a SLURM_HOSTFILE or per-host CUDA_VISIBLE_DEVICES")
+@handles_errors
+def place(job_file, topo, server, node_state, method, time_limit, solver, output, export_fmt, export_file, as_json,
+          reproducible):
+    """Place JOB's ranks on the free GPUs of a cluster so its DP / PP / CP / EP groups stay
+    inside leaf and spine domains (docs/placement.md). auto runs greedy, then the MILP (blocks
+    of ranks to leaves) under --time-limit, and returns the less spread; best-fit (Slurm
+    topology/tree), random and linear are baselines run when asked for."""
+    from planner.core.errors import InputError
+    from planner.core.placement import load_job
+    from planner.kinds.placement import placement_problem
+    from topologies.io import load_topology
+    from topologies.slurm import slurm_topology
+
+    check_plan_options(time_limit, export_fmt, export_file, solver)
+    job = load_job(job_file)
+    if server is not None:
+        cluster = slurm_topology(topo, server, node_state)
+    elif node_state is not None:
+        raise InputError("goes with a Slurm topology.conf and --server", field="--node-state")
+    else:
+        cluster = load_topology(topo)
+    run_plan("placement", placement_problem(job, cluster, topo), method, time_limit, solver, output, export_fmt,
+             export_file, as_json, reproducible, _place_headline)
+
+
+def _place_headline(doc: dict) -> list[str]:
+    m, p = doc["metrics"], doc["problem"]
+    lines = [f"{p['job']['world']} ranks ({p['job']['order']}) on {p['topology']} ({p['free_nodes']} of {p['nodes']} "
+             f"nodes free): method {doc['method']}",
+             f"  score {m['score']:.3f} (bound {m['lower_bound_score']:.3f}), {m['nodes_used']} nodes used, "
+             f"{m['free_nodes_left']} free nodes left; synthesis {m['synthesis_seconds']:.2f} s"]
+    for kind, tiers in m["spread"].items():
+        lines.append(f"  {kind} spread: " + ", ".join(f"{t} max {v['max']} mean {v['mean']:.2f}"
+                                                      for t, v in tiers.items()))
+    return lines
+
+
 # ---------------------------------------------------------------- simulate
 @main.command()
 @click.argument("plan_file", type=click.Path(dir_okay=False))

@@ -96,6 +96,8 @@ def problems(kind: str) -> tuple:
         return parallelism_problems()
     if kind == "serving":
         return serving_problems()
+    if kind == "placement":
+        return placement_problems()
     raise KeyError(f"no test problems for kind {kind!r}: add them here")
 
 
@@ -125,6 +127,32 @@ def parallelism_problems() -> tuple:
 SERVE = {"mode": "serve", "prompt_tokens": 512, "output_tokens": 64, "rate_rps": 20, "ttft_slo_s": 0.5,
          "tpot_slo_s": 0.03, "requests": 200, "distribution": "exponential",
          "prices": {"h100": 3.0, "a100-80g": 1.8}}
+
+
+SLURM_TREE = ("SwitchName=leaf0 Nodes=dev[00-03]\nSwitchName=leaf1 Nodes=dev[04-07]\nSwitchName=leaf2 Nodes=gpu[1-4]\n"
+              "SwitchName=spine0 Switches=leaf[0-1]\nSwitchName=spine1 Switches=leaf2\n"
+              "SwitchName=core Switches=spine[0-1]\n")
+
+
+def placement_problems() -> tuple:
+    """A job on a three-level Slurm tree with busy nodes; one on a fat-tree preset cluster
+    with per-step bytes and a node to avoid."""
+    import tempfile
+
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from topologies.fabrics import cluster
+    from topologies.slurm import slurm_topology
+
+    folder = Path(tempfile.mkdtemp(prefix="planner-placement-"))
+    (folder / "topology.conf").write_text(SLURM_TREE)
+    (folder / "state.txt").write_text("dev01 alloc\ndev05 drain\ngpu2 mix\n")
+    tree = slurm_topology(str(folder / "topology.conf"), "dgx-a100", str(folder / "state.txt"))
+    fat = cluster("dgx-a100", 8, fabric="fat-tree", leaf_size=2)
+    return (placement_problem(parse_job({"parallel": {"tp": 8, "dp": 3, "pp": 2}}), tree, "tree"),
+            placement_problem(parse_job({"parallel": {"tp": 4, "dp": 4, "pp": 2},
+                                         "bytes_per_step": {"dp": 4e9, "pp": 1e8},
+                                         "constraints": {"avoid": ["node0"]}}), fat, "fat"))
 
 
 @lru_cache(maxsize=1)

@@ -7,9 +7,8 @@ from planner.kind import PlanKind
 from planner.kinds.collective import COLLECTIVE
 from planner.kinds.experts import EXPERTS
 from planner.kinds.parallelism import PARALLELISM
+from planner.kinds.placement import PLACEMENT
 from planner.kinds.serving import SERVING
 
-KINDS: dict[str, PlanKind] = {kind.name: kind for kind in (COLLECTIVE, EXPERTS, PARALLELISM, SERVING)}
-RESERVED: dict[str, str] = {
-    "placement": "planner/kinds/placement.py: GPU placements of a job's ranks (`planner place`)",
-}
+KINDS: dict[str, PlanKind] = {kind.name: kind for kind in (COLLECTIVE, EXPERTS, PARALLELISM, PLACEMENT, SERVING)}
+RESERVED: dict[str, str] = {}

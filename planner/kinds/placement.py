@@ -1,0 +1,219 @@
+"""The placement plan kind (`planner place`): a job's ranks on free GPUs of a cluster so its
+communication groups stay inside leaf and spine domains.
+
+Methods (docs/placement.md): `greedy` (planner/placement/methods.py), a candidate; `milp`
+(models/placement_milp.py), exact over blocks to leaves, warm-started from the best
+candidate; `best-fit` (Slurm topology/tree), `random` and `linear` (hostname order),
+baselines. Scored by the weighted spread (methods.py `score`); a plan is checked by
+re-deriving it: every rank on a free GPU once, TP groups inside a node, the rank order the
+job's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+from models.placement_milp import PlacementInputs, model_size, solve_placement
+from planner.core.declined import Declined
+from planner.core.errors import ExportMismatch, PlannerError
+from planner.core.placement import Job
+from planner.exports.placement import parse_rankfile, placement_text
+from planner.kind import Attempt, Candidate, Context, Method, PlanKind
+from planner.placement import methods
+from planner.placement.cluster import TIERS, Cluster
+from topologies.types import Topology
+
+AUTO_MAX_BINARIES = 60_000  # a larger model is left to greedy under auto
+WORK_PER_BINARY_S = 1e-3
+
+
+@dataclass(frozen=True)
+class PlacementProblem:
+    job: Job
+    topology: Topology
+    topology_name: str
+
+    @cached_property
+    def cluster(self) -> Cluster:
+        return Cluster(self.topology, self.job)
+
+    def describe(self) -> dict:
+        c = self.cluster
+        return {"job": self.job.describe(), "topology": self.topology_name, "nodes": len(c.names),
+                "free_nodes": len(c.free), "gpus_per_node": c.gpus_per_node}
+
+
+def placement_problem(job: Job, topo: Topology, topology_name: str | None = None) -> PlacementProblem:
+    p = PlacementProblem(job, topo, topology_name or topo.name)
+    p.cluster.blocks  # bad input and infeasibility (exit 2 / 3) before any method runs
+    return p
+
+
+@dataclass(frozen=True)
+class Placement:
+    node_of_block: tuple[int, ...]
+
+
+def _heuristic(fn):
+    def run(p: PlacementProblem, context: Context) -> Attempt:
+        return Attempt(Placement(fn(p.cluster)))
+    return run
+
+
+def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
+    c = p.cluster
+    leaves = c.leaves_free()
+    names = sorted(leaves, key=lambda l: (c.domains[leaves[l][0]][1], l))
+    spines = {c.domains[leaves[l][0]][1] for l in names}
+    size = model_size(c.blocks, len(names), len(c.groups), len(spines))
+    if context.requested == "auto" and size > AUTO_MAX_BINARIES:
+        return Declined(f"{size} binaries, more than auto's {AUTO_MAX_BINARIES}")
+    w = methods.weights(c)
+    hint = None
+    if context.incumbent is not None:
+        index = {l: i for i, l in enumerate(names)}
+        hint = tuple(index[c.domains[n][0]] for n in context.incumbent.solution.node_of_block)
+    inputs = PlacementInputs(c.blocks, tuple((l, c.domains[leaves[l][0]][1], len(leaves[l])) for l in names),
+                             tuple((g.kind, g.blocks) for g in c.groups), tuple(w.items()),
+                             tuple((k, v * methods.SPINE_WEIGHT) for k, v in w.items()), hint)
+    work = min(context.options.time_limit_s, max(1.0, size * WORK_PER_BINARY_S))
+    solution = solve_placement(inputs, work, context.options.solver)
+    model = {"binaries": size, "variables": solution.variables, "constraints": solution.constraints}
+    if solution.leaf_of_block is None:
+        return Attempt(None, solution.result, model, why=f"the placement MILP ended {solution.result.termination.value}",
+                       proof=solution.bound)
+    taken = {l: iter(leaves[l]) for l in names}
+    node_of = tuple(next(taken[names[l]]) for l in solution.leaf_of_block)
+    return Attempt(Placement(node_of), solution.result, model, proof=solution.bound)
+
+
+METHODS: tuple[Method, ...] = (
+    Method("greedy", "candidate", _heuristic(methods.greedy),
+           "the lowest subtree that fits, leaves fullest first, groups of one kind kept together"),
+    Method("milp", "exact", _milp, "blocks to leaves minimising the weighted spread (CP-SAT)", heuristic=False),
+    Method("best-fit", "baseline", _heuristic(methods.best_fit), "Slurm topology/tree: lowest switch that fits"),
+    Method("random", "baseline", _heuristic(methods.random), "free nodes in a seeded random order"),
+    Method("linear", "baseline", _heuristic(methods.linear), "free nodes in hostname order"),
+)
+
+
+# ---------------------------------------------------------------- the kind
+def ranks_of(p: PlacementProblem, solution: Placement) -> list[tuple[str, int]]:
+    c = p.cluster
+    g = c.gpus_per_node
+    return [(c.names[solution.node_of_block[r // g]], r % g) for r in range(p.job.world)]
+
+
+def _evaluate(p: PlacementProblem, solution: Placement):
+    c = p.cluster
+    nodes = solution.node_of_block
+    if len(nodes) != c.blocks:
+        raise PlannerError(f"the placement has {len(nodes)} nodes, the job needs {c.blocks}")
+    if len(set(nodes)) != len(nodes):
+        raise PlannerError("a node is given to two blocks of ranks")
+    free = set(c.free)
+    bad = [c.names[n] for n in nodes if n not in free]
+    if bad:
+        raise PlannerError(f"node {bad[0]} is not free")
+    ranks = ranks_of(p, solution)
+    if len(set(ranks)) != p.job.world:
+        raise PlannerError("two ranks on one GPU")
+    if p.job.tp_in_node:
+        for group in p.job.groups("tp"):
+            if len({ranks[r][0] for r in group}) != 1:
+                raise PlannerError("a TP group spans nodes")
+    return methods.spreads(c, nodes), methods.score(c, nodes)
+
+
+@dataclass(frozen=True)
+class PlacementBound:
+    score: float
+    per_kind: dict
+
+    def to_json(self) -> dict:
+        return {"score": self.score, "max_spread": self.per_kind,
+                "derivation": "per group: it touches at least ceil(blocks / the most free nodes of one domain) "
+                              "domains of a tier; the score of those least spreads (max and mean per kind); the "
+                              "placement MILP's dual bound where it ran, less what its integer coefficients can move"}
+
+
+def _bound(p: PlacementProblem, candidates: list[Candidate]) -> PlacementBound:
+    c = p.cluster
+    leaves = c.leaves_free()
+    most = {"leaf": max(len(v) for v in leaves.values())}
+    spine_free: dict[str, int] = {}
+    for nodes in leaves.values():
+        s = c.domains[nodes[0]][1]
+        spine_free[s] = spine_free.get(s, 0) + len(nodes)
+    most["spine"] = max(spine_free.values())
+    w = methods.weights(c)
+    per_kind: dict[str, dict[str, float]] = {}
+    total = 0.0
+    for kind in c.kinds:
+        sizes = [len(g.blocks) for g in c.groups if g.kind == kind]
+        per_kind[kind] = {}
+        for tier in TIERS:
+            least = [math.ceil(n / most[tier]) - 1 for n in sizes]
+            per_kind[kind][tier] = max(least)
+            total += w[kind] * (methods.SPINE_WEIGHT if tier == "spine" else 1) * (max(least) + sum(least) / len(least))
+    proofs = [c.attempt.proof for c in candidates if c.attempt.proof is not None]
+    return PlacementBound(max([total, *proofs]), per_kind)
+
+
+def _metrics(p: PlacementProblem, cand: Candidate, bound: PlacementBound) -> dict:
+    c = p.cluster
+    spreads = cand.evidence
+    out = {"score": cand.score, "lower_bound_score": bound.score,
+           "ratio_to_bound": (cand.score + 1) / (bound.score + 1),  # + 1: defined when the bound is 0
+           "spread": {k: {t: {"max": v[0], "mean": v[1]} for t, v in tiers.items()} for k, tiers in spreads.items()},
+           "nodes_used": c.blocks, "free_nodes_left": len(c.free) - c.blocks}
+    used = set(cand.solution.node_of_block)
+    left: dict[str, int] = {}
+    for leaf, nodes in c.leaves_free().items():
+        left[leaf] = sum(1 for n in nodes if n not in used)
+    out["free_nodes_left_per_leaf"] = dict(sorted(left.items()))
+    return out
+
+
+def _body(p: PlacementProblem, cand: Candidate) -> dict:
+    return {"ranks": [list(r) for r in ranks_of(p, cand.solution)], "order": "-".join(p.job.order)}
+
+
+def _exporter(fmt: str):
+    def export(p: PlacementProblem, cand: Candidate) -> str:
+        text = placement_text(ranks_of(p, cand.solution), fmt)
+        back = parse_rankfile(text, fmt, p.cluster.gpus_per_node)
+        if back != ranks_of(p, cand.solution):
+            raise ExportMismatch(f"the {fmt} reads back as another rank table")
+        return text
+    return export
+
+
+def _read_back(fmt: str):
+    def read(p: PlacementProblem, text: str) -> Placement:
+        ranks = parse_rankfile(text, fmt, p.cluster.gpus_per_node)
+        index = {n: i for i, n in enumerate(p.cluster.names)}
+        g = p.cluster.gpus_per_node
+        return Placement(tuple(index[ranks[b * g][0]] for b in range(p.cluster.blocks)))
+    return read
+
+
+FORMATS = ("rankfile", "hostfile", "cuda-visible-devices")
+PLACEMENT = PlanKind(
+    name="placement",
+    methods=METHODS,
+    describe=lambda p: p.describe(),
+    evaluate=_evaluate,
+    bound=_bound,
+    metrics=_metrics,
+    body=_body,
+    exports={f: _exporter(f) for f in FORMATS},
+    read_back={f: _read_back(f) for f in FORMATS},
+    lost=lambda exact, a, name, b: f"{exact}: its placement scores {a:.4g}, {name}'s {b:.4g}",
+    subject=lambda p: "placement",
+    noun="placement",
+    export_check="parsed back: same rank table",
+    best_of="least weighted spread",
+    verified_by="planner.kinds.placement (free GPUs once, TP in a node, rank order)",
+)

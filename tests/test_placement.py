@@ -1,0 +1,85 @@
+"""GPU placement: the command line on a Slurm topology.conf, its exports read back, the
+spread metric and bound, and the bad-input paths. (Every method of the kind also goes
+through tests/kind_checks.py via tests/test_kinds.py.)"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kind_checks import SLURM_TREE, placement_problems
+from planner.exports.placement import parse_rankfile
+from planner.kinds.placement import PLACEMENT, ranks_of
+from planner.kind import Options
+from planner.placement import methods
+from planner.search import plan
+
+
+@pytest.fixture()
+def slurm(tmp_path):
+    (tmp_path / "topology.conf").write_text(SLURM_TREE)
+    (tmp_path / "state.txt").write_text("dev01 alloc\ndev05 drain\ngpu2 mix\n")
+    (tmp_path / "job.yaml").write_text("parallel: {tp: 8, dp: 3, pp: 2}\n")
+    return tmp_path
+
+
+def test_a_slurm_tree_is_planned_on_and_its_rankfile_and_hostfile_read_back(run_cli, slurm, plan_validator):
+    for fmt in ("rankfile", "hostfile", "cuda-visible-devices"):
+        out = slurm / f"ranks.{fmt}"
+        r = run_cli("place", slurm / "job.yaml", "--topology", slurm / "topology.conf", "--server", "dgx-a100",
+                    "--node-state", slurm / "state.txt", "--export", fmt, "--export-file", out, "-o",
+                    slurm / "plan.json")
+        assert r.exit_code == 0, r.stderr
+        doc = json.loads((slurm / "plan.json").read_text())
+        plan_validator(doc)
+        ranks = [tuple(x) for x in doc["plan"]["ranks"]]
+        assert parse_rankfile(out.read_text(), fmt, 8) == ranks
+    hosts = {h for h, _ in ranks}
+    assert len(ranks) == 48 and len(hosts) == 6 and not hosts & {"dev01", "dev05", "gpu2"}
+    assert doc["plan"]["order"] == "tp-cp-ep-dp-pp"
+
+
+@pytest.mark.parametrize("parallel", [{"tp": 8, "dp": 4, "pp": 2}, {"tp": 4, "dp": 4, "pp": 4}, {"tp": 8, "pp": 6}])
+def test_milp_and_greedy_reach_the_spread_bound_on_an_idle_cluster(parallel):
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from topologies.fabrics import cluster
+
+    problem = placement_problem(parse_job({"parallel": parallel}), cluster("dgx-a100", 8, fabric="fat-tree",
+                                                                          leaf_size=4), "fat")
+    exact = plan(PLACEMENT, problem, "milp", Options(5)).plan.to_json()
+    assert exact["solver"]["status"] == "optimal" and exact["metrics"]["ratio_to_bound"] == pytest.approx(1, abs=1e-3)
+    greedy = plan(PLACEMENT, problem, "greedy", Options(5)).plan.to_json()
+    assert greedy["metrics"]["score"] == pytest.approx(exact["metrics"]["score"])
+
+
+def test_spread_counts_the_domains_a_group_touches_minus_one():
+    problem = placement_problems()[0]
+    c = problem.cluster
+    node_of = methods.linear(c)
+    spreads = methods.spreads(c, node_of)
+    for g in c.groups:
+        leaves = {c.domains[node_of[b]][0] for b in g.blocks}
+        assert len(leaves) - 1 <= spreads[g.kind]["leaf"][0]
+    rank_table = ranks_of(problem, type(plan(PLACEMENT, problem, "linear").solution)(node_of))
+    assert rank_table[0] == ("dev00", 0) and rank_table[8] == ("dev02", 0)  # dev01 is busy
+
+
+def test_bad_input_and_infeasible_jobs(run_cli, slurm):
+    big = slurm / "big.yaml"
+    big.write_text("parallel: {tp: 8, dp: 8, pp: 2}\n")
+    args = ("--topology", slurm / "topology.conf", "--server", "dgx-a100", "--node-state", slurm / "state.txt")
+    r = run_cli("place", big, *args, "-o", slurm / "p.json")
+    assert r.exit_code == 3 and "needs 16 nodes" in r.stderr and not (slurm / "p.json").exists()
+    (slurm / "bad_state.txt").write_text("dev00 idle\nnope idle\n")
+    r = run_cli("place", slurm / "job.yaml", "--topology", slurm / "topology.conf", "--server", "dgx-a100",
+                "--node-state", slurm / "bad_state.txt")
+    assert r.exit_code == 2 and "unknown node 'nope'" in r.stderr and "line 2" in r.stderr
+    (slurm / "bad.conf").write_text("SwitchName=s0 Nodes=dev[3-1]\n")
+    r = run_cli("place", slurm / "job.yaml", "--topology", slurm / "bad.conf", "--server", "dgx-a100")
+    assert r.exit_code == 2 and "runs backwards" in r.stderr
+    r = run_cli("place", slurm / "job.yaml", "--topology", "hgx-h100x8", "--node-state", slurm / "state.txt")
+    assert r.exit_code == 2 and "--node-state" in r.stderr
+    (slurm / "tp.yaml").write_text("parallel: {tp: 16, dp: 2}\n")
+    r = run_cli("place", slurm / "tp.yaml", "--topology", "hgx-h100x8")
+    assert r.exit_code == 3 and "tp 16" in r.stderr
