@@ -687,3 +687,14 @@ def test_cbc_leaves_no_files_behind(tmp_path, monkeypatch):
     after = {entry for entry in os.listdir(scratch) if entry.startswith("planner-cbc-")}
     assert after <= before
     assert list(tmp_path.iterdir()) == []
+
+
+def test_highs_proves_a_small_infeasible_integer_program_its_presolve_trips_on():
+    """x1 + 2 x2 + 2 x3 = 1 with x1, x2 fixed at 0 and x3 in [-1, 1] integer: HiGHS's MIP
+    presolve ends in a solve error; the backend retries without presolve (found by
+    test_random_integer_programs_match_brute_force)."""
+    model = LinearModel()
+    xs = [model.add_var(f"x{j}", lo, hi, integer=True) for j, (lo, hi) in enumerate([(0, 0), (0, 0), (0, 0), (-1, 1)])]
+    model.add_constraint(quicksum(a * x for a, x in zip([0, 1, 2, 2], xs)), "==", 1)
+    model.minimize(quicksum(xs) + 1)
+    assert solvers.solve(model, "highs").termination is Termination.infeasible
