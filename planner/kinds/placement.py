@@ -25,6 +25,7 @@ from planner.placement.cluster import TIERS, Cluster
 from topologies.types import Topology
 
 AUTO_MAX_BINARIES = 60_000  # a larger model is left to greedy under auto
+MAX_BINARIES = 400_000  # a larger one is not built at all (minutes of model building): greedy's plan stands
 WORK_PER_BINARY_S = 1e-3
 
 
@@ -61,12 +62,23 @@ def _heuristic(fn):
     return run
 
 
+def _milp_size(p: PlacementProblem) -> int:
+    c = p.cluster
+    leaves = c.leaves_free()
+    spines = {c.domains[nodes[0]][1] for nodes in leaves.values()}
+    return model_size(c.blocks, len(leaves), len(c.groups), len(spines))
+
+
+def _milp_applies(p: PlacementProblem) -> str | None:
+    size = _milp_size(p)
+    return f"the model would have {size} binaries, more than {MAX_BINARIES}" if size > MAX_BINARIES else None
+
+
 def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
     c = p.cluster
     leaves = c.leaves_free()
     names = sorted(leaves, key=lambda l: (c.domains[leaves[l][0]][1], l))
-    spines = {c.domains[leaves[l][0]][1] for l in names}
-    size = model_size(c.blocks, len(names), len(c.groups), len(spines))
+    size = _milp_size(p)
     if context.requested == "auto" and size > AUTO_MAX_BINARIES:
         return Declined(f"{size} binaries, more than auto's {AUTO_MAX_BINARIES}")
     w = methods.weights(c)
@@ -91,7 +103,8 @@ def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
 METHODS: tuple[Method, ...] = (
     Method("greedy", "candidate", _heuristic(methods.greedy),
            "the lowest subtree that fits, leaves fullest first, groups of one kind kept together"),
-    Method("milp", "exact", _milp, "blocks to leaves minimising the weighted spread (CP-SAT)", heuristic=False),
+    Method("milp", "exact", _milp, "blocks to leaves minimising the weighted spread (CP-SAT)",
+           applies=_milp_applies, heuristic=False),
     Method("best-fit", "baseline", _heuristic(methods.best_fit), "Slurm topology/tree: lowest switch that fits"),
     Method("random", "baseline", _heuristic(methods.random), "free nodes in a seeded random order"),
     Method("linear", "baseline", _heuristic(methods.linear), "free nodes in hostname order"),
