@@ -134,6 +134,7 @@ SLURM_TREE = ("SwitchName=leaf0 Nodes=dev[00-03]\nSwitchName=leaf1 Nodes=dev[04-
               "SwitchName=core Switches=spine[0-1]\n")
 
 
+@lru_cache(maxsize=1)
 def placement_problems() -> tuple:
     """A job on a three-level Slurm tree with busy nodes; one on a fat-tree preset cluster
     with per-step bytes and a node to avoid."""

@@ -83,3 +83,10 @@ def test_bad_input_and_infeasible_jobs(run_cli, slurm):
     (slurm / "tp.yaml").write_text("parallel: {tp: 16, dp: 2}\n")
     r = run_cli("place", slurm / "tp.yaml", "--topology", "hgx-h100x8")
     assert r.exit_code == 3 and "tp 16" in r.stderr
+
+
+def test_per_step_bytes_are_priced_on_the_gpus_each_group_gets():
+    problem = placement_problems()[1]  # bytes_per_step dp 4e9, pp 1e8
+    linear = plan(PLACEMENT, problem, "linear").plan.to_json()["metrics"]
+    assert set(linear["comm_time_s"]) == {"dp", "pp"} and linear["comm_time_s"]["dp"] > linear["comm_time_s"]["pp"] > 0
+    assert linear["comm_time_per_step_s"] == pytest.approx(sum(linear["comm_time_s"].values()))

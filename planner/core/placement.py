@@ -106,11 +106,11 @@ def parse_job(data: Any, source: str | None = None) -> Job:
     per_step = data.get("bytes_per_step") or {}
     if not isinstance(per_step, dict):
         raise InputError("must map dimensions to bytes", source=source, field="bytes_per_step")
+    sizes_given = {}
     for d, b in per_step.items():
         if d not in DIMENSIONS:
             raise InputError(f"unknown dimension {d!r}", source=source, field=f"bytes_per_step.{d}")
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0:
-            raise InputError(f"must be a number of bytes >= 0, got {b!r}", source=source, field=f"bytes_per_step.{d}")
+        sizes_given[d] = _bytes(b, source, f"bytes_per_step.{d}")
     constraints = data.get("constraints") or {}
     expect_mapping(constraints, source=source, field="constraints", allowed=CONSTRAINTS)
     for key in ("tp_in_node", "whole_nodes"):
@@ -119,8 +119,23 @@ def parse_job(data: Any, source: str | None = None) -> Job:
     avoid = constraints.get("avoid", [])
     if not isinstance(avoid, list) or not all(isinstance(x, str) for x in avoid):
         raise InputError("must be a list of node names", source=source, field="constraints.avoid")
-    return Job(sizes, tuple(sorted((d, float(b)) for d, b in per_step.items())),
+    return Job(sizes, tuple(sorted(sizes_given.items())),
                constraints.get("tp_in_node", True), constraints.get("whole_nodes", True), tuple(avoid))
+
+
+def _bytes(value: Any, source: str | None, field: str) -> float:
+    """Bytes as a number, a numeric string (YAML reads `2.0e9` as one) or a size (`4GiB`)."""
+    from planner.core.units import parse_size
+
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = float(parse_size(value, source=source, field=field))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(f"must be a number of bytes >= 0 (or a size such as 4GiB), got {value!r}", source=source,
+                         field=field)
+    return float(value)
 
 
 def spread(domains: list[str]) -> int:

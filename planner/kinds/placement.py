@@ -39,6 +39,12 @@ class PlacementProblem:
     def cluster(self) -> Cluster:
         return Cluster(self.topology, self.job)
 
+    @cached_property
+    def pricer(self):
+        from planner.training.comm import CommPricer  # the collective kind, priced as training plans price it
+
+        return CommPricer(self.topology)
+
     def describe(self) -> dict:
         c = self.cluster
         return {"job": self.job.describe(), "topology": self.topology_name, "nodes": len(c.names),
@@ -186,6 +192,41 @@ def _metrics(p: PlacementProblem, cand: Candidate, bound: PlacementBound) -> dic
     for leaf, nodes in c.leaves_free().items():
         left[leaf] = sum(1 for n in nodes if n not in used)
     out["free_nodes_left_per_leaf"] = dict(sorted(left.items()))
+    times = _comm_times(p, cand.solution)
+    if times:
+        out["comm_time_s"] = times
+        out["comm_time_per_step_s"] = sum(times.values())
+    return out
+
+
+COLLECTIVE_OF = {"dp": "allreduce", "cp": "allgather", "ep": "alltoall", "pp": "broadcast"}
+
+
+def _comm_times(p: PlacementProblem, solution: Placement) -> dict[str, float]:
+    """Per group kind with bytes_per_step: the per-step time of its most spread group, priced
+    by the collective planner on the GPUs that group gets (planner/training/comm.py: the
+    NCCL-measured link efficiencies, a group's share of what concurrent groups share); PP as
+    one stage-to-stage copy of the bytes. Not part of the score."""
+    c, job = p.cluster, p.job
+    per_step = dict(job.bytes_per_step)
+    g = c.gpus_per_node
+    rank_of = p.topology.rank_of
+    out = {}
+    for kind in c.kinds:
+        size = per_step.get(kind, 0.0)
+        if size <= 0:
+            continue
+        groups = job.groups(kind)
+
+        def touched(ranks: tuple[int, ...]) -> tuple:
+            nodes = {solution.node_of_block[r // g] for r in ranks}
+            return (len({c.domains[n][1] for n in nodes}), len({c.domains[n][0] for n in nodes}), len(nodes))
+
+        worst = max(groups, key=lambda ranks: (touched(ranks), -ranks[0]))
+        if kind == "pp":
+            worst = worst[:2]
+        gpus = tuple(rank_of[c.gpus_of[solution.node_of_block[r // g]][r % g]] for r in worst)
+        out[kind] = p.pricer.seconds(COLLECTIVE_OF[kind], gpus, size)
     return out
 
 
