@@ -117,6 +117,18 @@ class Engine:
         context = 0.0  # sum of the running requests' contexts
         t, it, nxt = 0.0, 0, 0
         n = len(arrivals)
+
+        def decoded(steps: int) -> None:
+            """`steps` decode iterations of the running batch are done (at time t): each request
+            gained a token per step; those with all their tokens leave and free their cache."""
+            nonlocal it, context, used
+            it += steps
+            context += len(running) * steps
+            while running and running[0][0] <= it:
+                _, _, live = heapq.heappop(running)
+                context -= live.prompt + live.output
+                used -= self._reserved(live)
+                out.append((live.index, live.first, t))
         while nxt < n or queue or prefilling or running:
             while nxt < n and arrivals[nxt][0] <= t:
                 here, idx, r, first = arrivals[nxt]
@@ -155,13 +167,7 @@ class Engine:
                 a, b = cost.decode_terms(len(running))
                 decode = len(running)
                 t += k * a + b * (k * context + decode * k * (k - 1) / 2)
-                it += k
-                context += decode * k
-                while running and running[0][0] <= it:
-                    _, _, live = heapq.heappop(running)
-                    context -= live.prompt + live.output
-                    used -= live.prompt + live.output
-                    out.append((live.index, live.first, t))
+                decoded(k)
                 continue
             chunks, finishing = self._chunks(prefilling, len(running))
             decode = len(running) if self.mode != "prefill" else 0
@@ -170,13 +176,7 @@ class Engine:
             dt = cost.iteration_s(tuple(c for _, c in chunks), decode, context if decode else 0.0)
             t += dt
             if decode:
-                it += 1
-                context += decode
-                while running and running[0][0] <= it:
-                    _, _, live = heapq.heappop(running)
-                    context -= live.prompt + live.output
-                    used -= live.prompt + live.output
-                    out.append((live.index, live.first, t))
+                decoded(1)
             for live in finishing:
                 prefilling.remove(live)
                 live.first = t
