@@ -180,9 +180,14 @@ def _affordable(p: ServingProblem, cost: float) -> bool:
 
 
 def _price(p: ServingProblem, c: ReplicaConfig) -> float:
-    w = p.workload
-    price = w.price(c.gpu)
+    """$ per hour of one replica (0 for a GPU type the workload does not price: serving_problem
+    has already refused that wherever a price matters)."""
+    price = p.workload.price(c.gpu)
     return (price if price is not None else 0.0) * c.gpus
+
+
+def _cost(p: ServingProblem, replicas: tuple[PlacedReplica, ...]) -> float:
+    return sum(_price(p, r.config) for r in replicas)
 
 
 # ---------------------------------------------------------------- methods
@@ -223,7 +228,6 @@ def _homogeneous(p: ServingProblem, context: Context) -> Attempt | Declined:
 
 
 def _best_homogeneous(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]) -> Attempt | None:
-    setup = p.setup
     best: tuple | None = None
     groups: list[list[tuple[ReplicaConfig, float]]] = [[o] for o in opts if o[0].role == "colocated"]
     for pre in (o for o in opts if o[0].role == "prefill"):
@@ -236,7 +240,7 @@ def _best_homogeneous(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]
         plan_ = _plan_of(p, counts)
         if plan_ is None:
             continue
-        cost = setup.cost_per_hour(plan_.replicas)
+        cost = _cost(p, plan_.replicas)
         key = _plan_key(p, plan_, cost)
         if best is None or key < best[0]:
             best = (key, plan_)
@@ -318,7 +322,7 @@ def _greedy(p: ServingProblem, context: Context) -> Attempt | Declined:
 
 
 def _greedy_plan(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]) -> Attempt | None:
-    w, setup = p.workload, p.setup
+    w = p.workload
     units: list[tuple[float, tuple, list[tuple[ReplicaConfig, int, float]]]] = []
     for c, cap in opts:
         if c.role == "colocated":
@@ -335,7 +339,7 @@ def _greedy_plan(p: ServingProblem, opts: list[tuple[ReplicaConfig, float]]) -> 
     for _, _, unit in units:
         while w.objective != "cost" or served < w.rate_rps - 1e-9:
             trial = _plan_of(p, chosen + unit)
-            if trial is None or not _affordable(p, setup.cost_per_hour(trial.replicas)):
+            if trial is None or not _affordable(p, _cost(p, trial.replicas)):
                 break
             chosen += unit
             served = trial.served_rps
@@ -438,7 +442,7 @@ def _check(p: ServingProblem, solution: ServingPlan) -> PlanCheck:
     check = PlanCheck(rate, len(served), attainment(served, w, ttft=p.fix is None or p.fix.role != "decode",
                                                      tpot=p.fix is None or p.fix.role != "prefill"),
                       required, _quantiles(served, "ttft_s"), _quantiles(served, "tpot_s"),
-                      sum(_price(p, r.config) for r in solution.replicas))
+                      _cost(p, solution.replicas))
     setup.checks[key] = check
     return check
 
@@ -478,7 +482,7 @@ def _check_replicas(p: ServingProblem, solution: ServingPlan) -> None:
     if p.fix is None and ("prefill" in roles) != ("decode" in roles):
         raise PlannerError("a disaggregated plan needs both prefill and decode replicas")
     if p.fix is None and (p.workload.prices or p.workload.budget_per_hour) and \
-            not _affordable(p, setup.cost_per_hour(solution.replicas)):
+            not _affordable(p, _cost(p, solution.replicas)):
         raise PlannerError(f"the plan costs more than the budget of ${p.workload.budget_per_hour:g}/h")
 
 

@@ -281,9 +281,6 @@ class ServingSetup:
         return tuple(sorted(out, key=lambda r: (r.gpus[0] not in self.topology.rank_of,
                                                 self.topology.rank_of.get(r.gpus[0], 0))))
 
-    def cost_per_hour(self, replicas: tuple[PlacedReplica, ...]) -> float:
-        return sum(self.price(r.config.gpu) * r.config.gpus for r in replicas)
-
     # ------------------------------------------------------------ a whole plan
     def simulate_plan(self, replicas: tuple[PlacedReplica, ...], rate: float, count: int) -> list[Served]:
         """`count` requests at `rate` over the plan: the router sends each to a colocated or
