@@ -529,11 +529,13 @@ def _parallelize_headline(doc: dict) -> list[str]:
 @click.option("--server", default=None, help="With a topology.conf: the server preset of every node.")
 @click.option("--node-state", default=None, type=click.Path(dir_okay=False),
               help="With a topology.conf: `sinfo -N -h -o '%N %t'` lines; a node not idle is not free.")
+@click.option("--oversubscription", default=None, type=float,
+              help="With a topology.conf: each switch's uplink carries 1/R of what it serves (default 1: non-blocking).")
 @plan_options("placement", "greedy | milp | best-fit | random | linear", "Seconds for the placement MILP.",
               "Write the rank table as an Open MPI rankfile, a SLURM_HOSTFILE or per-host CUDA_VISIBLE_DEVICES")
 @handles_errors
-def place(job_file, topo, server, node_state, method, time_limit, solver, output, export_fmt, export_file, as_json,
-          reproducible):
+def place(job_file, topo, server, node_state, oversubscription, method, time_limit, solver, output, export_fmt,
+          export_file, as_json, reproducible):
     """Place JOB's ranks on the free GPUs of a cluster so its DP / PP / CP / EP groups stay
     inside leaf and spine domains (docs/placement.md). auto runs greedy, then the MILP (blocks
     of ranks to leaves) under --time-limit, and returns the less spread; best-fit (Slurm
@@ -547,9 +549,12 @@ def place(job_file, topo, server, node_state, method, time_limit, solver, output
     check_plan_options(time_limit, export_fmt, export_file, solver)
     job = load_job(job_file)
     if server is not None:
-        cluster = slurm_topology(topo, server, node_state)
-    elif node_state is not None:
-        raise InputError("goes with a Slurm topology.conf and --server", field="--node-state")
+        if oversubscription is not None and not 1 <= oversubscription < float("inf"):
+            raise InputError(f"must be a number >= 1, got {oversubscription!r}", field="--oversubscription")
+        cluster = slurm_topology(topo, server, node_state, oversubscription or 1.0)
+    elif node_state is not None or oversubscription is not None:
+        raise InputError("goes with a Slurm topology.conf and --server",
+                         field="--node-state" if node_state is not None else "--oversubscription")
     else:
         cluster = load_topology(topo)
     run_plan("placement", placement_problem(job, cluster, topo), method, time_limit, solver, output, export_fmt,

@@ -3,12 +3,18 @@
     python -m bench.placement              # every table
     python -m bench.placement --arnold     # table 1: Arnold's three settings, 0% and 30% of nodes busy
     python -m bench.placement --large      # table 2: 1,024 nodes (8,192 GPUs), job TP8 PP16 DP48
+    python -m bench.placement --oversubscribed   # table 3: setting (ii) with 2:1 and 4:1 uplinks
 
 Clusters are Slurm topology.conf trees of 8-GPU hgx-h100 nodes (Arnold's are 8-GPU H800
 nodes): nodes spread evenly over the spine domains ("minipods"), leaves of at most 32
 nodes, one core switch above the spines; busy nodes drawn at seeded random (numpy PCG64,
 seed 0). Arnold (arXiv 2509.15940) settings: (i) 3 spine domains, 18 nodes, DP12 TP4 PP2;
 (ii) 5 domains, 438 nodes, DP24 TP4 PP8; (iii) 11 domains, 1019 nodes, DP46 TP8 PP8.
+Arnold does not name the models; the per-step bytes come from ones that fit each shape
+(llama2-13b, llama3-70b, gpt3-175b, llama3-405b for the large job; planner/core/placement.py
+`derived_bytes`), 4096-token sequences, micro-batch 1, 4 x pp micro-batches per DP rank.
+"ms/step" is the predicted per-step communication time of each kind's most spread group,
+priced by the collective planner on the GPUs it gets (DP all-reduce + one PP copy).
 """
 from __future__ import annotations
 
@@ -28,8 +34,10 @@ from planner.search import plan
 from topologies.slurm import slurm_topology
 
 LEAF_NODES = 32
-SETTINGS = (("i", 3, 18, {"dp": 12, "tp": 4, "pp": 2}), ("ii", 5, 438, {"dp": 24, "tp": 4, "pp": 8}),
-            ("iii", 11, 1019, {"dp": 46, "tp": 8, "pp": 8}))
+SETTINGS = (("i", 3, 18, {"dp": 12, "tp": 4, "pp": 2}, "llama2-13b"),
+            ("ii", 5, 438, {"dp": 24, "tp": 4, "pp": 8}, "llama3-70b"),
+            ("iii", 11, 1019, {"dp": 46, "tp": 8, "pp": 8}, "gpt3-175b"))
+SEQ_LEN = 4096
 METHODS = ("milp", "greedy", "best-fit", "random", "linear")
 
 
@@ -50,13 +58,19 @@ def tree_conf(spines: int, nodes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cluster(spines: int, nodes: int, busy: float):
+def job(parallel: dict, model: str):
+    batch = parallel["dp"] * 4 * parallel["pp"]
+    return parse_job({"parallel": parallel, "model": model,
+                      "workload": {"seq_len": SEQ_LEN, "global_batch": batch, "micro_batch": 1}})
+
+
+def cluster(spines: int, nodes: int, busy: float, oversubscription: float = 1.0):
     folder = Path(tempfile.mkdtemp(prefix="bench-placement-"))
     (folder / "topology.conf").write_text(tree_conf(spines, nodes))
     rng = np.random.Generator(np.random.PCG64(0))
     taken = set(rng.choice(nodes, size=int(round(busy * nodes)), replace=False).tolist()) if busy else set()
     (folder / "state.txt").write_text("".join(f"n{i:04d} {'alloc' if i in taken else 'idle'}\n" for i in range(nodes)))
-    return slurm_topology(str(folder / "topology.conf"), "hgx-h100", str(folder / "state.txt"))
+    return slurm_topology(str(folder / "topology.conf"), "hgx-h100", str(folder / "state.txt"), oversubscription)
 
 
 def _row(label: str, problem, method: str, time_limit: float) -> str:
@@ -71,21 +85,23 @@ def _row(label: str, problem, method: str, time_limit: float) -> str:
     sp = m["spread"]
     cell = " | ".join(f"{sp.get(k, {}).get(t, {}).get('max', 0)}" for k in ("dp", "pp") for t in ("leaf", "spine"))
     solver = doc["solver"]
-    status = f"{solver['status']}, gap {solver['gap'] if solver['gap'] is not None else '-'}" if solver else "-"
-    return (f"| {label} | {doc['method']} | {cell} | {m['score']:.3f} | {m['lower_bound_score']:.3f} | {status} | "
-            f"{seconds:.1f} |")
+    gap = f"{solver['gap']:.2f}" if solver and solver["gap"] is not None else "-"
+    status = f"{solver['status']}, gap {gap}" if solver else "-"
+    ms = m.get("comm_time_per_step_s", 0.0) * 1e3
+    return (f"| {label} | {doc['method']} | {cell} | {ms:.1f} | {m['score']:.2f} ({m['time_points']:.2f}) | "
+            f"{m['lower_bound_score']:.2f} | {status} | {seconds:.1f} |")
 
 
-HEADER = ("| setting | method | DP max leaf | DP max spine | PP max leaf | PP max spine | score | bound | solver | s |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| setting | method | DP max leaf | DP max spine | PP max leaf | PP max spine | ms/step | score (time) | bound "
+          "| solver | s |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def arnold_table() -> None:
     print(HEADER)
-    for name, spines, nodes, parallel in SETTINGS:
+    for name, spines, nodes, parallel, model in SETTINGS:
         for busy in (0.0, 0.3):
             topo = cluster(spines, nodes, busy)
-            problem = placement_problem(parse_job({"parallel": parallel}), topo, f"({name})")
+            problem = placement_problem(job(parallel, model), topo, f"({name})")
             for method in METHODS:
                 print(_row(f"({name}) {spines} domains, {nodes} nodes, {busy:.0%} busy", problem, method, 60.0))
     print()
@@ -93,10 +109,10 @@ def arnold_table() -> None:
 
 def large_table() -> None:
     print(HEADER)
-    for busy in (0.3, 0.2):
+    for busy in (0.3, 0.25):
         topo = cluster(8, 1024, busy)
         try:
-            problem = placement_problem(parse_job({"parallel": {"tp": 8, "pp": 16, "dp": 48}}), topo, "8192")
+            problem = placement_problem(job({"tp": 8, "pp": 16, "dp": 48}, "llama3-405b"), topo, "8192")
         except InfeasibleError as exc:
             print(f"| 1024 nodes, {busy:.0%} busy | all | infeasible: {exc} |")
             continue
@@ -105,8 +121,21 @@ def large_table() -> None:
     print()
 
 
+def oversubscribed_table() -> None:
+    """Setting (ii), 30% busy, with leaf and spine uplinks carrying 1/2 and 1/4 of what
+    they serve: the time points start to matter."""
+    print(HEADER)
+    name, spines, nodes, parallel, model = SETTINGS[1]
+    for ratio in (2.0, 4.0):
+        problem = placement_problem(job(parallel, model), cluster(spines, nodes, 0.3, ratio), f"({name})")
+        for method in METHODS:
+            print(_row(f"({name}) 30% busy, {ratio:g}:1 uplinks", problem, method, 60.0))
+    print()
+
+
 def main() -> None:
-    run_tables(__doc__, {"arnold": (arnold_table,), "large": (large_table,)})
+    run_tables(__doc__, {"arnold": (arnold_table,), "large": (large_table,),
+                         "oversubscribed": (oversubscribed_table,)})
 
 
 if __name__ == "__main__":

@@ -9,10 +9,14 @@ one), and groups g (sets of blocks) of kinds k with integer weights a_k (leaf) a
     v[g][s] >= u[g][l] (l in s)            the group touches spine domain s
     L_g = sum_l u[g][l] - 1,  S_g = sum_s v[g][s] - 1   (spread: domains touched - 1)
     M_k >= L_g, N_k >= S_g  (g of kind k)
-    min  sum_k [ a_k (n_k M_k + sum_g L_g) + A_k (n_k N_k + sum_g S_g) ] / n_k   (scaled to integers)
+    min  sum_k [ a_k (n_k M_k + sum_g L_g) + A_k (n_k N_k + sum_g S_g) ] / n_k
+         + sum_k (c1_k R1_k + c2_k R2_k)                                    (scaled to integers)
 
-i.e. the placement score of planner/placement/methods.py (max + mean spread per kind and
-tier). Nodes inside a leaf are interchangeable for the spread, so the blocks of a leaf
+with, for the kinds given times (reach costs c1_k = time points of reaching past one leaf,
+c2_k of reaching past one spine domain, planner/placement/timing.py), binaries
+R1_k >= L_g / (leaves - 1) and R2_k >= S_g / (spines - 1) over the kind's groups: the
+placement score of planner/placement/score.py (max + mean spread per kind and tier, and
+the time of each kind's farthest-reaching group). Nodes inside a leaf are interchangeable for the spread, so the blocks of a leaf
 take its free nodes in order afterwards. Blocks x leaves binaries plus groups x (leaves +
 spines); warm-started from a heuristic's placement; deterministic work limit.
 """
@@ -36,6 +40,7 @@ class PlacementInputs:
     groups: tuple[tuple[str, tuple[int, ...]], ...]  # (kind, blocks)
     leaf_weight: tuple[tuple[str, float], ...]  # kind -> weight of its leaf spread
     spine_weight: tuple[tuple[str, float], ...]
+    reach_cost: tuple[tuple[str, float, float], ...] = ()  # kind -> points past one leaf, past one spine
     hint: tuple[int, ...] | None = None  # leaf index of every block
 
 
@@ -72,6 +77,14 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
             weight = a[k] if tier == "leaf" else big[k]
             objective.append(_coef(weight) * m)
             rounding += abs(_coef(weight) - weight * SCALE) * (len(leaves) if tier == "leaf" else len(spines))
+    reach_vars = {}
+    for k, past_leaf, past_spine in inputs.reach_cost:
+        for tier, cost, domains in (("leaf", past_leaf, len(leaves)), ("spine", past_spine, len(spines))):
+            if cost > 0 and domains > 1:
+                r = model.add_binary(f"reach_{tier}_{k}")
+                reach_vars[(k, tier)] = (r, domains - 1)
+                objective.append(_coef(cost) * r)
+                rounding += abs(_coef(cost) - cost * SCALE)
     for i, (k, blocks) in enumerate(inputs.groups):
         u = [model.add_binary(f"u{i}_{l}") for l in range(len(leaves))]
         for b in blocks:
@@ -80,6 +93,9 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
         spread_l = quicksum(u) - 1
         model.add_constraint(maxima[(k, "leaf")] - spread_l, ">=", 0)
         objective.append(_coef(a[k] / count[k]) * spread_l)
+        if (k, "leaf") in reach_vars:
+            r, most = reach_vars[(k, "leaf")]
+            model.add_constraint(most * r - spread_l, ">=", 0)
         rounding += abs(_coef(a[k] / count[k]) - a[k] / count[k] * SCALE) * len(leaves)
         if len(spines) > 1:
             v = [model.add_binary(f"v{i}_{s}") for s in range(len(spines))]
@@ -89,6 +105,9 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
             spread_s = quicksum(v) - 1
             model.add_constraint(maxima[(k, "spine")] - spread_s, ">=", 0)
             objective.append(_coef(big[k] / count[k]) * spread_s)
+            if (k, "spine") in reach_vars:
+                r, most = reach_vars[(k, "spine")]
+                model.add_constraint(most * r - spread_s, ">=", 0)
             rounding += abs(_coef(big[k] / count[k]) - big[k] / count[k] * SCALE) * len(spines)
     model.minimize(quicksum(objective))
     if inputs.hint is not None:

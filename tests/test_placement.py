@@ -80,6 +80,8 @@ def test_bad_input_and_infeasible_jobs(run_cli, slurm):
     assert r.exit_code == 2 and "runs backwards" in r.stderr
     r = run_cli("place", slurm / "job.yaml", "--topology", "hgx-h100x8", "--node-state", slurm / "state.txt")
     assert r.exit_code == 2 and "--node-state" in r.stderr
+    r = run_cli("place", slurm / "job.yaml", *args, "--oversubscription", "0.5")
+    assert r.exit_code == 2 and "--oversubscription" in r.stderr
     (slurm / "tp.yaml").write_text("parallel: {tp: 16, dp: 2}\n")
     r = run_cli("place", slurm / "tp.yaml", "--topology", "hgx-h100x8")
     assert r.exit_code == 3 and "tp 16" in r.stderr
@@ -90,3 +92,68 @@ def test_per_step_bytes_are_priced_on_the_gpus_each_group_gets():
     linear = plan(PLACEMENT, problem, "linear").plan.to_json()["metrics"]
     assert set(linear["comm_time_s"]) == {"dp", "pp"} and linear["comm_time_s"]["dp"] > linear["comm_time_s"]["pp"] > 0
     assert linear["comm_time_per_step_s"] == pytest.approx(sum(linear["comm_time_s"].values()))
+
+
+def test_a_model_and_workload_derive_the_per_step_bytes():
+    from planner.core.errors import InputError
+    from planner.core.placement import parse_job
+    from planner.core.transformer import MODEL_PRESETS
+
+    job = parse_job({"parallel": {"tp": 4, "pp": 8, "dp": 24}, "model": "llama3-70b",
+                     "workload": {"seq_len": 4096, "global_batch": 768}})
+    spec = MODEL_PRESETS["llama3-70b"]
+    per_step = dict(job.bytes_per_step)
+    assert per_step["dp"] == pytest.approx(spec.params / 32 * 2)
+    assert per_step["pp"] == pytest.approx(2 * 768 / 24 * 4096 * 8192 * 2)
+    with pytest.raises(InputError, match="global_batch"):
+        parse_job({"parallel": {"dp": 3, "tp": 8}, "model": "llama3-8b", "workload": {"seq_len": 8, "global_batch": 8}})
+    with pytest.raises(InputError, match="needs a model"):
+        parse_job({"parallel": {"dp": 2}, "workload": {"seq_len": 8, "global_batch": 8}})
+
+
+BUSY_TREE = "".join(f"SwitchName=l{s} Nodes=n[{6 * s:02d}-{6 * s + 5:02d}]\nSwitchName=s{s} Switches=l{s}\n"
+                    for s in range(3)) + "SwitchName=core Switches=s[0-2]\n"
+
+
+def _busy_problem(tmp_path, parallel, busy=("n01", "n04", "n08", "n13", "n16"), **kw):
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from topologies.slurm import slurm_topology
+
+    (tmp_path / "topology.conf").write_text(BUSY_TREE)
+    (tmp_path / "state.txt").write_text("".join(f"{n} alloc\n" for n in busy))
+    topo = slurm_topology(str(tmp_path / "topology.conf"), "dgx-a100", str(tmp_path / "state.txt"),
+                          kw.pop("oversubscription", 1.0))
+    return placement_problem(parse_job({"parallel": parallel, **kw}), topo, "busy")
+
+
+def test_the_local_search_never_worsens_and_mends_hostname_order(tmp_path):
+    from planner.placement.local_search import improve
+
+    c = _busy_problem(tmp_path, {"dp": 12, "tp": 4, "pp": 2}).cluster
+    for start in (methods.linear(c), methods.best_fit(c), methods.random(c)):
+        assert methods.score(c, improve(c, start)) <= methods.score(c, start) + 1e-9
+    linear = methods.linear(c)  # its DP groups straddle two leaves; pulling them together helps
+    assert methods.score(c, improve(c, linear)) < methods.score(c, linear) - 1
+
+
+def test_the_grid_bound_is_met_by_the_proven_optimum(tmp_path):
+    problem = _busy_problem(tmp_path, {"dp": 12, "tp": 4, "pp": 2}, busy=())
+    from planner.placement.bound import _grid, spread_bound
+
+    assert _grid(problem.cluster) == {"dp": (2, 6), "pp": (6, 2)}
+    exact = plan(PLACEMENT, problem, "milp", Options(10)).plan.to_json()
+    assert exact["solver"]["status"] == "optimal"
+    assert spread_bound(problem.cluster) <= exact["metrics"]["score"] + 1e-9
+    assert spread_bound(problem.cluster) == pytest.approx(exact["metrics"]["score"], abs=0.02)
+
+
+def test_on_oversubscribed_uplinks_reaching_past_a_leaf_costs_time_and_milp_avoids_it(tmp_path):
+    problem = _busy_problem(tmp_path, {"dp": 2, "tp": 8, "pp": 3}, oversubscription=4.0,
+                            bytes_per_step={"dp": 1e8, "pp": 2e9})
+    seconds = problem.cluster.tier_seconds
+    assert seconds["pp"][1] > 1.5 * seconds["pp"][0]  # a 4:1 uplink slows the stage-to-stage copy
+    exact = plan(PLACEMENT, problem, "milp", Options(10)).plan.to_json()["metrics"]
+    linear = plan(PLACEMENT, problem, "linear").plan.to_json()["metrics"]
+    assert exact["time_points"] < linear["time_points"] and exact["score"] <= linear["score"]
+    assert exact["spread"]["pp"]["leaf"]["max"] == 0

@@ -117,3 +117,15 @@ def test_routes_between_gpus_of_one_server_stay_inside(name):
                     path = router.route(a, b)
                     assert all(topo.node_by_id[v].server == server for v in path), path
                     assert not any(topo.node_by_id[v].type == "nic" for v in path), path
+
+
+def test_a_group_gets_the_share_of_a_leaf_uplink_its_gpus_under_that_leaf_have():
+    from topologies.fabrics import cluster
+    from topologies.groups import group_topology
+
+    topo = cluster("dgx-a100", 4, fabric="fat-tree", leaf_size=2)  # two leaves of 2 servers (16 GPUs)
+    gpus = (topo.servers[0][0], topo.servers[2][0])  # one GPU under each leaf
+    sub = group_topology(topo, gpus)
+    whole = {(l.src, l.dst): l.bandwidth for l in topo.links}
+    ups = [l for l in sub.links if sub.node_by_id[l.src].kind == "leaf" and sub.node_by_id[l.dst].kind == "spine"]
+    assert ups and all(l.bandwidth == pytest.approx(whole[(l.src, l.dst)] / 16) for l in ups)

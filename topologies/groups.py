@@ -4,7 +4,10 @@ A training job runs many groups of one kind at once (8 DP groups per server with
 each a collective over its own GPUs. `group_topology` keeps one group's GPUs and every
 non-GPU node of their servers and of the fabric, and gives the group its share of what
 the concurrent groups share: a NIC link carries (the group's GPUs on that server / the
-server's GPUs) of its bandwidth, a link above the leaves (the group's GPUs / all GPUs).
+server's GPUs) of its bandwidth, a link between fabric switches (the group's GPUs below it /
+all GPUs below it), "below" being the side away from the top of the tree: a leaf's uplink is
+shared by its own servers' GPUs (on a rail-optimized fabric every leaf holds every server,
+so that is all GPUs).
 Links private to a GPU (its NVLink, its PCIe lane) and the switches are kept whole; the
 servers' other GPUs stay as relays (a route may pass through a peer GPU to its NIC, as
 NCCL's PXN does), not as ranks.
@@ -44,7 +47,8 @@ def group_topology(topo: Topology, gpus: tuple[str, ...], name: str | None = Non
     # rank order of the group = the order given, not file order
     order = {g: i for i, g in enumerate(gpus)}
     kept.sort(key=lambda n: (0, order[n.id]) if n.type == "gpu" else (1, 0))
-    fabric_share = len(gpus) / max(1, topo.num_gpus)
+    below = _gpus_below(topo)
+    counted = _group_below(topo, below, gpus)
     links: list[Link] = []
     for l in topo.links:
         if l.src not in kept_ids or l.dst not in kept_ids:
@@ -54,9 +58,55 @@ def group_topology(topo: Topology, gpus: tuple[str, ...], name: str | None = Non
         if "nic" in (a.type, b.type):
             share = nic_scale[a.id if a.type == "nic" else b.id]
         elif a.server is None and b.server is None:
-            share = fabric_share
+            lower = a.id if len(below.get(a.id, ())) <= len(below.get(b.id, ())) else b.id
+            under = sum(len(topo.servers.get(x, ())) for x in below.get(lower, ()))
+            share = counted.get(lower, 0) / max(1, under)
         links.append(Link(l.src, l.dst, l.bandwidth * share, l.latency, l.kind, l.count))
     return build_topology(name or f"{topo.name}[{len(gpus)} GPUs]", kept, links)
+
+
+def _gpus_below(topo: Topology) -> dict[str, frozenset[int]]:
+    """Fabric switch -> the servers whose NICs reach it going up the tree: a leaf's are the
+    servers its NICs belong to; a switch one level up (its distance from the NIC layer) holds
+    its lower neighbours' servers. Cached on the topology (it is immutable)."""
+    cached = topo.__dict__.get("_servers_below")  # a Topology keeps its derived views in its __dict__
+    if cached is not None:
+        return cached
+    fabric = {n.id for n in topo.nodes if n.server is None and n.type == "switch"}
+    level: dict[str, int] = {}
+    below: dict[str, set[int]] = {}
+    for n in topo.nodes:
+        if n.type == "nic":
+            for l in topo.out_links[n.id]:
+                if l.dst in fabric:
+                    level[l.dst] = 0
+                    below.setdefault(l.dst, set()).add(n.server)
+    frontier = sorted(level)
+    while frontier:
+        nxt = []
+        for sw in frontier:
+            for l in topo.out_links[sw]:
+                if l.dst in fabric and l.dst not in level:
+                    level[l.dst] = level[sw] + 1
+                    nxt.append(l.dst)
+        frontier = sorted(set(nxt))
+    for sw in sorted(level, key=lambda x: (level[x], x)):
+        for l in topo.out_links[sw]:
+            if level.get(l.dst, -1) == level[sw] + 1:
+                below.setdefault(l.dst, set()).update(below.get(sw, ()))
+    out = {sw: frozenset(v) for sw, v in below.items()}
+    object.__setattr__(topo, "_servers_below", out)
+    return out
+
+
+def _group_below(topo: Topology, below: dict[str, frozenset[int]], gpus: tuple[str, ...]) -> dict[str, int]:
+    """Fabric switch -> GPUs of the group below it, and (as `below` counts servers) the
+    GPUs below it are its servers' GPUs."""
+    per_server: dict[int, int] = {}
+    for g in gpus:
+        s = topo.node_by_id[g].server
+        per_server[s] = per_server.get(s, 0) + 1
+    return {sw: sum(per_server.get(s, 0) for s in servers) for sw, servers in below.items()}
 
 
 def _nic_shares(topo: Topology, chosen: set[str], servers: set, per_server: dict, server_size: dict,

@@ -8,6 +8,14 @@ holds the ranks that share every other coordinate. Constraints: `tp_in_node` (de
 a TP group inside one server, its NVLink domain), `whole_nodes` (default true: the job
 takes every GPU of the nodes it uses), `avoid` (node names not to use).
 
+Without `bytes_per_step`, `model` (a preset or MODEL file) and `workload` (`seq_len`,
+`global_batch`, `micro_batch`: sequences) derive it for DP and PP (`derived_bytes`): DP
+all-reduces one TP x PP shard's gradients, params / (tp x pp) x 2 bytes (bf16, Megatron's
+default `grad_reduce_in_fp32: false`; experts' gradients counted as if dense: a share of
+them reduces over fewer ranks); PP sends every micro-batch's activations forward and their
+gradients back over a stage boundary, 2 x global_batch / dp x seq_len x hidden x 2 bytes.
+CP and EP bytes are given or not counted.
+
 Spread (Arnold, arXiv 2509.15940): the number of domains of a tier (leaf, spine) a group's
 GPUs touch, minus one, so 0 when the group stays inside one domain.
 """
@@ -23,6 +31,8 @@ from planner.core.loader import expect_mapping, read_document
 DIMENSIONS = ("tp", "cp", "ep", "dp", "pp")
 DEFAULT_ORDER = "tp-cp-ep-dp-pp"
 CONSTRAINTS = ("tp_in_node", "whole_nodes", "avoid")
+WORKLOAD_FIELDS = ("seq_len", "global_batch", "micro_batch")
+BF16 = 2
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,8 @@ def load_job(path: str) -> Job:
 
 
 def parse_job(data: Any, source: str | None = None) -> Job:
-    expect_mapping(data, source=source, field=None, allowed=("parallel", "order", "bytes_per_step", "constraints"),
+    expect_mapping(data, source=source, field=None,
+                   allowed=("parallel", "order", "bytes_per_step", "constraints", "model", "workload"),
                    required=("parallel",))
     parallel = data["parallel"]
     if not isinstance(parallel, dict) or not parallel:
@@ -111,6 +122,10 @@ def parse_job(data: Any, source: str | None = None) -> Job:
         if d not in DIMENSIONS:
             raise InputError(f"unknown dimension {d!r}", source=source, field=f"bytes_per_step.{d}")
         sizes_given[d] = _bytes(b, source, f"bytes_per_step.{d}")
+    if "model" in data and not per_step:
+        sizes_given = derived_bytes(data["model"], data.get("workload"), dict(sizes), source)
+    elif "workload" in data and "model" not in data:
+        raise InputError("needs a model to derive bytes_per_step from", source=source, field="workload")
     constraints = data.get("constraints") or {}
     expect_mapping(constraints, source=source, field="constraints", allowed=CONSTRAINTS)
     for key in ("tp_in_node", "whole_nodes"):
@@ -121,6 +136,29 @@ def parse_job(data: Any, source: str | None = None) -> Job:
         raise InputError("must be a list of node names", source=source, field="constraints.avoid")
     return Job(sizes, tuple(sorted(sizes_given.items())),
                constraints.get("tp_in_node", True), constraints.get("whole_nodes", True), tuple(avoid))
+
+
+def derived_bytes(model: Any, workload: Any, sizes: dict[str, int], source: str | None) -> dict[str, float]:
+    """DP and PP bytes per step of `model` under `workload` (see the module doc)."""
+    from planner.core.transformer import load_model, parse_model
+
+    spec = parse_model(model, source) if isinstance(model, dict) else load_model(str(model))
+    expect_mapping(workload, source=source, field="workload", allowed=WORKLOAD_FIELDS,
+                   required=("seq_len", "global_batch"))
+    for key in WORKLOAD_FIELDS:
+        v = workload.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"must be a positive whole number, got {v!r}", source=source, field=f"workload.{key}")
+    tp, pp, dp = sizes.get("tp", 1), sizes.get("pp", 1), sizes.get("dp", 1)
+    if workload["global_batch"] % (dp * workload.get("micro_batch", 1)):
+        raise InputError(f"global_batch {workload['global_batch']} is not a multiple of dp x micro_batch",
+                         source=source, field="workload.global_batch")
+    out = {}
+    if dp > 1:
+        out["dp"] = spec.params / (tp * pp) * BF16
+    if pp > 1:
+        out["pp"] = 2.0 * workload["global_batch"] / dp * workload["seq_len"] * spec.hidden * BF16
+    return out
 
 
 def _bytes(value: Any, source: str | None, field: str) -> float:

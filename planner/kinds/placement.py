@@ -4,13 +4,12 @@ communication groups stay inside leaf and spine domains.
 Methods (docs/placement.md): `greedy` (planner/placement/methods.py), a candidate; `milp`
 (models/placement_milp.py), exact over blocks to leaves, warm-started from the best
 candidate; `best-fit` (Slurm topology/tree), `random` and `linear` (hostname order),
-baselines. Scored by the weighted spread (methods.py `score`); a plan is checked by
-re-deriving it: every rank on a free GPU once, TP groups inside a node, the rank order the
-job's.
+baselines. Scored by planner/placement/score.py (weighted spread, and the priced time of
+each kind's farthest-reaching group); a plan is checked by re-deriving it: every rank on a
+free GPU once, TP groups inside a node, the rank order the job's.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,7 +20,10 @@ from planner.core.placement import Job
 from planner.exports.placement import parse_rankfile, placement_text
 from planner.kind import Attempt, Candidate, Context, Method, PlanKind
 from planner.placement import methods
-from planner.placement.cluster import TIERS, Cluster
+from planner.placement.bound import least_spreads, most_free, spread_bound
+from planner.placement.cluster import Cluster
+from planner.placement.score import TIER_WEIGHT, Scorer, weights
+from planner.placement.timing import COLLECTIVE_OF, TIME_POINTS
 from topologies.types import Topology
 
 AUTO_MAX_BINARIES = 60_000  # a larger model is left to greedy under auto
@@ -38,12 +40,6 @@ class PlacementProblem:
     @cached_property
     def cluster(self) -> Cluster:
         return Cluster(self.topology, self.job)
-
-    @cached_property
-    def pricer(self):
-        from planner.training.comm import CommPricer  # the collective kind, priced as training plans price it
-
-        return CommPricer(self.topology)
 
     def describe(self) -> dict:
         c = self.cluster
@@ -87,14 +83,14 @@ def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
     size = _milp_size(p)
     if context.requested == "auto" and size > AUTO_MAX_BINARIES:
         return Declined(f"{size} binaries, more than auto's {AUTO_MAX_BINARIES}")
-    w = methods.weights(c)
+    w = weights(c)
     hint = None
     if context.incumbent is not None:
         index = {l: i for i, l in enumerate(names)}
         hint = tuple(index[c.domains[n][0]] for n in context.incumbent.solution.node_of_block)
     inputs = PlacementInputs(c.blocks, tuple((l, c.domains[leaves[l][0]][1], len(leaves[l])) for l in names),
                              tuple((g.kind, g.blocks) for g in c.groups), tuple(w.items()),
-                             tuple((k, v * methods.SPINE_WEIGHT) for k, v in w.items()), hint)
+                             tuple((k, v * TIER_WEIGHT["spine"]) for k, v in w.items()), _reach_costs(c), hint)
     work = min(context.options.time_limit_s, max(1.0, size * WORK_PER_BINARY_S))
     solution = solve_placement(inputs, work, context.options.solver)
     model = {"binaries": size, "variables": solution.variables, "constraints": solution.constraints}
@@ -104,6 +100,16 @@ def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
     taken = {l: iter(leaves[l]) for l in names}
     node_of = tuple(next(taken[names[l]]) for l in solution.leaf_of_block)
     return Attempt(Placement(node_of), solution.result, model, proof=solution.bound)
+
+
+def _reach_costs(c: Cluster) -> tuple[tuple[str, float, float], ...]:
+    """kind -> the score's time points for reaching past one leaf, past one spine domain."""
+    seconds = c.tier_seconds
+    base = sum(t[0] for t in seconds.values())
+    if base <= 0:
+        return ()
+    return tuple((k, TIME_POINTS * (t[1] - t[0]) / base, TIME_POINTS * (t[2] - t[1]) / base)
+                 for k, t in seconds.items())
 
 
 METHODS: tuple[Method, ...] = (
@@ -142,7 +148,8 @@ def _evaluate(p: PlacementProblem, solution: Placement):
         for group in p.job.groups("tp"):
             if len({ranks[r][0] for r in group}) != 1:
                 raise PlannerError("a TP group spans nodes")
-    return methods.spreads(c, nodes), methods.score(c, nodes)
+    scorer = Scorer(c, nodes)
+    return (scorer.spreads(), scorer.parts()), scorer.total()
 
 
 @dataclass(frozen=True)
@@ -152,38 +159,30 @@ class PlacementBound:
 
     def to_json(self) -> dict:
         return {"score": self.score, "max_spread": self.per_kind,
-                "derivation": "per group: it touches at least ceil(blocks / the most free nodes of one domain) "
-                              "domains of a tier; the score of those least spreads (max and mean per kind); the "
-                              "placement MILP's dual bound where it ran, less what its integer coefficients can move"}
+                "derivation": "per tier: a group touches at least ceil(blocks / the most free nodes of one domain) "
+                              "domains; on a grid of blocks, a domain of s blocks touches groups whose counts "
+                              "multiply to at least s^(K-1) (Loomis-Whitney), which bounds the mean spreads; "
+                              "max >= mean per kind (planner/placement/bound.py); a group larger than every "
+                              "domain reaches past it; the placement MILP's dual bound where it ran, less what "
+                              "its integer coefficients can move"}
 
 
 def _bound(p: PlacementProblem, candidates: list[Candidate]) -> PlacementBound:
     c = p.cluster
-    leaves = c.leaves_free()
-    most = {"leaf": max(len(v) for v in leaves.values())}
-    spine_free: dict[str, int] = {}
-    for nodes in leaves.values():
-        s = c.domains[nodes[0]][1]
-        spine_free[s] = spine_free.get(s, 0) + len(nodes)
-    most["spine"] = max(spine_free.values())
-    w = methods.weights(c)
-    per_kind: dict[str, dict[str, float]] = {}
-    total = 0.0
-    for kind in c.kinds:
+    most = most_free(c)
+    total = spread_bound(c)
+    for kind, past_leaf, past_spine in _reach_costs(c):  # a group too big for one domain reaches past it
         sizes = [len(g.blocks) for g in c.groups if g.kind == kind]
-        per_kind[kind] = {}
-        for tier in TIERS:
-            least = [math.ceil(n / most[tier]) - 1 for n in sizes]
-            per_kind[kind][tier] = max(least)
-            total += w[kind] * (methods.SPINE_WEIGHT if tier == "spine" else 1) * (max(least) + sum(least) / len(least))
+        total += (past_leaf if max(sizes) > most["leaf"] else 0.0) + (past_spine if max(sizes) > most["spine"] else 0.0)
     proofs = [c.attempt.proof for c in candidates if c.attempt.proof is not None]
-    return PlacementBound(max([total, *proofs]), per_kind)
+    return PlacementBound(max([total, *proofs]), least_spreads(c))
 
 
 def _metrics(p: PlacementProblem, cand: Candidate, bound: PlacementBound) -> dict:
     c = p.cluster
-    spreads = cand.evidence
-    out = {"score": cand.score, "lower_bound_score": bound.score,
+    spreads, (spread_points, time_points) = cand.evidence
+    out = {"score": cand.score, "spread_points": spread_points, "time_points": time_points,
+           "lower_bound_score": bound.score,
            "ratio_to_bound": (cand.score + 1) / (bound.score + 1),  # + 1: defined when the bound is 0
            "spread": {k: {t: {"max": v[0], "mean": v[1]} for t, v in tiers.items()} for k, tiers in spreads.items()},
            "nodes_used": c.blocks, "free_nodes_left": len(c.free) - c.blocks}
@@ -199,14 +198,12 @@ def _metrics(p: PlacementProblem, cand: Candidate, bound: PlacementBound) -> dic
     return out
 
 
-COLLECTIVE_OF = {"dp": "allreduce", "cp": "allgather", "ep": "alltoall", "pp": "broadcast"}
-
-
 def _comm_times(p: PlacementProblem, solution: Placement) -> dict[str, float]:
     """Per group kind with bytes_per_step: the per-step time of its most spread group, priced
     by the collective planner on the GPUs that group gets (planner/training/comm.py: the
     NCCL-measured link efficiencies, a group's share of what concurrent groups share); PP as
-    one stage-to-stage copy of the bytes. Not part of the score."""
+    one stage-to-stage copy of the bytes. The score prices the same groups by their reach
+on representative nodes (planner/placement/timing.py)."""
     c, job = p.cluster, p.job
     per_step = dict(job.bytes_per_step)
     g = c.gpus_per_node
@@ -226,7 +223,7 @@ def _comm_times(p: PlacementProblem, solution: Placement) -> dict[str, float]:
         if kind == "pp":
             worst = worst[:2]
         gpus = tuple(rank_of[c.gpus_of[solution.node_of_block[r // g]][r % g]] for r in worst)
-        out[kind] = p.pricer.seconds(COLLECTIVE_OF[kind], gpus, size)
+        out[kind] = c.pricer.seconds(COLLECTIVE_OF[kind], gpus, size)
     return out
 
 

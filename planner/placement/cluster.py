@@ -17,6 +17,7 @@ from functools import cached_property
 
 from planner.core.errors import InfeasibleError, InputError
 from planner.core.placement import Job
+from planner.placement.timing import tier_seconds
 from topologies.types import Topology
 
 TIERS = ("leaf", "spine")
@@ -130,6 +131,18 @@ class Cluster:
     @cached_property
     def kinds(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(g.kind for g in self.groups))
+
+    @cached_property
+    def pricer(self):
+        from planner.training.comm import CommPricer  # here: planner.kinds imports this module's users
+
+        return CommPricer(self.topology)
+
+    @cached_property
+    def tier_seconds(self) -> dict[str, tuple[float, float, float]]:
+        """kind -> per-step seconds of a group reaching one leaf, one spine domain, further
+        (planner/placement/timing.py); the kinds with bytes_per_step only."""
+        return tier_seconds(self)
 
     def leaves_free(self) -> dict[str, list[int]]:
         """Free nodes of each leaf, in node order."""

@@ -1,56 +1,34 @@
-"""Placements of a job's blocks on free nodes, and their score.
+"""Placements of a job's blocks on free nodes (scored by planner/placement/score.py).
 
-Score (lower is better): sum over group kinds k (dp, pp, cp, ep) of w_k x sum over tiers of
-W_tier x (max spread + mean spread), with W_leaf = 1, W_spine = SPINE_WEIGHT (a group that
-crosses spine domains pays more than one that crosses leaves: Arnold measures up to 17% of
-bus bandwidth lost across minipods) and w_k the kind's share of `bytes_per_step` (1 each
-when the job gives none).
-
-Methods (each O(nodes log nodes + ranks)):
-- `linear`: free nodes in name order (hostname order);
-- `random`: free nodes in a seeded random order;
+Methods:
+- `linear`: free nodes in name order (hostname order); O(nodes);
+- `random`: free nodes in a seeded random order; O(nodes);
 - `best_fit`: Slurm topology/tree as it allocates: the lowest switch whose subtree holds
   enough free nodes (the fewest free among those), then its leaves with the most free nodes
-  first, nodes in order; blocks in rank order;
+  first, nodes in order; blocks in rank order; O(nodes log nodes);
 - `greedy` (ours): the same subtree, its leaves packed fullest-first, and the blocks laid
   out group by group (every PP group's blocks together, or every DP group's), whichever
-  scores better.
+  scores better; then a local search (planner/placement/local_search.py).
 """
 from __future__ import annotations
 
 import random as random_module
 from collections import defaultdict
 
-from planner.placement.cluster import TIERS, Cluster
+from planner.placement.cluster import Cluster
+from planner.placement.local_search import improve
+from planner.placement.score import Scorer
 
-SPINE_WEIGHT = 10
 SEED = 0
-
-
-def weights(c: Cluster) -> dict[str, float]:
-    given = dict(c.job.bytes_per_step)
-    total = sum(given.get(k, 0.0) for k in c.kinds)
-    if not given or total <= 0:
-        return {k: 1.0 for k in c.kinds}
-    return {k: given.get(k, 0.0) / total * len(c.kinds) for k in c.kinds}
 
 
 def spreads(c: Cluster, node_of: tuple[int, ...]) -> dict[str, dict[str, tuple[int, float]]]:
     """kind -> tier -> (max spread, mean spread)."""
-    acc: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for g in c.groups:
-        for t, tier in enumerate(TIERS):
-            acc[g.kind][tier].append(len({c.domains[node_of[b]][t] for b in g.blocks}) - 1)
-    return {k: {tier: (max(v), sum(v) / len(v)) for tier, v in tiers.items()} for k, tiers in acc.items()}
+    return Scorer(c, node_of).spreads()
 
 
 def score(c: Cluster, node_of: tuple[int, ...]) -> float:
-    w = weights(c)
-    out = 0.0
-    for kind, tiers in spreads(c, node_of).items():
-        for tier, (mx, mean) in tiers.items():
-            out += w[kind] * (SPINE_WEIGHT if tier == "spine" else 1) * (mx + mean)
-    return out
+    return Scorer(c, node_of).total()
 
 
 def linear(c: Cluster) -> tuple[int, ...]:
@@ -87,7 +65,9 @@ def best_fit(c: Cluster) -> tuple[int, ...]:
 
 def greedy(c: Cluster) -> tuple[int, ...]:
     """Leaves of the chosen subtree, fullest first, grouped by spine; blocks ordered so that
-    the groups of one kind are contiguous (each kind tried), nodes filled in that order."""
+    the groups of one kind are contiguous (each kind tried, and rank order), nodes filled
+    in that order; each layout, and the free nodes in hostname order, improved by the local
+    search; the best kept."""
     leaves = _subtree(c)
     spine_of = {leaf[0]: c.domains[leaf[0]][1] for leaf in leaves}
     spine_free: dict[str, int] = defaultdict(int)
@@ -95,14 +75,17 @@ def greedy(c: Cluster) -> tuple[int, ...]:
         spine_free[spine_of[leaf[0]]] += len(leaf)
     ordered = sorted(leaves, key=lambda l: (-spine_free[spine_of[l[0]]], spine_of[l[0]], -len(l), l[0]))
     nodes = [n for leaf in ordered for n in leaf][:c.blocks]
-    best = None
+    starts = []
     for kind in (None, *c.kinds):
-        order = _block_order(c, kind)
         node_of = [0] * c.blocks
-        for slot, b in enumerate(order):
+        for slot, b in enumerate(_block_order(c, kind)):
             node_of[b] = nodes[slot]
-        candidate = tuple(node_of)
-        key = (score(c, candidate), kind or "")
+        starts.append(tuple(node_of))
+    starts.append(linear(c))
+    best = None
+    for i, start in enumerate(starts):
+        candidate = improve(c, start)
+        key = (score(c, candidate), i)
         if best is None or key < best[0]:
             best = (key, candidate)
     return best[1]
