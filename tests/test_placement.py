@@ -157,3 +157,43 @@ def test_on_oversubscribed_uplinks_reaching_past_a_leaf_costs_time_and_milp_avoi
     linear = plan(PLACEMENT, problem, "linear").plan.to_json()["metrics"]
     assert exact["time_points"] < linear["time_points"] and exact["score"] <= linear["score"]
     assert exact["spread"]["pp"]["leaf"]["max"] == 0
+
+
+def test_reaches_over_uneven_leaves_are_priced(tmp_path):
+    from planner.placement.timing import _split
+
+    assert _split([[0, 1, 2, 3], [4], [5], [6], [7]], 4) == [0, 1, 2, 4]  # one big leaf, singletons
+    assert _split([[0, 1], [2]], 4) is None
+    conf = "SwitchName=l0 Nodes=n[00-03]\n" + "".join(f"SwitchName=l{i} Nodes=n{i + 3:02d}\n" for i in range(1, 5))
+    (tmp_path / "topology.conf").write_text(conf + "SwitchName=s Switches=l[0-4]\n")
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from topologies.slurm import slurm_topology
+
+    topo = slurm_topology(str(tmp_path / "topology.conf"), "dgx-a100", None, 4.0)
+    problem = placement_problem(parse_job({"parallel": {"tp": 8, "dp": 4}, "bytes_per_step": {"dp": 1e9}}), topo, "x")
+    leaf, spine, _ = problem.cluster.tier_seconds["dp"]
+    assert spine > 1.5 * leaf  # over two leaves, 4:1 uplinks
+
+
+def test_a_switch_above_a_leaf_and_a_spine_shares_by_the_gpus_below_it(tmp_path):
+    from topologies.groups import group_topology
+    from topologies.slurm import slurm_topology
+
+    (tmp_path / "t.conf").write_text("SwitchName=l0 Nodes=n00\nSwitchName=l1 Nodes=n[01-03]\nSwitchName=s1 Switches=l1\n"
+                                     "SwitchName=top Switches=l0,s1\n")
+    topo = slurm_topology(str(tmp_path / "t.conf"), "dgx-a100")
+    sub = group_topology(topo, (topo.servers[0][0], topo.servers[1][0]))
+    whole = {(l.src, l.dst): l.bandwidth for l in topo.links}
+    share = {(l.src, l.dst): l.bandwidth / whole[(l.src, l.dst)] for l in sub.links}
+    assert share[("sw/s1", "sw/top")] == pytest.approx(1 / 24) and share[("sw/l0", "sw/top")] == pytest.approx(1 / 8)
+
+
+def test_tp_after_a_faster_dimension_and_bytes_next_to_a_model_are_refused(run_cli, slurm):
+    (slurm / "order.yaml").write_text("parallel: {tp: 8, dp: 2}\norder: dp-tp\n")
+    r = run_cli("place", slurm / "order.yaml", "--topology", "hgx-h100x8")
+    assert r.exit_code == 2 and "order" in r.stderr and "fastest" in r.stderr
+    (slurm / "both.yaml").write_text("parallel: {tp: 8, dp: 2}\nbytes_per_step: {dp: 1e9}\nmodel: llama3-8b\n"
+                                     "workload: {seq_len: 8, global_batch: 8}\n")
+    r = run_cli("place", slurm / "both.yaml", "--topology", "hgx-h100x8")
+    assert r.exit_code == 2 and "not both" in r.stderr

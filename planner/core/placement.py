@@ -122,9 +122,12 @@ def parse_job(data: Any, source: str | None = None) -> Job:
         if d not in DIMENSIONS:
             raise InputError(f"unknown dimension {d!r}", source=source, field=f"bytes_per_step.{d}")
         sizes_given[d] = _bytes(b, source, f"bytes_per_step.{d}")
-    if "model" in data and not per_step:
+    if per_step and ("model" in data or "workload" in data):
+        raise InputError("give bytes_per_step or a model and workload to derive them from, not both", source=source,
+                         field="model" if "model" in data else "workload")
+    if "model" in data:
         sizes_given = derived_bytes(data["model"], data.get("workload"), dict(sizes), source)
-    elif "workload" in data and "model" not in data:
+    elif "workload" in data:
         raise InputError("needs a model to derive bytes_per_step from", source=source, field="workload")
     constraints = data.get("constraints") or {}
     expect_mapping(constraints, source=source, field="constraints", allowed=CONSTRAINTS)
@@ -140,9 +143,21 @@ def parse_job(data: Any, source: str | None = None) -> Job:
 
 def derived_bytes(model: Any, workload: Any, sizes: dict[str, int], source: str | None) -> dict[str, float]:
     """DP and PP bytes per step of `model` under `workload` (see the module doc)."""
-    from planner.core.transformer import load_model, parse_model
+    from pathlib import Path
 
-    spec = parse_model(model, source) if isinstance(model, dict) else load_model(str(model))
+    from planner.core.transformer import MODEL_PRESETS, load_model, parse_model
+
+    try:
+        if isinstance(model, dict):
+            spec = parse_model(model, source)
+        elif isinstance(model, str) and model:
+            here = Path(source).parent / model if source and model not in MODEL_PRESETS else None
+            spec = load_model(str(here) if here is not None and here.is_file() else model)
+        else:
+            raise InputError(f"must be a model preset, a MODEL file or a mapping, got {model!r}")
+    except InputError as exc:
+        raise InputError(exc.message, source=source,
+                         field="model" + (f".{exc.field}" if isinstance(model, dict) and exc.field else "")) from None
     expect_mapping(workload, source=source, field="workload", allowed=WORKLOAD_FIELDS,
                    required=("seq_len", "global_batch"))
     for key in WORKLOAD_FIELDS:

@@ -101,6 +101,10 @@ class Cluster:
             raise InputError("whole_nodes: false is not supported yet (every node is taken whole)",
                              field="constraints.whole_nodes")
         tp = job.size.get("tp", 1)
+        faster = [d for d in job.order[:job.order.index("tp")] if job.size[d] > 1] if "tp" in job.order else []
+        if job.tp_in_node and tp > 1 and faster:
+            raise InputError(f"tp comes after {faster[0]} (faster); TP groups stay inside a node only when tp is "
+                             "the fastest dimension (constraints.tp_in_node)", field="order")
         if job.tp_in_node and (tp > g or g % tp):
             raise InfeasibleError(f"tp {tp} does not fit inside a node of {g} GPUs (constraints.tp_in_node)")
         if job.world % g:

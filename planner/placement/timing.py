@@ -82,19 +82,22 @@ def _one_leaf(by_leaf: dict[str, list[int]], n: int) -> list[int] | None:
 
 def _split(lists: list[list[int]], n: int) -> list[int] | None:
     """n nodes over the fewest (at least two) of `lists` (largest first) that hold them,
-    evenly; None when two of them do not exist or they cannot hold n."""
-    if len(lists) < 2:
+    as evenly as they allow (each list's share capped at its size, the rest to the next);
+    None when two of them do not exist or all of them cannot hold n."""
+    if len(lists) < 2 or n < 2 or sum(map(len, lists)) < n:
         return None
-    k = max(2, math.ceil(n / len(lists[0])))
-    if k > len(lists) or k > n:
-        return None
-    out = []
-    for i in range(k):
-        share = n // k + (1 if i < n % k else 0)
-        if share > len(lists[i]):
-            return None
-        out += lists[i][:share]
-    return out
+    for k in range(max(2, math.ceil(n / len(lists[0]))), min(len(lists), n) + 1):
+        if sum(len(x) for x in lists[:k]) < n:
+            continue
+        shares = [0] * k
+        left = n
+        for i in sorted(range(k), key=lambda i: len(lists[i])):  # smallest first: capped ones pass the rest on
+            shares[i] = min(len(lists[i]), left // (k - sum(1 for s in shares if s)))
+            left -= shares[i]
+        if left or min(shares) == 0:
+            continue
+        return [x for i in range(k) for x in lists[i][:shares[i]]]
+    return None
 
 
 def _over_leaves(by_spine: dict[str, list[list[int]]], n: int) -> list[int] | None:
