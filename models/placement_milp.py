@@ -85,30 +85,29 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
                 reach_vars[(k, tier)] = (r, domains - 1)
                 objective.append(_coef(cost) * r)
                 rounding += abs(_coef(cost) - cost * SCALE)
+
+    def spread_terms(k: str, tier: str, spread, weight: float, domains: int) -> float:
+        """A group's spread at a tier: under its kind's max, in the objective, forcing the
+        kind's reach binary; returns what rounding its coefficient can move."""
+        model.add_constraint(maxima[(k, tier)] - spread, ">=", 0)
+        objective.append(_coef(weight / count[k]) * spread)
+        if (k, tier) in reach_vars:
+            r, most = reach_vars[(k, tier)]
+            model.add_constraint(most * r - spread, ">=", 0)
+        return abs(_coef(weight / count[k]) - weight / count[k] * SCALE) * domains
+
     for i, (k, blocks) in enumerate(inputs.groups):
         u = [model.add_binary(f"u{i}_{l}") for l in range(len(leaves))]
         for b in blocks:
             for l in range(len(leaves)):
                 model.add_constraint(u[l] - x[b][l], ">=", 0)
-        spread_l = quicksum(u) - 1
-        model.add_constraint(maxima[(k, "leaf")] - spread_l, ">=", 0)
-        objective.append(_coef(a[k] / count[k]) * spread_l)
-        if (k, "leaf") in reach_vars:
-            r, most = reach_vars[(k, "leaf")]
-            model.add_constraint(most * r - spread_l, ">=", 0)
-        rounding += abs(_coef(a[k] / count[k]) - a[k] / count[k] * SCALE) * len(leaves)
+        rounding += spread_terms(k, "leaf", quicksum(u) - 1, a[k], len(leaves))
         if len(spines) > 1:
             v = [model.add_binary(f"v{i}_{s}") for s in range(len(spines))]
             for s, name in enumerate(spines):
                 for l in leaves_of[name]:
                     model.add_constraint(v[s] - u[l], ">=", 0)
-            spread_s = quicksum(v) - 1
-            model.add_constraint(maxima[(k, "spine")] - spread_s, ">=", 0)
-            objective.append(_coef(big[k] / count[k]) * spread_s)
-            if (k, "spine") in reach_vars:
-                r, most = reach_vars[(k, "spine")]
-                model.add_constraint(most * r - spread_s, ">=", 0)
-            rounding += abs(_coef(big[k] / count[k]) - big[k] / count[k] * SCALE) * len(spines)
+            rounding += spread_terms(k, "spine", quicksum(v) - 1, big[k], len(spines))
     model.minimize(quicksum(objective))
     if inputs.hint is not None:
         model.set_hint({x[b][l]: float(inputs.hint[b] == l) for b in range(nb) for l in range(len(leaves))})

@@ -23,7 +23,7 @@ from planner.placement import methods
 from planner.placement.bound import least_spreads, most_free, spread_bound
 from planner.placement.cluster import Cluster
 from planner.placement.score import TIER_WEIGHT, Scorer, weights
-from planner.placement.timing import COLLECTIVE_OF, TIME_POINTS
+from planner.placement.timing import TIME_POINTS, group_seconds, priced_ranks
 from topologies.types import Topology
 
 AUTO_MAX_BINARIES = 60_000  # a larger model is left to greedy under auto
@@ -149,7 +149,8 @@ def _evaluate(p: PlacementProblem, solution: Placement):
             if len({ranks[r][0] for r in group}) != 1:
                 raise PlannerError("a TP group spans nodes")
     scorer = Scorer(c, nodes)
-    return (scorer.spreads(), scorer.parts()), scorer.total()
+    parts = scorer.parts()
+    return (scorer.spreads(), parts), sum(parts)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,6 @@ on representative nodes (planner/placement/timing.py)."""
     c, job = p.cluster, p.job
     per_step = dict(job.bytes_per_step)
     g = c.gpus_per_node
-    rank_of = p.topology.rank_of
     out = {}
     for kind in c.kinds:
         size = per_step.get(kind, 0.0)
@@ -220,10 +220,7 @@ on representative nodes (planner/placement/timing.py)."""
             return (len({c.domains[n][1] for n in nodes}), len({c.domains[n][0] for n in nodes}), len(nodes))
 
         worst = max(groups, key=lambda ranks: (touched(ranks), -ranks[0]))
-        if kind == "pp":
-            worst = worst[:2]
-        gpus = tuple(rank_of[c.gpus_of[solution.node_of_block[r // g]][r % g]] for r in worst)
-        out[kind] = c.pricer.seconds(COLLECTIVE_OF[kind], gpus, size)
+        out[kind] = group_seconds(c, kind, priced_ranks(kind, worst), solution.node_of_block, size)
     return out
 
 

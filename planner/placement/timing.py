@@ -39,23 +39,26 @@ def tier_seconds(c) -> dict[str, tuple[float, float, float]]:
         size = per_step.get(kind, 0.0)
         if size <= 0:
             continue
-        ranks = c.job.groups(kind)[0]
-        if kind == "pp":
-            ranks = ranks[:2]
-        g = c.gpus_per_node
-        blocks = list(dict.fromkeys(r // g for r in ranks))
+        ranks = priced_ranks(kind, c.job.groups(kind)[0])
+        blocks = list(dict.fromkeys(r // c.gpus_per_node for r in ranks))
         layouts = (_one_leaf(by_leaf, len(blocks)), _over_leaves(by_spine, len(blocks)),
                    _over_spines(by_spine, len(blocks)))
-        seconds: list[float | None] = []
-        for nodes in layouts:
-            if nodes is None:
-                seconds.append(None)
-                continue
-            node_of = dict(zip(blocks, nodes))
-            gpus = tuple(c.topology.rank_of[c.gpus_of[node_of[r // g]][r % g]] for r in ranks)
-            seconds.append(c.pricer.seconds(COLLECTIVE_OF[kind], gpus, size))
-        out[kind] = _filled(seconds)
+        out[kind] = _filled([None if nodes is None else group_seconds(c, kind, ranks, dict(zip(blocks, nodes)), size)
+                             for nodes in layouts])
     return out
+
+
+def priced_ranks(kind: str, ranks: tuple[int, ...]) -> tuple[int, ...]:
+    """The ranks a kind's group is priced on: PP as one stage-to-stage copy (its first two)."""
+    return ranks[:2] if kind == "pp" else ranks
+
+
+def group_seconds(c, kind: str, ranks: tuple[int, ...], node_of_block, size: float) -> float:
+    """Per-step seconds of `size` bytes of the kind's collective over `ranks`, block b of
+    the job on node `node_of_block[b]`."""
+    g = c.gpus_per_node
+    gpus = tuple(c.topology.rank_of[c.gpus_of[node_of_block[r // g]][r % g]] for r in ranks)
+    return c.pricer.seconds(COLLECTIVE_OF[kind], gpus, size)
 
 
 def _filled(seconds: list[float | None]) -> tuple[float, float, float]:
