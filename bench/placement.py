@@ -4,6 +4,7 @@
     python -m bench.placement --arnold     # table 1: Arnold's three settings, 0% and 30% of nodes busy
     python -m bench.placement --large      # table 2: 1,024 nodes (8,192 GPUs), job TP8 PP16 DP48
     python -m bench.placement --oversubscribed   # table 3: setting (ii) with 2:1 and 4:1 uplinks
+    python -m bench.placement --shared     # table 4: sharing nodes (mix nodes), GB200 NVL72 racks
 
 Clusters are Slurm topology.conf trees of 8-GPU hgx-h100 nodes (Arnold's are 8-GPU H800
 nodes): nodes spread evenly over the spine domains ("minipods"), leaves of at most 32
@@ -133,9 +134,65 @@ def oversubscribed_table() -> None:
     print()
 
 
+SHARED_HEADER = ("| setting | method | DP max per tier | PP max per tier | ms/step | score (time) | bound | nodes used "
+                 "| free GPUs fragmented | solver | s |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _shared_row(label: str, problem, method: str) -> str:
+    started = time.perf_counter()
+    doc = plan(PLACEMENT, problem, method, Options(60.0)).plan.to_json()
+    seconds = time.perf_counter() - started
+    m = doc["metrics"]
+    cells = [" / ".join(f"{t} {v['max']}" for t, v in m["spread"].get(k, {}).items()) or "-" for k in ("dp", "pp")]
+    solver = doc["solver"]
+    status = f"{solver['status']}, gap {solver['gap']:.2f}" if solver and solver["gap"] is not None else "-"
+    return (f"| {label} | {doc['method']} | {cells[0]} | {cells[1]} | {m.get('comm_time_per_step_s', 0) * 1e3:.1f} | "
+            f"{m['score']:.2f} ({m['time_points']:.2f}) | {m['lower_bound_score']:.2f} | {m['nodes_used']} | "
+            f"{m['free_gpus_fragmented']} | {status} | {seconds:.1f} |")
+
+
+def shared_table() -> None:
+    """Setting (ii) with 30% of nodes busy and 20% `mix` (GPUs 4-7 free), the job taking
+    whole nodes or sharing them; and 16 GB200 NVL72 racks (18 trays of 4 GPUs, two racks
+    per leaf, two spine domains), 30% of trays busy, job TP8 PP4 DP16 (TP over two trays
+    of one rack)."""
+    print(SHARED_HEADER)
+    name, spines, nodes, parallel, model = SETTINGS[1]
+    folder = Path(tempfile.mkdtemp(prefix="bench-placement-"))
+    (folder / "topology.conf").write_text(tree_conf(spines, nodes))
+    rng = np.random.Generator(np.random.PCG64(0))
+    order = rng.permutation(nodes).tolist()
+    busy, mix = set(order[:int(0.3 * nodes)]), set(order[int(0.3 * nodes):int(0.5 * nodes)])
+    (folder / "state.txt").write_text("".join(
+        f"n{i:04d} {'alloc' if i in busy else 'mix 4-7' if i in mix else 'idle'}\n" for i in range(nodes)))
+    topo = slurm_topology(str(folder / "topology.conf"), "hgx-h100", str(folder / "state.txt"))
+    for whole in (True, False):
+        batch = parallel["dp"] * 4 * parallel["pp"]
+        shared_job = parse_job({"parallel": parallel, "model": model, "constraints": {"whole_nodes": whole},
+                                "workload": {"seq_len": SEQ_LEN, "global_batch": batch}})
+        problem = placement_problem(shared_job, topo, f"({name})")
+        for method in METHODS:
+            print(_shared_row(f"({name}) 30% busy, 20% mix, whole_nodes {str(whole).lower()}", problem, method))
+    racks = 16
+    conf = "".join(f"SwitchName=leaf{l} Nodes=t[{36 * l + 1:03d}-{36 * l + 36:03d}]\n" for l in range(racks // 2))
+    conf += "".join(f"SwitchName=spine{s} Switches=leaf[{4 * s}-{4 * s + 3}]\n" for s in range(2))
+    conf += "SwitchName=core Switches=spine[0-1]\n"
+    (folder / "nvl72.conf").write_text(conf)
+    trays = racks * 18
+    taken = set(rng.choice(trays, size=int(0.3 * trays), replace=False).tolist())
+    (folder / "nvl72.txt").write_text("".join(f"t{i + 1:03d} {'alloc' if i in taken else 'idle'}\n"
+                                              for i in range(trays)))
+    topo = slurm_topology(str(folder / "nvl72.conf"), "gb200-nvl72", str(folder / "nvl72.txt"))
+    parallel = {"tp": 8, "pp": 4, "dp": 16}
+    problem = placement_problem(job(parallel, "llama3-70b"), topo, "nvl72")
+    for method in METHODS:
+        print(_shared_row("16 NVL72 racks, 30% of trays busy", problem, method))
+    print()
+
+
 def main() -> None:
     run_tables(__doc__, {"arnold": (arnold_table,), "large": (large_table,),
-                         "oversubscribed": (oversubscribed_table,)})
+                         "oversubscribed": (oversubscribed_table,), "shared": (shared_table,)})
 
 
 if __name__ == "__main__":

@@ -134,10 +134,14 @@ SLURM_TREE = ("SwitchName=leaf0 Nodes=dev[00-03]\nSwitchName=leaf1 Nodes=dev[04-
               "SwitchName=core Switches=spine[0-1]\n")
 
 
+NVL72_TREE = "SwitchName=leaf0 Nodes=tray[01-36]\nSwitchName=leaf1 Nodes=tray[37-72]\nSwitchName=spine Switches=leaf[0-1]\n"
+
+
 @lru_cache(maxsize=1)
 def placement_problems() -> tuple:
     """A job on a three-level Slurm tree with busy nodes; one on a fat-tree preset cluster
-    with per-step bytes and a node to avoid."""
+    with per-step bytes and a node to avoid; one sharing nodes (TP pairs on the free GPUs
+    of mix nodes); one on GB200 NVL72 racks, two per leaf, its TP groups over two trays."""
     import tempfile
 
     from planner.core.placement import parse_job
@@ -150,10 +154,19 @@ def placement_problems() -> tuple:
     (folder / "state.txt").write_text("dev01 alloc\ndev05 drain\ngpu2 mix\n")
     tree = slurm_topology(str(folder / "topology.conf"), "dgx-a100", str(folder / "state.txt"))
     fat = cluster("dgx-a100", 8, fabric="fat-tree", leaf_size=2)
+    (folder / "shared.txt").write_text("dev01 alloc\ndev05 drain\ngpu2 mix 4-7\ndev00 mix 0-1,6-7\ndev04 mix 2-5\n")
+    shared = slurm_topology(str(folder / "topology.conf"), "dgx-a100", str(folder / "shared.txt"))
+    (folder / "nvl72.conf").write_text(NVL72_TREE)
+    (folder / "nvl72.txt").write_text("tray03 alloc\ntray40 drain\n")
+    racks = slurm_topology(str(folder / "nvl72.conf"), "gb200-nvl72", str(folder / "nvl72.txt"))
+    per_step = {"dp": 4e9, "pp": 1e8}
     return (placement_problem(parse_job({"parallel": {"tp": 8, "dp": 3, "pp": 2}}), tree, "tree"),
-            placement_problem(parse_job({"parallel": {"tp": 4, "dp": 4, "pp": 2},
-                                         "bytes_per_step": {"dp": 4e9, "pp": 1e8},
-                                         "constraints": {"avoid": ["node0"]}}), fat, "fat"))
+            placement_problem(parse_job({"parallel": {"tp": 4, "dp": 4, "pp": 2}, "bytes_per_step": per_step,
+                                         "constraints": {"avoid": ["node0"]}}), fat, "fat"),
+            placement_problem(parse_job({"parallel": {"tp": 2, "dp": 6, "pp": 2}, "bytes_per_step": per_step,
+                                         "constraints": {"whole_nodes": False}}), shared, "shared"),
+            placement_problem(parse_job({"parallel": {"tp": 8, "dp": 6, "pp": 2}, "bytes_per_step": per_step}),
+                              racks, "nvl72"))
 
 
 @lru_cache(maxsize=1)

@@ -33,7 +33,7 @@ def test_a_slurm_tree_is_planned_on_and_its_rankfile_and_hostfile_read_back(run_
         doc = json.loads((slurm / "plan.json").read_text())
         plan_validator(doc)
         ranks = [tuple(x) for x in doc["plan"]["ranks"]]
-        assert parse_rankfile(out.read_text(), fmt, 8) == ranks
+        assert parse_rankfile(out.read_text(), fmt) == ranks
     hosts = {h for h, _ in ranks}
     assert len(ranks) == 48 and len(hosts) == 6 and not hosts & {"dev01", "dev05", "gpu2"}
     assert doc["plan"]["order"] == "tp-cp-ep-dp-pp"
@@ -197,3 +197,92 @@ def test_tp_after_a_faster_dimension_and_bytes_next_to_a_model_are_refused(run_c
                                      "workload: {seq_len: 8, global_batch: 8}\n")
     r = run_cli("place", slurm / "both.yaml", "--topology", "hgx-h100x8")
     assert r.exit_code == 2 and "not both" in r.stderr
+
+
+def test_a_job_sharing_nodes_takes_only_free_gpus_and_keeps_tp_pairs_together(run_cli, slurm, plan_validator):
+    (slurm / "shared.txt").write_text("dev01 alloc\ndev05 drain\ngpu2 mix 4-7\ndev00 mix 0-1,6-7\n")
+    (slurm / "shared.yaml").write_text("parallel: {tp: 2, dp: 10, pp: 3}\nconstraints: {whole_nodes: false}\n")
+    args = ("--topology", slurm / "topology.conf", "--server", "dgx-a100", "--node-state", slurm / "shared.txt")
+    out = slurm / "cvd.txt"
+    r = run_cli("place", slurm / "shared.yaml", *args, "--export", "cuda-visible-devices", "--export-file", out,
+                "-o", slurm / "plan.json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads((slurm / "plan.json").read_text())
+    plan_validator(doc)
+    ranks = [tuple(x) for x in doc["plan"]["ranks"]]
+    assert len(ranks) == 60 and len(set(ranks)) == 60
+    busy = {("dev00", g) for g in (2, 3, 4, 5)} | {("gpu2", g) for g in range(4)}
+    assert not set(ranks) & busy and not {h for h, _ in ranks} & {"dev01", "dev05"}
+    assert all(ranks[r][0] == ranks[r + 1][0] and ranks[r][1] % 2 == 0 for r in range(0, 60, 2))  # aligned pairs
+    assert doc["problem"]["tiers"] == ["nvlink", "leaf", "spine"] and "nvlink" in doc["metrics"]["spread"]["dp"]
+    assert parse_rankfile(out.read_text(), "cuda-visible-devices") == ranks
+    (slurm / "whole.yaml").write_text("parallel: {tp: 2, dp: 10, pp: 3}\n")
+    r = run_cli("place", slurm / "whole.yaml", *args)  # 60 GPUs are not whole nodes of 8
+    assert r.exit_code == 3 and "whole nodes" in r.stderr
+    (slurm / "many.yaml").write_text("parallel: {tp: 2, dp: 10, pp: 4}\nconstraints: {whole_nodes: false}\n")
+    r = run_cli("place", slurm / "many.yaml", *args)
+    assert r.exit_code == 3 and "slots of 2 GPUs" in r.stderr and "free GPUs" in r.stderr
+
+
+@pytest.mark.parametrize("state, why", [("dev00 idle 0-3\n", "mix node only"), ("dev00 mix 6-9\n", "GPUs 0-7"),
+                                        ("dev00 mix 3-1\n", "backwards")])
+def test_free_gpus_of_a_node_state_line_are_checked(run_cli, slurm, state, why):
+    (slurm / "bad.txt").write_text(state)
+    r = run_cli("place", slurm / "job.yaml", "--topology", slurm / "topology.conf", "--server", "dgx-a100",
+                "--node-state", slurm / "bad.txt")
+    assert r.exit_code == 2 and why in r.stderr and "line 1" in r.stderr
+
+
+def test_nvl72_trays_hold_tp_groups_of_two_trays_inside_one_rack(run_cli, tmp_path):
+    from kind_checks import NVL72_TREE
+
+    (tmp_path / "blocks.conf").write_text("BlockName=b1 Nodes=tray[01-18]\nBlockName=b2 Nodes=tray[19-36]\n")
+    (tmp_path / "state.txt").write_text("tray03 alloc\n")
+    (tmp_path / "job.yaml").write_text("parallel: {tp: 8, dp: 8, pp: 2}\nbytes_per_step: {dp: 4.0e9, pp: 1.0e8}\n")
+    r = run_cli("place", tmp_path / "job.yaml", "--topology", tmp_path / "blocks.conf", "--server", "gb200-nvl72",
+                "--node-state", tmp_path / "state.txt", "-o", tmp_path / "plan.json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    ranks = [tuple(x) for x in doc["plan"]["ranks"]]
+    rack = {f"tray{i:02d}": (i - 1) // 18 for i in range(1, 37)}
+    assert doc["problem"]["block_gpus"] == 8 and doc["problem"]["gpus_per_node"] == 4
+    assert all(len({rack[ranks[r + i][0]] for i in range(8)}) == 1 for r in range(0, 128, 8))  # TP in one rack
+    assert "tray03" not in {h for h, _ in ranks} and "tray04" not in {h for h, _ in ranks}  # its slot partner too
+    assert doc["metrics"]["spread"]["dp"]["leaf"]["max"] == 0  # each PP stage's DP group inside one rack
+    (tmp_path / "odd.conf").write_text("BlockName=b1 Nodes=tray[01-16]\n")
+    r = run_cli("place", tmp_path / "job.yaml", "--topology", tmp_path / "odd.conf", "--server", "gb200-nvl72")
+    assert r.exit_code == 2 and "18 nodes" in r.stderr
+    (tmp_path / "tree.conf").write_text(NVL72_TREE)
+    (tmp_path / "tp.yaml").write_text("parallel: {tp: 96}\n")
+    r = run_cli("place", tmp_path / "tp.yaml", "--topology", tmp_path / "tree.conf", "--server", "gb200-nvl72")
+    assert r.exit_code == 3 and "NVLink domain of 72 GPUs" in r.stderr
+
+
+def test_the_milp_objective_is_the_score_and_the_decomposition_is_never_called_optimal():
+    from models.placement_milp import SCALE, objective, solve_hierarchical
+    from planner.kinds.placement import _finest, _milp
+    from planner.kind import Context
+    from planner.placement.score import Scorer
+
+    problem = placement_problems()[3]  # NVL72 racks: NVLink, leaf and spine tiers
+    c = problem.cluster
+    assert c.tiers == ("nvlink", "leaf", "spine")
+    captured = {}
+
+    def spy(inputs, work, solver):
+        captured["inputs"] = inputs
+        return solve_hierarchical(inputs, work, solver)
+
+    import planner.kinds.placement as kind_module
+    saved = kind_module.solve_hierarchical, kind_module.FLAT_MAX_BINARIES
+    kind_module.solve_hierarchical, kind_module.FLAT_MAX_BINARIES = spy, 0
+    try:
+        attempt = _milp(problem, Context(Options(5), "milp", True))
+    finally:
+        kind_module.solve_hierarchical, kind_module.FLAT_MAX_BINARIES = saved
+    assert attempt.solve.termination.value == "feasible" and attempt.model["decomposed"]
+    score = Scorer(c, attempt.solution.slot_of_block).total()
+    assert attempt.proof <= score + 1e-9
+    names, _ = _finest(c)
+    domain_of = tuple(names.index(c.domains[x][0]) for x in attempt.solution.slot_of_block)
+    assert objective(captured["inputs"], domain_of) == pytest.approx(score * SCALE, rel=2e-3)

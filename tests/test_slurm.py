@@ -74,7 +74,7 @@ def test_a_malformed_topology_conf_names_the_line_or_field(text, field):
 
 
 def test_node_state_names_an_unknown_node():
-    assert parse_node_state("a1 idle\na2 down*\n", ["a1", "a2"]) == {"a1": "idle", "a2": "down*"}
+    assert parse_node_state("a1 idle\na2 down*\n", ["a1", "a2"]) == ({"a1": "idle", "a2": "down*"}, {})
     with pytest.raises(InputError, match="unknown node 'zz'") as err:
         parse_node_state("a1 idle\nzz idle\n", ["a1"], "state.txt")
     assert "line 2" in err.value.one_line()

@@ -181,6 +181,7 @@ class ServerPreset:
     gpus: int
     build: Callable[[ServerBuilder], None]
     gpu: str  # the GPU preset of its GPUs (planner.core.gpus.GPU_PRESETS)
+    node_gpus: int = 0  # GPUs per Slurm node when the NVLink domain spans several (0: the whole server)
 
 
 SERVER_PRESETS: dict[str, ServerPreset] = {p.name: p for p in (
@@ -191,7 +192,7 @@ SERVER_PRESETS: dict[str, ServerPreset] = {p.name: p for p in (
     ServerPreset("hgx-h200", "HGX H200: 8 H200 on NVSwitch (450 GB/s each), 8x400Gb/s NDR", 8, build_hgx_h100, "h200"),
     ServerPreset("hgx-b200", "HGX B200: 8 B200 on NVSwitch (900 GB/s each), 8x400Gb/s NDR", 8, build_hgx_b200, "b200"),
     ServerPreset("gb200-nvl72", "GB200 NVL72: 72 B200 in one NVLink domain (900 GB/s each), 72x400Gb/s",
-                 72, build_gb200_nvl72, "gb200"),
+                 72, build_gb200_nvl72, "gb200", node_gpus=4),
     ServerPreset("l40s-pcie", "8 L40S 48 GB on PCIe Gen4 x16 (no NVLink), 4x200Gb/s", 8, build_l40s_pcie, "l40s"),
     ServerPreset("mi250", "MI250 node: 8 MI250 = 16 GCDs on xGMI (50 GB/s links, 7 per GCD), 16 GB/s network per GCD", 16, build_mi250, "mi250"),
     ServerPreset("mi300x", "MI300X platform: 8 GPUs fully connected by xGMI (64 GB/s links), 8x400Gb/s",

@@ -9,12 +9,17 @@
   and `BlockSizes=4,16`. `#` starts a comment; other keys (LinkSpeed=...) are kept out.
 - Node state: lines `NAME STATE` as `sinfo -N -h -o '%N %t'` prints them; a node is free
   only when its state is exactly `idle` (the contract); a node listed twice keeps its
-  last state.
+  last state. Extension: a `mix` node may give a third column, its free GPUs' indices
+  (`0-3,6`: Slurm's GPU `IDX` syntax, the GPUs not in `GresUsed`), which a job sharing
+  nodes (`whole_nodes: false`) may take.
 `slurm_topology` builds the same Topology type every planner uses: each node a server of
 `--server PRESET` (server index = the order nodes first appear), its NICs on its leaf
 switch (`sw/<leaf>`, or `block/<name>`), each switch linked to its parent with the sum of
 its downlinks (non-blocking), several top switches (and the blocks) joined by `sw/(core)`.
-The tiers and the node names and states are kept in the topology's meta.
+A preset whose NVLink domain spans several Slurm nodes (`gb200-nvl72`: 18 compute trays of
+4 GPUs, `ServerPreset.node_gpus`) is one server per run of that many consecutive nodes of
+a block or leaf, each node its share of the GPUs in order. The tiers, the node names,
+states and free GPUs, and the nodes per server are kept in the topology's meta.
 """
 from __future__ import annotations
 
@@ -188,21 +193,40 @@ def parse_topology_conf(text: str, source: str | None = None) -> SlurmTree:
     return tree
 
 
-def parse_node_state(text: str, nodes: list[str], source: str | None = None) -> dict[str, str]:
+def parse_node_state(text: str, nodes: list[str], source: str | None = None,
+                     gpus_per_node: int | None = None) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """(state of each listed node, free GPU indices of the `mix` nodes that list them)."""
     known = set(nodes)
-    out: dict[str, str] = {}
+    states: dict[str, str] = {}
+    free: dict[str, tuple[int, ...]] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
             continue
         words = line.split()
-        if len(words) != 2:
-            raise InputError("expected NAME STATE (sinfo -N -h -o '%N %t')", source=source, field=f"line {number}")
-        name, state = words
+        where = f"line {number}"
+        if len(words) not in (2, 3):
+            raise InputError("expected NAME STATE [FREE_GPUS] (sinfo -N -h -o '%N %t')", source=source, field=where)
+        name, state = words[:2]
         if name not in known:
-            raise InputError(f"unknown node {name!r} (not in the topology)", source=source, field=f"line {number}")
-        out[name] = state
-    return out
+            raise InputError(f"unknown node {name!r} (not in the topology)", source=source, field=where)
+        states[name] = state
+        free.pop(name, None)
+        if len(words) == 3:
+            if state != "mix":
+                raise InputError(f"free GPUs are listed for a mix node only, not {state!r}", source=source, field=where)
+            free[name] = _gpu_indices(words[2], gpus_per_node, source, where)
+    return states, free
+
+
+def _gpu_indices(text: str, gpus_per_node: int | None, source: str | None, where: str) -> tuple[int, ...]:
+    def bad(why: str) -> InputError:
+        return InputError(f"free GPUs {text!r}: {why}", source=source, field=where)
+
+    out = sorted({int(x) for x in _numbers(text, bad)})
+    if gpus_per_node is not None and out and out[-1] >= gpus_per_node:
+        raise bad(f"a node has GPUs 0-{gpus_per_node - 1}")
+    return tuple(out)
 
 
 def slurm_topology(conf_path: str, server: str, state_path: str | None = None,
@@ -211,8 +235,12 @@ def slurm_topology(conf_path: str, server: str, state_path: str | None = None,
     if server not in SERVER_PRESETS:
         raise InputError(f"unknown preset {server!r} (known: {', '.join(SERVER_PRESETS)})", field="--server")
     tree = parse_topology_conf(_read(conf_path, "--topology"), conf_path)
-    states = parse_node_state(_read(state_path, "--node-state"), tree.nodes, state_path) if state_path else {}
     preset = SERVER_PRESETS[server]
+    node_gpus = preset.node_gpus or preset.gpus
+    states, free = (parse_node_state(_read(state_path, "--node-state"), tree.nodes, state_path, node_gpus)
+                    if state_path else ({}, {}))
+    per_server = preset.gpus // node_gpus
+    servers = _servers(tree, per_server, conf_path)
     if len(tree.nodes) * preset.gpus > MAX_HOSTS:
         raise InputError(f"{len(tree.nodes)} nodes of {server} are more than {MAX_HOSTS} GPUs", source=conf_path,
                          field="Nodes")
@@ -220,12 +248,12 @@ def slurm_topology(conf_path: str, server: str, state_path: str | None = None,
     links: list[Link] = []
     prefix = "block/" if tree.kind == "block" else "sw/"
     downlink: dict[str, float] = {}
-    for s, host in enumerate(tree.nodes):
+    for s, hosts in enumerate(servers):
         b = ServerBuilder(s, preset.gpu)
         preset.build(b)
         nodes += b.nodes
         links += b.links
-        leaf = prefix + tree.leaf[host]
+        leaf = prefix + tree.leaf[hosts[0]]
         for nic, gbps in b.nics:
             links += [Link(nic, leaf, gbps, NIC_LATENCY_US, "net"), Link(leaf, nic, gbps, NIC_LATENCY_US, "net")]
             downlink[leaf] = downlink.get(leaf, 0.0) + gbps
@@ -243,13 +271,32 @@ def slurm_topology(conf_path: str, server: str, state_path: str | None = None,
             downlink[up] = downlink.get(up, 0.0) + downlink.get(sw, 0.0)
     nodes += [Node(sw, "switch", None, "leaf" if sw in set(prefix + x for x in tree.leaf.values()) else "spine")
               for sw in sorted(parents)]
-    meta = {"preset": server, "servers": str(len(tree.nodes)), "fabric": f"slurm-{tree.kind}",
-            "server_names": ",".join(tree.nodes),
+    meta = {"preset": server, "servers": str(len(servers)), "fabric": f"slurm-{tree.kind}",
+            "server_names": ",".join(tree.nodes if per_server == 1 else (h[0] for h in servers)),
+            "node_names": ",".join(h for hosts in servers for h in hosts), "nodes_per_server": str(per_server),
+            "free_gpus": json.dumps({h: list(v) for h, v in sorted(free.items())}),
             "slurm_parents": json.dumps(parents, sort_keys=True),
             "slurm_leaf": json.dumps({h: prefix + tree.leaf[h] for h in tree.nodes}),
             "node_state": json.dumps({h: states.get(h, "idle") for h in tree.nodes}),
             "block_sizes": ",".join(str(x) for x in tree.block_sizes)}
     return build_topology(Path(conf_path).name, nodes, links, meta)
+
+
+def _servers(tree: SlurmTree, per_server: int, source: str) -> list[list[str]]:
+    """The nodes of each server: each node alone, or runs of `per_server` consecutive nodes
+    of one block or leaf."""
+    if per_server == 1:
+        return [[h] for h in tree.nodes]
+    by_leaf: dict[str, list[str]] = {}
+    for h in tree.nodes:
+        by_leaf.setdefault(tree.leaf[h], []).append(h)
+    out = []
+    for leaf, hosts in by_leaf.items():
+        if len(hosts) % per_server:
+            raise InputError(f"{leaf!r} has {len(hosts)} nodes; an NVLink domain of this preset takes {per_server} "
+                             "nodes, so a block or leaf holds a multiple of that", source=source, field="Nodes")
+        out += [hosts[i:i + per_server] for i in range(0, len(hosts), per_server)]
+    return out
 
 
 def _bottom_up(parents: dict[str, str | None]) -> list[str]:

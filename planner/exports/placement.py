@@ -3,8 +3,9 @@
 - `rankfile` (Open MPI `--rankfile`): `rank N=host slot=G`, G the GPU (local rank) on host;
 - `hostfile` (`SLURM_HOSTFILE` for `srun --distribution=arbitrary`): one host per task, in
   rank order; a rank's GPU is its place among the host's ranks;
-- `cuda-visible-devices`: `host CUDA_VISIBLE_DEVICES=g0,g1,...` per host, in the order of
-  the host's first rank, its GPUs in local-rank order.
+- `cuda-visible-devices`: `host CUDA_VISIBLE_DEVICES=g0,g1,... RANKS=r0,r1,...` per host,
+  in the order of the host's first rank, its GPUs in local-rank order and the global rank
+  of each (a job sharing nodes has a host's ranks apart); without RANKS, hosts in order.
 """
 from __future__ import annotations
 
@@ -21,15 +22,17 @@ def placement_text(ranks: list[tuple[str, int]], fmt: str) -> str:
     if fmt == "hostfile":
         return "".join(f"{host}\n" for host, _ in ranks)
     if fmt == "cuda-visible-devices":
-        hosts: dict[str, list[int]] = {}
-        for host, gpu in ranks:
-            hosts.setdefault(host, []).append(gpu)
-        return "".join(f"{h} CUDA_VISIBLE_DEVICES={','.join(map(str, g))}\n" for h, g in hosts.items())
+        hosts: dict[str, list[tuple[int, int]]] = {}
+        for r, (host, gpu) in enumerate(ranks):
+            hosts.setdefault(host, []).append((gpu, r))
+        return "".join(f"{h} CUDA_VISIBLE_DEVICES={','.join(str(g) for g, _ in v)} RANKS={','.join(str(r) for _, r in v)}\n"
+                       for h, v in hosts.items())
     raise InputError(f"unknown format {fmt!r}", field="--export")
 
 
-def parse_rankfile(text: str, fmt: str, gpus_per_node: int) -> list[tuple[str, int]]:
-    """The rank table a file gives (rank order)."""
+def parse_rankfile(text: str, fmt: str) -> list[tuple[str, int]]:
+    """The rank table a file gives (rank order); a hostfile's GPU is the rank's place among
+    its host's ranks (its local rank)."""
     lines = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("#")]
     if fmt == "rankfile":
         table: dict[int, tuple[str, int]] = {}
@@ -48,10 +51,19 @@ def parse_rankfile(text: str, fmt: str, gpus_per_node: int) -> list[tuple[str, i
             out.append((host, seen.get(host, 0)))
             seen[host] = seen.get(host, 0) + 1
         return out
-    out = []
+    out: list[tuple[int, tuple[str, int]]] = []
     for i, line in enumerate(lines, 1):
-        host, _, devices = line.partition(" CUDA_VISIBLE_DEVICES=")
-        if not devices:
-            raise InputError("expected `host CUDA_VISIBLE_DEVICES=...`", field=f"line {i}")
-        out += [(host, int(g)) for g in devices.split(",")]
-    return out
+        host, _, rest = line.partition(" CUDA_VISIBLE_DEVICES=")
+        devices, _, ranks_text = rest.partition(" RANKS=")
+        try:
+            gpus = [int(g) for g in devices.split(",")]
+            numbers = [int(r) for r in ranks_text.split(",")] if ranks_text else range(len(out), len(out) + len(gpus))
+        except ValueError:
+            raise InputError("expected `host CUDA_VISIBLE_DEVICES=g,... [RANKS=r,...]`", field=f"line {i}") from None
+        if not host or len(numbers) != len(gpus):
+            raise InputError("expected `host CUDA_VISIBLE_DEVICES=g,... [RANKS=r,...]`, one rank per GPU",
+                             field=f"line {i}")
+        out += [(r, (host, g)) for r, g in zip(numbers, gpus)]
+    if sorted(r for r, _ in out) != list(range(len(out))):
+        raise InputError("ranks are not 0..N-1 once each", field="cuda-visible-devices")
+    return [x for _, x in sorted(out)]

@@ -1,32 +1,35 @@
 """The placement plan kind (`planner place`): a job's ranks on free GPUs of a cluster so its
-communication groups stay inside leaf and spine domains.
+communication groups stay inside NVLink, leaf and spine domains.
 
 Methods (docs/placement.md): `greedy` (planner/placement/methods.py), a candidate; `milp`
-(models/placement_milp.py), exact over blocks to leaves, warm-started from the best
-candidate; `best-fit` (Slurm topology/tree), `random` and `linear` (hostname order),
-baselines. Scored by planner/placement/score.py (weighted spread, and the priced time of
-each kind's farthest-reaching group); a plan is checked by re-deriving it: every rank on a
-free GPU once, TP groups inside a node, the rank order the job's.
+(models/placement_milp.py), exact over blocks to the finest domains, or its hierarchical
+decomposition (spine domains, then leaves, then NVLink domains) above FLAT_MAX_BINARIES,
+warm-started from the best candidate; `best-fit` (Slurm topology/tree), `random` and
+`linear` (hostname order), baselines. Scored by planner/placement/score.py (weighted spread,
+and the priced time of each kind's farthest-reaching group); a plan is checked by
+re-deriving it: every rank on a free GPU once, TP groups inside an NVLink domain, whole
+nodes when asked, the rank order the job's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
 
-from models.placement_milp import PlacementInputs, model_size, solve_placement
+from models.placement_milp import PlacementInputs, model_size, solve_hierarchical, solve_placement
 from planner.core.declined import Declined
-from planner.core.errors import ExportMismatch, PlannerError
+from planner.core.errors import ExportMismatch, InputError, PlannerError
 from planner.core.placement import Job
 from planner.exports.placement import parse_rankfile, placement_text
 from planner.kind import Attempt, Candidate, Context, Method, PlanKind
 from planner.placement import methods
-from planner.placement.bound import least_spreads, most_free, spread_bound
+from planner.placement.bound import least_spreads, most_free, spread_bound_by_tier
 from planner.placement.cluster import Cluster
 from planner.placement.score import TIER_WEIGHT, Scorer, weights
 from planner.placement.timing import TIME_POINTS, group_seconds, priced_ranks
 from topologies.types import Topology
 
-AUTO_MAX_BINARIES = 60_000  # a larger model is left to greedy under auto
+FLAT_MAX_BINARIES = 5_000  # a larger flat model is decomposed (spine domains first); docs/placement.md measures both
+AUTO_MAX_BINARIES = 60_000  # a larger model (the largest of the decomposition's) is left to greedy under auto
 MAX_BINARIES = 400_000  # a larger one is not built at all (minutes of model building): greedy's plan stands
 WORK_PER_BINARY_S = 1e-3
 
@@ -44,7 +47,9 @@ class PlacementProblem:
     def describe(self) -> dict:
         c = self.cluster
         return {"job": self.job.describe(), "topology": self.topology_name, "nodes": len(c.names),
-                "free_nodes": len(c.free), "gpus_per_node": c.gpus_per_node}
+                "free_nodes": sum(1 for f in c.free_gpus if len(f) == c.gpus_per_node),
+                "free_gpus": sum(len(f) for f in c.free_gpus), "gpus_per_node": c.gpus_per_node,
+                "block_gpus": c.block_size, "free_slots": len(c.free), "tiers": list(c.tiers)}
 
 
 def placement_problem(job: Job, topo: Topology, topology_name: str | None = None) -> PlacementProblem:
@@ -55,7 +60,7 @@ def placement_problem(job: Job, topo: Topology, topology_name: str | None = None
 
 @dataclass(frozen=True)
 class Placement:
-    node_of_block: tuple[int, ...]
+    slot_of_block: tuple[int, ...]  # indices into Cluster.slots
 
 
 def _heuristic(fn):
@@ -64,91 +69,131 @@ def _heuristic(fn):
     return run
 
 
-def _milp_size(p: PlacementProblem) -> int:
+def _finest(c: Cluster) -> tuple[list[str], dict[str, list[int]]]:
+    """The finest tier's domains with free slots, grouped by their coarser domains, and
+    their free slots."""
+    free = c.free_in(c.tiers[0])
+    names = sorted(free, key=lambda d: (tuple(reversed(c.domains[free[d][0]])), d))
+    return names, free
+
+
+def _milp_size(p: PlacementProblem) -> tuple[int, bool]:
+    """(binaries of the largest model solved, whether it is the decomposition)."""
     c = p.cluster
-    leaves = c.leaves_free()
-    spines = {c.domains[nodes[0]][1] for nodes in leaves.values()}
-    return model_size(c.blocks, len(leaves), len(c.groups), len(spines))
+    names, free = _finest(c)
+    per_tier = [len({c.domains[free[d][0]][t] for d in names}) for t in range(len(c.tiers))]
+    flat = model_size(c.blocks, per_tier, len(c.groups))
+    if flat <= FLAT_MAX_BINARIES or len(c.tiers) == 1:
+        return flat, False
+    widest = 0  # the most finest domains under one domain of a coarser tier
+    for t in range(1, len(c.tiers)):
+        under: dict[str, int] = {}
+        for d in names:
+            key = c.domains[free[d][0]][t]
+            under[key] = under.get(key, 0) + 1
+        widest = max(widest, max(under.values()))
+    return model_size(c.blocks, [max(per_tier[-1], widest), *per_tier[1:]], len(c.groups)), True
 
 
 def _milp_applies(p: PlacementProblem) -> str | None:
-    size = _milp_size(p)
+    size, _ = _milp_size(p)
     return f"the model would have {size} binaries, more than {MAX_BINARIES}" if size > MAX_BINARIES else None
 
 
 def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
     c = p.cluster
-    leaves = c.leaves_free()
-    names = sorted(leaves, key=lambda l: (c.domains[leaves[l][0]][1], l))
-    size = _milp_size(p)
+    names, free = _finest(c)
+    size, decomposed = _milp_size(p)
     if context.requested == "auto" and size > AUTO_MAX_BINARIES:
         return Declined(f"{size} binaries, more than auto's {AUTO_MAX_BINARIES}")
     w = weights(c)
     hint = None
     if context.incumbent is not None:
-        index = {l: i for i, l in enumerate(names)}
-        hint = tuple(index[c.domains[n][0]] for n in context.incumbent.solution.node_of_block)
-    inputs = PlacementInputs(c.blocks, tuple((l, c.domains[leaves[l][0]][1], len(leaves[l])) for l in names),
-                             tuple((g.kind, g.blocks) for g in c.groups), tuple(w.items()),
-                             tuple((k, v * TIER_WEIGHT["spine"]) for k, v in w.items()), _reach_costs(c), hint)
+        index = {d: i for i, d in enumerate(names)}
+        hint = tuple(index[c.domains[x][0]] for x in context.incumbent.solution.slot_of_block)
+    inputs = PlacementInputs(c.blocks, tuple((c.domains[free[d][0]], len(free[d])) for d in names),
+                             tuple((g.kind, g.blocks) for g in c.groups),
+                             tuple((k, tuple(v * TIER_WEIGHT[t] for t in c.tiers)) for k, v in w.items()),
+                             _reach_costs(c), hint)
     work = min(context.options.time_limit_s, max(1.0, size * WORK_PER_BINARY_S))
-    solution = solve_placement(inputs, work, context.options.solver)
-    model = {"binaries": size, "variables": solution.variables, "constraints": solution.constraints}
-    if solution.leaf_of_block is None:
+    solution = (solve_hierarchical if decomposed else solve_placement)(inputs, work, context.options.solver)
+    model = {"binaries": size, "variables": solution.variables, "constraints": solution.constraints,
+             "decomposed": decomposed}
+    proof = solution.bound
+    if solution.domain_of_block is None:
         return Attempt(None, solution.result, model, why=f"the placement MILP ended {solution.result.termination.value}",
-                       proof=solution.bound)
-    taken = {l: iter(leaves[l]) for l in names}
-    node_of = tuple(next(taken[names[l]]) for l in solution.leaf_of_block)
-    return Attempt(Placement(node_of), solution.result, model, proof=solution.bound)
+                       proof=proof)
+    taken = {d: iter(free[d]) for d in names}
+    slot_of = tuple(next(taken[names[d]]) for d in solution.domain_of_block)
+    return Attempt(Placement(slot_of), solution.result, model, proof=proof)
 
 
-def _reach_costs(c: Cluster) -> tuple[tuple[str, float, float], ...]:
-    """kind -> the score's time points for reaching past one leaf, past one spine domain."""
+def _reach_costs(c: Cluster) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """kind -> the score's time points for reaching past one domain of each tier."""
     seconds = c.tier_seconds
     base = sum(t[0] for t in seconds.values())
     if base <= 0:
         return ()
-    return tuple((k, TIME_POINTS * (t[1] - t[0]) / base, TIME_POINTS * (t[2] - t[1]) / base)
+    return tuple((k, tuple(TIME_POINTS * (t[i + 1] - t[i]) / base for i in range(len(c.tiers))))
                  for k, t in seconds.items())
+
+
+def _capacity_bound(c: Cluster) -> float:
+    """The least score any placement has from the free capacity per domain: spread points,
+    and the reach of a group larger than every domain of a tier."""
+    most = most_free(c)
+    total = sum(spread_bound_by_tier(c).values())
+    for kind, costs in _reach_costs(c):
+        largest = max(len(g.blocks) for g in c.groups if g.kind == kind)
+        total += sum(cost for t, cost in zip(c.tiers, costs) if largest > most[t])
+    return total
 
 
 METHODS: tuple[Method, ...] = (
     Method("greedy", "candidate", _heuristic(methods.greedy),
            "the lowest subtree that fits, leaves fullest first, groups of one kind kept together"),
-    Method("milp", "exact", _milp, "blocks to leaves minimising the weighted spread (CP-SAT)",
+    Method("milp", "exact", _milp, "blocks to domains minimising the weighted spread (CP-SAT; decomposed "
+           "top tiers first when large)",
            applies=_milp_applies, heuristic=False),
     Method("best-fit", "baseline", _heuristic(methods.best_fit), "Slurm topology/tree: lowest switch that fits"),
-    Method("random", "baseline", _heuristic(methods.random), "free nodes in a seeded random order"),
-    Method("linear", "baseline", _heuristic(methods.linear), "free nodes in hostname order"),
+    Method("random", "baseline", _heuristic(methods.random), "free slots in a seeded random order"),
+    Method("linear", "baseline", _heuristic(methods.linear), "free slots in hostname order"),
 )
 
 
 # ---------------------------------------------------------------- the kind
 def ranks_of(p: PlacementProblem, solution: Placement) -> list[tuple[str, int]]:
     c = p.cluster
-    g = c.gpus_per_node
-    return [(c.names[solution.node_of_block[r // g]], r % g) for r in range(p.job.world)]
+    b = c.block_size
+    places = (c.slots[solution.slot_of_block[r // b]].gpus[r % b] for r in range(p.job.world))
+    return [(c.names[node], x) for node, x in places]
 
 
 def _evaluate(p: PlacementProblem, solution: Placement):
-    c = p.cluster
-    nodes = solution.node_of_block
-    if len(nodes) != c.blocks:
-        raise PlannerError(f"the placement has {len(nodes)} nodes, the job needs {c.blocks}")
-    if len(set(nodes)) != len(nodes):
-        raise PlannerError("a node is given to two blocks of ranks")
-    free = set(c.free)
-    bad = [c.names[n] for n in nodes if n not in free]
-    if bad:
-        raise PlannerError(f"node {bad[0]} is not free")
+    c, job = p.cluster, p.job
+    slots = solution.slot_of_block
+    if len(slots) != c.blocks:
+        raise PlannerError(f"the placement has {len(slots)} blocks of ranks, the job has {c.blocks}")
     ranks = ranks_of(p, solution)
-    if len(set(ranks)) != p.job.world:
+    if len(set(ranks)) != job.world:
         raise PlannerError("two ranks on one GPU")
-    if p.job.tp_in_node:
-        for group in p.job.groups("tp"):
-            if len({ranks[r][0] for r in group}) != 1:
-                raise PlannerError("a TP group spans nodes")
-    scorer = Scorer(c, nodes)
+    index = {n: i for i, n in enumerate(c.names)}
+    bad = [f"{host} GPU {x}" for host, x in ranks if x not in c.free_gpus[index[host]]]
+    if bad:
+        raise PlannerError(f"{bad[0]} is not free")
+    if job.whole_nodes:
+        per_host: dict[str, int] = {}
+        for host, _ in ranks:
+            per_host[host] = per_host.get(host, 0) + 1
+        part = [h for h, n in per_host.items() if n != c.gpus_per_node]
+        if part:
+            raise PlannerError(f"node {part[0]} is shared, the job takes whole nodes")
+    if job.tp_in_node:
+        k = c.nodes_per_server
+        for group in job.groups("tp"):
+            if len({index[ranks[r][0]] // k for r in group}) != 1:
+                raise PlannerError("a TP group spans NVLink domains")
+    scorer = Scorer(c, slots)
     parts = scorer.parts()
     return (scorer.spreads(), parts), sum(parts)
 
@@ -160,21 +205,18 @@ class PlacementBound:
 
     def to_json(self) -> dict:
         return {"score": self.score, "max_spread": self.per_kind,
-                "derivation": "per tier: a group touches at least ceil(blocks / the most free nodes of one domain) "
+                "derivation": "per tier: a group touches at least ceil(blocks / the most free slots of one domain) "
                               "domains; on a grid of blocks, a domain of s blocks touches groups whose counts "
                               "multiply to at least s^(K-1) (Loomis-Whitney), which bounds the mean spreads; "
                               "max >= mean per kind (planner/placement/bound.py); a group larger than every "
                               "domain reaches past it; the placement MILP's dual bound where it ran, less what "
-                              "its integer coefficients can move"}
+                              "its integer coefficients can move (decomposed: the top tiers' model's, the tiers "
+                              "below folded into it)"}
 
 
 def _bound(p: PlacementProblem, candidates: list[Candidate]) -> PlacementBound:
     c = p.cluster
-    most = most_free(c)
-    total = spread_bound(c)
-    for kind, past_leaf, past_spine in _reach_costs(c):  # a group too big for one domain reaches past it
-        sizes = [len(g.blocks) for g in c.groups if g.kind == kind]
-        total += (past_leaf if max(sizes) > most["leaf"] else 0.0) + (past_spine if max(sizes) > most["spine"] else 0.0)
+    total = _capacity_bound(c)
     proofs = [c.attempt.proof for c in candidates if c.attempt.proof is not None]
     return PlacementBound(max([total, *proofs]), least_spreads(c))
 
@@ -186,12 +228,22 @@ def _metrics(p: PlacementProblem, cand: Candidate, bound: PlacementBound) -> dic
            "lower_bound_score": bound.score,
            "ratio_to_bound": (cand.score + 1) / (bound.score + 1),  # + 1: defined when the bound is 0
            "spread": {k: {t: {"max": v[0], "mean": v[1]} for t, v in tiers.items()} for k, tiers in spreads.items()},
-           "nodes_used": c.blocks, "free_nodes_left": len(c.free) - c.blocks}
-    used = set(cand.solution.node_of_block)
+           }
+    taken: dict[int, set[int]] = {}
+    for slot in cand.solution.slot_of_block:
+        for node, x in c.slots[slot].gpus:
+            taken.setdefault(node, set()).add(x)
+    whole = c.gpus_per_node
+    after = [len(f - taken.get(n, set())) for n, f in enumerate(c.free_gpus)]
     left: dict[str, int] = {}
-    for leaf, nodes in c.leaves_free().items():
-        left[leaf] = sum(1 for n in nodes if n not in used)
-    out["free_nodes_left_per_leaf"] = dict(sorted(left.items()))
+    for n, f in enumerate(c.free_gpus):
+        if len(f) == whole:
+            leaf = c.node_domains[n][0]
+            left[leaf] = left.get(leaf, 0) + (after[n] == whole)
+    out.update({"nodes_used": len(taken), "free_nodes_left": sum(1 for a in after if a == whole),
+                "free_gpus_left": sum(after),
+                "free_gpus_fragmented": sum(a for a in after if 0 < a < whole),  # on nodes partly in use
+                "free_nodes_left_per_leaf": dict(sorted(left.items()))})
     times = _comm_times(p, cand.solution)
     if times:
         out["comm_time_s"] = times
@@ -207,7 +259,7 @@ def _comm_times(p: PlacementProblem, solution: Placement) -> dict[str, float]:
 on representative nodes (planner/placement/timing.py)."""
     c, job = p.cluster, p.job
     per_step = dict(job.bytes_per_step)
-    g = c.gpus_per_node
+    b = c.block_size
     out = {}
     for kind in c.kinds:
         size = per_step.get(kind, 0.0)
@@ -216,11 +268,12 @@ on representative nodes (planner/placement/timing.py)."""
         groups = job.groups(kind)
 
         def touched(ranks: tuple[int, ...]) -> tuple:
-            nodes = {solution.node_of_block[r // g] for r in ranks}
-            return (len({c.domains[n][1] for n in nodes}), len({c.domains[n][0] for n in nodes}), len(nodes))
+            slots = {solution.slot_of_block[r // b] for r in ranks}
+            nodes = {n for x in slots for n in c.slots[x].nodes}
+            return tuple(len({c.domains[x][t] for x in slots}) for t in reversed(range(len(c.tiers)))) + (len(nodes),)
 
         worst = max(groups, key=lambda ranks: (touched(ranks), -ranks[0]))
-        out[kind] = group_seconds(c, kind, priced_ranks(kind, worst), solution.node_of_block, size)
+        out[kind] = group_seconds(c, kind, priced_ranks(kind, worst), solution.slot_of_block, size)
     return out
 
 
@@ -230,20 +283,40 @@ def _body(p: PlacementProblem, cand: Candidate) -> dict:
 
 def _exporter(fmt: str):
     def export(p: PlacementProblem, cand: Candidate) -> str:
-        text = placement_text(ranks_of(p, cand.solution), fmt)
-        back = parse_rankfile(text, fmt, p.cluster.gpus_per_node)
-        if back != ranks_of(p, cand.solution):
+        ranks = ranks_of(p, cand.solution)
+        text = placement_text(ranks, fmt)
+        back = parse_rankfile(text, fmt)
+        said = [host for host, _ in ranks] if fmt == "hostfile" else ranks  # a hostfile names hosts only
+        if (back if fmt != "hostfile" else [host for host, _ in back]) != said:
             raise ExportMismatch(f"the {fmt} reads back as another rank table")
         return text
     return export
 
 
 def _read_back(fmt: str):
+    """The placement a file says: each block's slot from its first rank's GPU; a hostfile's
+    j-th rank on a host on the j-th GPU of the host's free slots (srun picks the GPUs)."""
     def read(p: PlacementProblem, text: str) -> Placement:
-        ranks = parse_rankfile(text, fmt, p.cluster.gpus_per_node)
-        index = {n: i for i, n in enumerate(p.cluster.names)}
-        g = p.cluster.gpus_per_node
-        return Placement(tuple(index[ranks[b * g][0]] for b in range(p.cluster.blocks)))
+        c = p.cluster
+        ranks = parse_rankfile(text, fmt)
+        index = {n: i for i, n in enumerate(c.names)}
+        unknown = [h for h, _ in ranks if h not in index]
+        if unknown:
+            raise InputError(f"unknown host {unknown[0]!r}", field=fmt)
+        slot_at = {gpu: i for i, slot in enumerate(c.slots) for gpu in slot.gpus}
+        if fmt == "hostfile":
+            free_of: dict[int, list[tuple[int, int]]] = {}
+            for i in c.free:
+                for gpu in c.slots[i].gpus:
+                    free_of.setdefault(gpu[0], []).append(gpu)
+            places = [free_of.get(index[h], [])[j:j + 1] for h, j in ranks]
+            if any(not v for v in places):
+                raise InputError("more ranks on a host than its free GPUs", field=fmt)
+            gpus = [v[0] for v in places]
+        else:
+            gpus = [(index[h], x) for h, x in ranks]
+        b = c.block_size
+        return Placement(tuple(slot_at[gpus[k * b]] for k in range(len(gpus) // b)))
     return read
 
 
@@ -263,5 +336,5 @@ PLACEMENT = PlanKind(
     noun="placement",
     export_check="parsed back: same rank table",
     best_of="least weighted spread",
-    verified_by="planner.kinds.placement (free GPUs once, TP in a node, rank order)",
+    verified_by="planner.kinds.placement (free GPUs once, TP in an NVLink domain, whole nodes, rank order)",
 )

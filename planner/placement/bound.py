@@ -1,6 +1,6 @@
 """A lower bound on the placement score from the free capacity per domain.
 
-Per tier (leaf, spine), with F the most free nodes of one domain and, per kind k, c_k its
+Per tier (NVLink domain, leaf, spine), with F the most free slots of one domain and, per kind k, c_k its
 score weight (w_k x W_tier), n_k its groups, e_k the blocks of each:
 - least spreads: a group of e blocks touches at least ceil(e / F) domains, so the kind's
   max spread is at least m_k = ceil(e_k / F) - 1;
@@ -19,34 +19,35 @@ from __future__ import annotations
 
 import math
 
-from planner.placement.cluster import TIERS, Cluster
+from planner.placement.cluster import Cluster
 from planner.placement.score import TIER_WEIGHT, weights
 
 MAX_ENUMERATION = 20_000
 
 
 def most_free(c: Cluster) -> dict[str, int]:
-    leaves = c.leaves_free()
-    spine_free: dict[str, int] = {}
-    for nodes in leaves.values():
-        s = c.domains[nodes[0]][1]
-        spine_free[s] = spine_free.get(s, 0) + len(nodes)
-    return {"leaf": max(len(v) for v in leaves.values()), "spine": max(spine_free.values())}
+    """tier -> the most free slots of one of its domains."""
+    return {tier: max(len(v) for v in c.free_in(tier).values()) for tier in c.tiers}
 
 
 def least_spreads(c: Cluster) -> dict[str, dict[str, int]]:
     """kind -> tier -> the least max spread any placement has."""
     most = most_free(c)
-    return {k: {t: max(math.ceil(len(g.blocks) / most[t]) - 1 for g in c.groups if g.kind == k) for t in TIERS}
+    return {k: {t: max(math.ceil(len(g.blocks) / most[t]) - 1 for g in c.groups if g.kind == k) for t in c.tiers}
             for k in c.kinds}
 
 
 def spread_bound(c: Cluster) -> float:
+    return sum(spread_bound_by_tier(c).values())
+
+
+def spread_bound_by_tier(c: Cluster) -> dict[str, float]:
+    """tier -> the least spread points any placement scores at it."""
     most = most_free(c)
     w = weights(c)
     grid = _grid(c)
-    total = 0.0
-    for tier in TIERS:
+    out = {}
+    for tier in c.tiers:
         weight = {k: w[k] * TIER_WEIGHT[tier] for k in c.kinds}
         means = 0.0
         maxima = 0.0
@@ -56,14 +57,14 @@ def spread_bound(c: Cluster) -> float:
             means += weight[k] * sum(least) / len(least)
         if grid is not None:
             means = max(means, _shared_domains(grid, weight, most[tier], c.blocks))
-        total += maxima + means if means <= maxima else 2 * means
-    return total
+        out[tier] = maxima + means if means <= maxima else 2 * means
+    return out
 
 
 def _grid(c: Cluster) -> dict[str, tuple[int, int]] | None:
     """kind -> (groups, blocks per group) when the blocks form a grid over the kinds
     (coordinates of each block's first rank), else None."""
-    g = c.gpus_per_node
+    g = c.block_size
     kinds = c.kinds
     if not kinds:
         return None

@@ -1,13 +1,19 @@
-"""A cluster as placement sees it: nodes (servers) with names, free or not, and the domains
-(leaf, spine) each sits in; a job's ranks cut into node-sized blocks and its groups as sets
-of blocks.
+"""A cluster as placement sees it: nodes (Slurm nodes, servers) with names and free GPUs,
+slots a block of the job's ranks can take, the domains (NVLink, leaf, spine) each slot sits
+in; a job's ranks cut into blocks and its groups as sets of blocks.
 
-Domains: a node's leaf is the switch its NICs hang from (the set of them, on rail-optimized
-fabrics, where every node of a rail group shares them); its spine is the leaf's parent when
-the tree has three or more levels (Slurm's `slurm_parents`, topologies/slurm.py), else the
-whole cluster. With whole nodes and TP inside a node, rank r is on block r // G (G GPUs per
-node) and a block takes one node; a group's spread at a tier is the number of distinct
-domains of its blocks' nodes minus one.
+Block size b: with whole nodes, a node (G GPUs), or a TP group when TP is larger than a node
+and stays inside an NVLink domain of several nodes (GB200 NVL72 trays); sharing nodes
+(`whole_nodes: false`), a TP group (tp_in_node) or one GPU. Rank r is in block r // b. A
+slot is b GPUs: b // G consecutive nodes of one NVLink domain, or b GPUs of one node in
+index order (aligned: GPUs b*i .. b*i+b-1); it is free when every one of its GPUs is.
+
+Domains per tier, finest first: `nvlink` (the NVLink domain: the node on 8-GPU servers, the
+rack of an NVL72), kept only when it holds several slots and is not the leaf; `leaf` (the
+switch the node's NICs hang from, the set of them on rail-optimized fabrics); `spine` (the
+leaf's parent when the tree has three or more levels, Slurm's `slurm_parents`,
+topologies/slurm.py; else the whole cluster). A group's spread at a tier is the number of
+distinct domains of its blocks' slots minus one.
 """
 from __future__ import annotations
 
@@ -20,8 +26,14 @@ from planner.core.placement import Job
 from planner.placement.timing import tier_seconds
 from topologies.types import Topology
 
-TIERS = ("leaf", "spine")
+NETWORK_TIERS = ("leaf", "spine")
 ALL = "(all)"
+
+
+@dataclass(frozen=True)
+class Slot:
+    nodes: tuple[int, ...]  # one node, or several of one NVLink domain
+    gpus: tuple[tuple[int, int], ...]  # (node, GPU index on it) for each rank of a block, in order
 
 
 @dataclass(frozen=True)
@@ -41,15 +53,26 @@ class Cluster:
 
     @cached_property
     def names(self) -> tuple[str, ...]:
-        given = self.meta.get("server_names")
-        servers = sorted(self.topology.servers)
+        given = self.meta.get("node_names") or self.meta.get("server_names")
         if given:
             return tuple(given.split(","))
-        return tuple(f"node{s}" for s in servers)
+        return tuple(f"node{s}" for s in sorted(self.topology.servers))
+
+    @cached_property
+    def nodes_per_server(self) -> int:
+        """Nodes of one NVLink domain (a topology server): 1, or 18 trays of an NVL72."""
+        return int(self.meta.get("nodes_per_server", 1))
 
     @cached_property
     def gpus_of(self) -> tuple[tuple[str, ...], ...]:
-        return tuple(self.topology.servers[s] for s in sorted(self.topology.servers))
+        """Each node's GPUs (topology ids), in index order."""
+        k = self.nodes_per_server
+        out = []
+        for s in sorted(self.topology.servers):
+            gpus = self.topology.servers[s]
+            share = len(gpus) // k
+            out += [gpus[i * share:(i + 1) * share] for i in range(k)]
+        return tuple(out)
 
     @cached_property
     def gpus_per_node(self) -> int:
@@ -60,18 +83,73 @@ class Cluster:
         return sizes.pop()
 
     @cached_property
-    def free(self) -> tuple[int, ...]:
-        """Nodes the job may take: idle in the node state (every node when none is given),
-        not avoided."""
-        state = json.loads(self.meta["node_state"]) if "node_state" in self.meta else {}
+    def free_gpus(self) -> tuple[frozenset[int], ...]:
+        """Each node's GPUs the job may take: all of an idle node (every node when no state is
+        given), the listed ones of a `mix` node when the job shares nodes, none of an
+        avoided node or any other."""
+        state = json.loads(self.meta.get("node_state", "{}"))
+        listed = json.loads(self.meta.get("free_gpus", "{}"))
         avoid = set(self.job.avoid)
         unknown = sorted(avoid - set(self.names))
         if unknown:
             raise InputError(f"unknown node {unknown[0]!r} (not in the cluster)", field="constraints.avoid")
-        return tuple(i for i, n in enumerate(self.names) if state.get(n, "idle") == "idle" and n not in avoid)
+        every = frozenset(range(self.gpus_per_node))
+        out = []
+        for n in self.names:
+            s = state.get(n, "idle")
+            if n in avoid:
+                out.append(frozenset())
+            elif s == "idle":
+                out.append(every)
+            elif s == "mix" and not self.job.whole_nodes:
+                out.append(frozenset(listed.get(n, ())))
+            else:
+                out.append(frozenset())
+        return tuple(out)
 
     @cached_property
-    def domains(self) -> tuple[tuple[str, str], ...]:
+    def block_size(self) -> int:
+        job, g = self.job, self.gpus_per_node
+        tp = job.size.get("tp", 1)
+        faster = [d for d in job.order[:job.order.index("tp")] if job.size[d] > 1] if "tp" in job.order else []
+        if job.tp_in_node and tp > 1 and faster:
+            raise InputError(f"tp comes after {faster[0]} (faster); TP groups stay inside a node only when tp is "
+                             "the fastest dimension (constraints.tp_in_node)", field="order")
+        domain = g * self.nodes_per_server
+        if job.tp_in_node and (tp > domain or (tp <= g and g % tp) or (tp > g and tp % g)):
+            where = f"a node of {g} GPUs" if domain == g else f"an NVLink domain of {domain} GPUs ({g} per node)"
+            raise InfeasibleError(f"tp {tp} does not fit inside {where} in whole nodes (constraints.tp_in_node)")
+        if job.whole_nodes:
+            size = tp if job.tp_in_node and tp > g else g
+            if job.world % size:
+                raise InfeasibleError(f"the job's {job.world} GPUs are not whole nodes of {g} GPUs")
+            return size
+        return tp if job.tp_in_node else 1
+
+    @cached_property
+    def slots(self) -> tuple[Slot, ...]:
+        """Every slot of the cluster, free or not, in node order."""
+        b, g, k = self.block_size, self.gpus_per_node, self.nodes_per_server
+        out = []
+        if b >= g:
+            per = b // g
+            for first in range(0, len(self.names), k):
+                for i in range(first, first + k - per + 1, per):
+                    nodes = tuple(range(i, i + per))
+                    out.append(Slot(nodes, tuple((n, x) for n in nodes for x in range(g))))
+        else:
+            for n in range(len(self.names)):
+                out += [Slot((n,), tuple((n, y) for y in range(x, x + b))) for x in range(0, g, b)]
+        return tuple(out)
+
+    @cached_property
+    def free(self) -> tuple[int, ...]:
+        """The slots the job may take."""
+        free = self.free_gpus
+        return tuple(i for i, slot in enumerate(self.slots) if all(x in free[n] for n, x in slot.gpus))
+
+    @cached_property
+    def node_domains(self) -> tuple[tuple[str, str], ...]:
         """(leaf, spine) of every node."""
         meta = self.meta
         if "slurm_leaf" in meta:
@@ -90,36 +168,52 @@ class Cluster:
         for s in sorted(topo.servers):
             leaves = sorted({l.dst for n in topo.nodes if n.type == "nic" and n.server == s
                              for l in topo.out_links[n.id] if topo.node_by_id[l.dst].server is None})
-            out.append(("+".join(leaves) or f"node{s}", ALL))
+            out += [("+".join(leaves) or f"node{s}", ALL)] * self.nodes_per_server
         return tuple(out)
+
+    @cached_property
+    def tiers(self) -> tuple[str, ...]:
+        """The tiers spreads are counted at, finest first (module doc)."""
+        nvlink = [self._nvlink_name(slot) for slot in self.slots]
+        leaf = [self.node_domains[slot.nodes[0]][0] for slot in self.slots]
+        several = len(set(nvlink)) < len(nvlink)
+        same_as_leaf = len(set(zip(nvlink, leaf))) == len(set(nvlink)) == len(set(leaf))
+        return (("nvlink",) if several and not same_as_leaf else ()) + NETWORK_TIERS
+
+    def _nvlink_name(self, slot: Slot) -> str:
+        first = slot.nodes[0] - slot.nodes[0] % self.nodes_per_server
+        return "nvl/" + self.names[first]
+
+    @cached_property
+    def domains(self) -> tuple[tuple[str, ...], ...]:
+        """Every slot's domain at each tier (`tiers`)."""
+        nvlink = self.tiers[0] == "nvlink"
+        return tuple(((self._nvlink_name(slot),) if nvlink else ()) + self.node_domains[slot.nodes[0]]
+                     for slot in self.slots)
+
+    def tier(self, name: str) -> int:
+        return self.tiers.index(name)
 
     # ------------------------------------------------------------ the job's blocks
     @cached_property
     def blocks(self) -> int:
-        job, g = self.job, self.gpus_per_node
-        if not job.whole_nodes:
-            raise InputError("whole_nodes: false is not supported yet (every node is taken whole)",
-                             field="constraints.whole_nodes")
-        tp = job.size.get("tp", 1)
-        faster = [d for d in job.order[:job.order.index("tp")] if job.size[d] > 1] if "tp" in job.order else []
-        if job.tp_in_node and tp > 1 and faster:
-            raise InputError(f"tp comes after {faster[0]} (faster); TP groups stay inside a node only when tp is "
-                             "the fastest dimension (constraints.tp_in_node)", field="order")
-        if job.tp_in_node and (tp > g or g % tp):
-            raise InfeasibleError(f"tp {tp} does not fit inside a node of {g} GPUs (constraints.tp_in_node)")
-        if job.world % g:
-            raise InfeasibleError(f"the job's {job.world} GPUs are not whole nodes of {g} GPUs")
-        need = job.world // g
+        b, g = self.block_size, self.gpus_per_node
+        need = self.job.world // b
         if need > len(self.free):
-            raise InfeasibleError(f"the job needs {need} nodes of {g} GPUs ({job.world} GPUs); {len(self.free)} are "
-                                  "free")
+            if b == g:
+                what = f"{need} nodes of {g} GPUs ({self.job.world} GPUs); {len(self.free)} are free"
+            else:
+                free_gpus = sum(len(v) for v in self.free_gpus)
+                what = (f"{need} slots of {b} GPUs ({self.job.world} GPUs); {len(self.free)} are free "
+                        f"({free_gpus} free GPUs)")
+            raise InfeasibleError(f"the job needs {what}")
         return need
 
     @cached_property
     def groups(self) -> tuple[BlockGroup, ...]:
         """Every group of every dimension but TP, as the blocks it touches (groups inside one
         block are left out: they never spread)."""
-        g = self.gpus_per_node
+        g = self.block_size
         out: list[BlockGroup] = []
         for dim in self.job.order:
             if dim == "tp":
@@ -148,9 +242,10 @@ class Cluster:
         (planner/placement/timing.py); the kinds with bytes_per_step only."""
         return tier_seconds(self)
 
-    def leaves_free(self) -> dict[str, list[int]]:
-        """Free nodes of each leaf, in node order."""
+    def free_in(self, tier: str) -> dict[str, list[int]]:
+        """Free slots of each domain of a tier, in slot order."""
+        t = self.tier(tier)
         out: dict[str, list[int]] = {}
         for i in self.free:
-            out.setdefault(self.domains[i][0], []).append(i)
+            out.setdefault(self.domains[i][t], []).append(i)
         return out

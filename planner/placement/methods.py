@@ -1,14 +1,15 @@
-"""Placements of a job's blocks on free nodes (scored by planner/placement/score.py).
+"""Placements of a job's blocks on free slots (scored by planner/placement/score.py; a slot
+is a node when the job takes whole nodes).
 
 Methods:
-- `linear`: free nodes in name order (hostname order); O(nodes);
-- `random`: free nodes in a seeded random order; O(nodes);
-- `best_fit`: Slurm topology/tree as it allocates: the lowest switch whose subtree holds
-  enough free nodes (the fewest free among those), then its leaves with the most free nodes
-  first, nodes in order; blocks in rank order; O(nodes log nodes);
-- `greedy` (ours): the same subtree, its leaves packed fullest-first, and the blocks laid
-  out group by group (every PP group's blocks together, or every DP group's), whichever
-  scores better; then a local search (planner/placement/local_search.py).
+- `linear`: free slots in name order (hostname order); O(slots);
+- `random`: free slots in a seeded random order; O(slots);
+- `best_fit`: Slurm topology/tree as it allocates: the lowest domain (a node, a switch)
+  whose subtree holds enough free slots (the fewest free among those), then its leaves
+  with the most free slots first, slots in order; blocks in rank order; O(slots log slots);
+- `greedy` (ours): the same subtree, its domains packed fullest-first at every tier, and
+  the blocks laid out group by group (every PP group's blocks together, or every DP
+  group's), whichever scores better; then a local search (planner/placement/local_search.py).
 """
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ from planner.placement.score import Scorer
 SEED = 0
 
 
-def spreads(c: Cluster, node_of: tuple[int, ...]) -> dict[str, dict[str, tuple[int, float]]]:
+def spreads(c: Cluster, slot_of: tuple[int, ...]) -> dict[str, dict[str, tuple[int, float]]]:
     """kind -> tier -> (max spread, mean spread)."""
-    return Scorer(c, node_of).spreads()
+    return Scorer(c, slot_of).spreads()
 
 
-def score(c: Cluster, node_of: tuple[int, ...]) -> float:
-    return Scorer(c, node_of).total()
+def score(c: Cluster, slot_of: tuple[int, ...]) -> float:
+    return Scorer(c, slot_of).total()
 
 
 def linear(c: Cluster) -> tuple[int, ...]:
@@ -36,51 +37,59 @@ def linear(c: Cluster) -> tuple[int, ...]:
 
 
 def random(c: Cluster) -> tuple[int, ...]:
-    nodes = list(c.free)
-    random_module.Random(SEED).shuffle(nodes)
-    return tuple(nodes[:c.blocks])
+    slots = list(c.free)
+    random_module.Random(SEED).shuffle(slots)
+    return tuple(slots[:c.blocks])
 
 
-def _subtree(c: Cluster) -> list[list[int]]:
-    """Slurm's choice: the lowest domain (a leaf, else a spine, else everything) holding
-    enough free nodes, the fewest free among those; its leaves' free nodes."""
-    need = c.blocks
-    leaves = c.leaves_free()
-    by_spine: dict[str, list[str]] = defaultdict(list)
-    for leaf, nodes in leaves.items():
-        by_spine[c.domains[nodes[0]][1]].append(leaf)
-    fits = [(len(v), name) for name, v in leaves.items() if len(v) >= need]
-    if fits:
-        return [leaves[min(fits)[1]]]
-    spines = [(sum(len(leaves[l]) for l in ls), name) for name, ls in by_spine.items()]
-    fitting = [x for x in spines if x[0] >= need]
-    chosen = by_spine[min(fitting)[1]] if fitting else list(leaves)
-    return [leaves[l] for l in sorted(chosen, key=lambda l: (-len(leaves[l]), l))]
+def _subtree(c: Cluster) -> list[int]:
+    """Slurm's choice: the lowest domain (finest tier first, else the whole cluster) holding
+    enough free slots, the fewest free among those; its free slots."""
+    for tier in c.tiers:
+        free = c.free_in(tier)
+        fits = [(len(v), name) for name, v in free.items() if len(v) >= c.blocks]
+        if fits:
+            return free[min(fits)[1]]
+    return list(c.free)
 
 
 def best_fit(c: Cluster) -> tuple[int, ...]:
-    nodes = [n for leaf in _subtree(c) for n in leaf]
-    return tuple(nodes[:c.blocks])
+    chosen = set(_subtree(c))
+    leaves = [v for v in ([x for x in slots if x in chosen] for slots in c.free_in("leaf").values()) if v]
+    leaves.sort(key=lambda v: (-len(v), c.domains[v[0]][c.tier("leaf")]))
+    return tuple(x for leaf in leaves for x in leaf)[:c.blocks]
+
+
+def _packed(c: Cluster) -> list[int]:
+    """The chosen subtree's slots, fullest domain first at every tier (coarsest first; ties
+    to the domain with the earlier slot), slot order inside the finest."""
+    chosen = _subtree(c)
+    free: list[dict[str, int]] = [defaultdict(int) for _ in c.tiers]
+    first: list[dict[str, int]] = [{} for _ in c.tiers]
+    for x in chosen:
+        for t, d in enumerate(c.domains[x]):
+            free[t][d] += 1
+            first[t].setdefault(d, x)
+
+    def key(x: int) -> tuple:
+        doms = c.domains[x]
+        return tuple(v for t in reversed(range(len(c.tiers))) for v in (-free[t][doms[t]], first[t][doms[t]])) + (x,)
+
+    return sorted(chosen, key=key)
 
 
 def greedy(c: Cluster) -> tuple[int, ...]:
-    """Leaves of the chosen subtree, fullest first, grouped by spine; blocks ordered so that
-    the groups of one kind are contiguous (each kind tried, and rank order), nodes filled
-    in that order; each layout, and the free nodes in hostname order, improved by the local
+    """The subtree's slots packed fullest-first (`_packed`); blocks ordered so that the
+    groups of one kind are contiguous (each kind tried, and rank order), slots filled in
+    that order; each layout, and the free slots in hostname order, improved by the local
     search; the best kept."""
-    leaves = _subtree(c)
-    spine_of = {leaf[0]: c.domains[leaf[0]][1] for leaf in leaves}
-    spine_free: dict[str, int] = defaultdict(int)
-    for leaf in leaves:
-        spine_free[spine_of[leaf[0]]] += len(leaf)
-    ordered = sorted(leaves, key=lambda l: (-spine_free[spine_of[l[0]]], spine_of[l[0]], -len(l), l[0]))
-    nodes = [n for leaf in ordered for n in leaf][:c.blocks]
+    slots = _packed(c)[:c.blocks]
     starts = []
     for kind in (None, *c.kinds):
-        node_of = [0] * c.blocks
-        for slot, b in enumerate(_block_order(c, kind)):
-            node_of[b] = nodes[slot]
-        starts.append(tuple(node_of))
+        slot_of = [0] * c.blocks
+        for place, b in enumerate(_block_order(c, kind)):
+            slot_of[b] = slots[place]
+        starts.append(tuple(slot_of))
     starts.append(linear(c))
     best = None
     for i, start in enumerate(starts):

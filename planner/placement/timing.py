@@ -1,11 +1,13 @@
 """A group's per-step communication time by how far it reaches, priced by the collective
 planner, and its place in the placement score.
 
-Reach of a group: 0 inside one leaf, 1 over several leaves of one spine domain, 2 over
-several spine domains. For every group kind with `bytes_per_step`, the kind's first group
-(its ranks' GPU indices inside their nodes) is laid on representative nodes of the cluster
-for each reach (one leaf; the fewest leaves of one spine domain that hold it, at least two,
-its blocks split evenly; the same over spine domains) and priced by
+Reach of a group: the number of tiers (planner/placement/cluster.py, finest first) at which
+it spreads: 0 inside one domain of the finest tier (an NVLink domain, else a leaf), 1 over
+several of them inside one domain of the next tier, ..., len(tiers) over the top tier's
+domains. For every group kind with `bytes_per_step`, the kind's first group (its ranks'
+places inside their blocks) is laid on representative slots of the cluster for each reach
+(inside the largest finest domain; over the fewest domains of the tier below, at least
+two, inside one domain of the reach's tier, its blocks split evenly) and priced by
 `planner.training.comm.CommPricer`: the measured link efficiencies, the group's share of
 each link it shares with the job's other groups (topologies/groups.py). DP runs an
 all-reduce, CP an all-gather, EP an all-to-all, PP one stage-to-stage copy (its first two
@@ -19,32 +21,31 @@ from __future__ import annotations
 
 import math
 
-REACHES = ("leaf", "spine", "cluster")
 COLLECTIVE_OF = {"dp": "allreduce", "cp": "allgather", "ep": "alltoall", "pp": "broadcast"}
 TIME_POINTS = 100.0
 
 
-def tier_seconds(c) -> dict[str, tuple[float, float, float]]:
-    """kind -> seconds at reach 0, 1, 2 (non-decreasing) for the kinds with bytes_per_step.
+def reaches(c) -> tuple[str, ...]:
+    """Names of the reaches: inside one domain of each tier, then the whole cluster."""
+    return c.tiers + ("cluster",)
+
+
+def tier_seconds(c) -> dict[str, tuple[float, ...]]:
+    """kind -> seconds at each reach (non-decreasing) for the kinds with bytes_per_step.
     O(kinds x reaches) collective plans of one group each (the pricer caches group shapes)."""
     per_step = dict(c.job.bytes_per_step)
-    by_leaf: dict[str, list[int]] = {}
-    for node, (leaf, _) in enumerate(c.domains):
-        by_leaf.setdefault(leaf, []).append(node)
-    by_spine: dict[str, list[list[int]]] = {}
-    for leaf in sorted(by_leaf, key=lambda l: (-len(by_leaf[l]), l)):
-        by_spine.setdefault(c.domains[by_leaf[leaf][0]][1], []).append(by_leaf[leaf])
+    members = _members(c)
     out = {}
     for kind in c.kinds:
         size = per_step.get(kind, 0.0)
         if size <= 0:
             continue
         ranks = priced_ranks(kind, c.job.groups(kind)[0])
-        blocks = list(dict.fromkeys(r // c.gpus_per_node for r in ranks))
-        layouts = (_one_leaf(by_leaf, len(blocks)), _over_leaves(by_spine, len(blocks)),
-                   _over_spines(by_spine, len(blocks)))
-        out[kind] = _filled([None if nodes is None else group_seconds(c, kind, ranks, dict(zip(blocks, nodes)), size)
-                             for nodes in layouts])
+        blocks = list(dict.fromkeys(r // c.block_size for r in ranks))
+        layouts = [_inside(members[0], len(blocks))]
+        layouts += [_across(c, members, r, len(blocks)) for r in range(1, len(c.tiers) + 1)]
+        out[kind] = _filled([None if slots is None else group_seconds(c, kind, ranks, dict(zip(blocks, slots)), size)
+                             for slots in layouts])
     return out
 
 
@@ -53,21 +54,22 @@ def priced_ranks(kind: str, ranks: tuple[int, ...]) -> tuple[int, ...]:
     return ranks[:2] if kind == "pp" else ranks
 
 
-def group_seconds(c, kind: str, ranks: tuple[int, ...], node_of_block, size: float) -> float:
+def group_seconds(c, kind: str, ranks: tuple[int, ...], slot_of_block, size: float) -> float:
     """Per-step seconds of `size` bytes of the kind's collective over `ranks`, block b of
-    the job on node `node_of_block[b]`."""
-    g = c.gpus_per_node
-    gpus = tuple(c.topology.rank_of[c.gpus_of[node_of_block[r // g]][r % g]] for r in ranks)
+    the job on slot `slot_of_block[b]`."""
+    b = c.block_size
+    places = (c.slots[slot_of_block[r // b]].gpus[r % b] for r in ranks)
+    gpus = tuple(c.topology.rank_of[c.gpus_of[node][x]] for node, x in places)
     return c.pricer.seconds(COLLECTIVE_OF[kind], gpus, size)
 
 
-def _filled(seconds: list[float | None]) -> tuple[float, float, float]:
+def _filled(seconds: list[float | None]) -> tuple[float, ...]:
     """A missing reach takes the next one's time (the last known one at the top); then
     non-decreasing: a group that reaches farther is given at least the time of a nearer
     reach (the pricer's methods can differ by a few per cent the other way)."""
     known = [s for s in seconds if s is not None]
     if not known:
-        return (0.0, 0.0, 0.0)
+        return (0.0,) * len(seconds)
     out, later = [], known[-1]
     for s in reversed(seconds):
         later = s if s is not None else later
@@ -78,9 +80,41 @@ def _filled(seconds: list[float | None]) -> tuple[float, float, float]:
     return tuple(out)
 
 
-def _one_leaf(by_leaf: dict[str, list[int]], n: int) -> list[int] | None:
-    biggest = max(by_leaf.values(), key=len)
+def _members(c) -> list[dict[str, list[int]]]:
+    """Per tier: every domain's slots (busy ones too: representative places), a domain's
+    listed as its children's, largest child first (the finest tier: slot order)."""
+    out: list[dict[str, list[int]]] = [{}]
+    for slot, domains in enumerate(c.domains):
+        out[0].setdefault(domains[0], []).append(slot)
+    for t in range(1, len(c.tiers)):
+        merged: dict[str, list[int]] = {}
+        for child in _largest_first(out[t - 1]):
+            merged.setdefault(c.domains[child[0]][t], []).extend(child)
+        out.append(merged)
+    return out
+
+
+def _largest_first(domains: dict[str, list[int]]) -> list[list[int]]:
+    return sorted(domains.values(), key=lambda v: (-len(v), v[0]))
+
+
+def _inside(finest: dict[str, list[int]], n: int) -> list[int] | None:
+    biggest = _largest_first(finest)[0]
     return biggest[:n] if len(biggest) >= n else None
+
+
+def _across(c, members: list[dict[str, list[int]]], r: int, n: int) -> list[int] | None:
+    """n slots over the fewest domains of tier r - 1 inside one domain of tier r (the whole
+    cluster for r = the number of tiers), the largest such domain that holds them."""
+    top = len(c.tiers)
+    by_parent: dict[str, list[list[int]]] = {}
+    for child in _largest_first(members[r - 1]):
+        by_parent.setdefault(c.domains[child[0]][r] if r < top else "", []).append(child)
+    for children in sorted(by_parent.values(), key=lambda ls: -sum(map(len, ls))):
+        found = _split(children, n)
+        if found is not None:
+            return found
+    return None
 
 
 def _split(lists: list[list[int]], n: int) -> list[int] | None:
@@ -103,24 +137,12 @@ def _split(lists: list[list[int]], n: int) -> list[int] | None:
     return None
 
 
-def _over_leaves(by_spine: dict[str, list[list[int]]], n: int) -> list[int] | None:
-    for leaves in sorted(by_spine.values(), key=lambda ls: -sum(map(len, ls))):
-        found = _split(leaves, n)
-        if found is not None:
-            return found
-    return None
+def reach(spreads) -> int:
+    """The tiers a group spreads at (its spread per tier, finest first)."""
+    return sum(1 for v in spreads if v > 0)
 
 
-def _over_spines(by_spine: dict[str, list[list[int]]], n: int) -> list[int] | None:
-    spines = sorted(([x for leaf in ls for x in leaf] for ls in by_spine.values()), key=lambda v: (-len(v), v[0]))
-    return _split(spines, n)
-
-
-def reach(spine_spread: int, leaf_spread: int) -> int:
-    return 2 if spine_spread > 0 else 1 if leaf_spread > 0 else 0
-
-
-def time_points(seconds: dict[str, tuple[float, float, float]], worst_reach: dict[str, int]) -> float:
+def time_points(seconds: dict[str, tuple[float, ...]], worst_reach: dict[str, int]) -> float:
     """The score's time term for the farthest reach of each kind's groups."""
     base = sum(t[0] for t in seconds.values())
     if base <= 0:
