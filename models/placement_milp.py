@@ -153,7 +153,8 @@ def solve_hierarchical(inputs: PlacementInputs, work_s: float, solver: str | Non
         sol = solve_placement(coarse, share, solver)
         solves.append(sol)
         picked = sol.domain_of_block
-        if coarse.hint is not None and (picked is None or objective(coarse, coarse.hint) <= objective(coarse, picked)):
+        hint_fits = coarse.hint is not None and all(h in a for h, a in zip(coarse.hint, coarse.allowed))
+        if hint_fits and (picked is None or objective(coarse, coarse.hint) <= objective(coarse, picked)):
             picked = coarse.hint  # not better than the warm start: keep it, so the next model can start from it
         if picked is None:
             return _combined(None, solves)

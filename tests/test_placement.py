@@ -286,3 +286,29 @@ def test_the_milp_objective_is_the_score_and_the_decomposition_is_never_called_o
     names, _ = _finest(c)
     domain_of = tuple(names.index(c.domains[x][0]) for x in attempt.solution.slot_of_block)
     assert objective(captured["inputs"], domain_of) == pytest.approx(score * SCALE, rel=2e-3)
+
+
+def test_tp_groups_spread_over_nodes_are_scored_when_not_kept_in_a_node(tmp_path):
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from topologies.slurm import slurm_topology
+
+    (tmp_path / "topology.conf").write_text("SwitchName=l0 Nodes=n[0-3]\nSwitchName=l1 Nodes=n[4-7]\n")
+    topo = slurm_topology(str(tmp_path / "topology.conf"), "hgx-h100")
+    job = parse_job({"parallel": {"tp": 8, "dp": 4}, "constraints": {"tp_in_node": False, "whole_nodes": False}})
+    c = placement_problem(job, topo, "t").cluster
+    assert c.block_size == 1 and "tp" in c.kinds
+    by_node = tuple(range(32))  # slot r is GPU r % 8 of node r // 8: every TP group on one node
+    scattered = tuple(next(s for s, slot in enumerate(c.slots) if slot.gpus == ((r % 8, r // 8),)) for r in range(32))
+    assert methods.score(c, by_node) < methods.score(c, scattered)
+    greedy = methods.greedy(c)
+    assert methods.spreads(c, greedy)["tp"]["nvlink"][0] == 0
+
+
+def test_the_gpu_limit_counts_a_tray_not_a_rack(tmp_path):
+    from topologies.slurm import slurm_topology
+
+    conf = "".join(f"BlockName=b{i} Nodes=t{i}x[01-18]\n" for i in range(51))  # 918 trays, 3,672 GPUs
+    (tmp_path / "topology.conf").write_text(conf)
+    topo = slurm_topology(str(tmp_path / "topology.conf"), "gb200-nvl72")
+    assert topo.num_gpus == 918 * 4 and len(topo.servers) == 51

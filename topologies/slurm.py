@@ -241,7 +241,7 @@ def slurm_topology(conf_path: str, server: str, state_path: str | None = None,
                     if state_path else ({}, {}))
     per_server = preset.gpus // node_gpus
     servers = _servers(tree, per_server, conf_path)
-    if len(tree.nodes) * preset.gpus > MAX_HOSTS:
+    if len(tree.nodes) * node_gpus > MAX_HOSTS:
         raise InputError(f"{len(tree.nodes)} nodes of {server} are more than {MAX_HOSTS} GPUs", source=conf_path,
                          field="Nodes")
     nodes: list[Node] = []

@@ -316,7 +316,15 @@ def _read_back(fmt: str):
         else:
             gpus = [(index[h], x) for h, x in ranks]
         b = c.block_size
-        return Placement(tuple(slot_at[gpus[k * b]] for k in range(len(gpus) // b)))
+        if len(gpus) != c.blocks * b:
+            raise InputError(f"{len(gpus)} ranks, the job has {c.blocks * b}", field=fmt)
+        slots = []
+        for k in range(c.blocks):
+            slot = slot_at.get(gpus[k * b])
+            if slot is None or tuple(gpus[k * b:(k + 1) * b]) != c.slots[slot].gpus:
+                raise InputError(f"ranks {k * b}-{(k + 1) * b - 1} are not one slot of {b} GPUs in order", field=fmt)
+            slots.append(slot)
+        return Placement(tuple(slots))
     return read
 
 

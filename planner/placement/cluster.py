@@ -5,7 +5,8 @@ in; a job's ranks cut into blocks and its groups as sets of blocks.
 Block size b: with whole nodes, a node (G GPUs), or a TP group when TP is larger than a node
 and stays inside an NVLink domain of several nodes (GB200 NVL72 trays); sharing nodes
 (`whole_nodes: false`), a TP group (tp_in_node) or one GPU. Rank r is in block r // b. A
-slot is b GPUs: b // G consecutive nodes of one NVLink domain, or b GPUs of one node in
+slot is b GPUs: b // G consecutive nodes of one NVLink domain, aligned (the domain's nodes
+cut in runs of b // G from its first; a free pair across a cut is not used), or b GPUs of one node in
 index order (aligned: GPUs b*i .. b*i+b-1); it is free when every one of its GPUs is.
 
 Domains per tier, finest first: `nvlink` (the NVLink domain: the node on 8-GPU servers, the
@@ -215,9 +216,7 @@ class Cluster:
         block are left out: they never spread)."""
         g = self.block_size
         out: list[BlockGroup] = []
-        for dim in self.job.order:
-            if dim == "tp":
-                continue
+        for dim in self.job.order:  # TP too: its groups span blocks only when not kept inside a node
             seen = set()
             for ranks in self.job.groups(dim):
                 blocks = tuple(sorted({r // g for r in ranks}))
@@ -238,8 +237,8 @@ class Cluster:
 
     @cached_property
     def tier_seconds(self) -> dict[str, tuple[float, float, float]]:
-        """kind -> per-step seconds of a group reaching one leaf, one spine domain, further
-        (planner/placement/timing.py); the kinds with bytes_per_step only."""
+        """kind -> per-step seconds of a group at each reach (planner/placement/timing.py);
+        the kinds with bytes_per_step only."""
         return tier_seconds(self)
 
     def free_in(self, tier: str) -> dict[str, list[int]]:

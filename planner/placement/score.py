@@ -25,11 +25,17 @@ TIER_WEIGHT = {"nvlink": 1, "leaf": 1, "spine": SPINE_WEIGHT}
 
 
 def weights(c: Cluster) -> dict[str, float]:
+    """Each kind's share of the bytes x the number of kinds (1 each without bytes); TP
+    groups spread over blocks (tp_in_node off) without bytes of their own weigh as the
+    heaviest kind: TP's per-layer all-reduces are a job's largest traffic."""
     given = dict(c.job.bytes_per_step)
     total = sum(given.get(k, 0.0) for k in c.kinds)
     if not given or total <= 0:
         return {k: 1.0 for k in c.kinds}
-    return {k: given.get(k, 0.0) / total * len(c.kinds) for k in c.kinds}
+    out = {k: given.get(k, 0.0) / total * len(c.kinds) for k in c.kinds}
+    if "tp" in out and "tp" not in given:
+        out["tp"] = max(out.values())
+    return out
 
 
 class Scorer:

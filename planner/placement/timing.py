@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-COLLECTIVE_OF = {"dp": "allreduce", "cp": "allgather", "ep": "alltoall", "pp": "broadcast"}
+COLLECTIVE_OF = {"tp": "allreduce", "dp": "allreduce", "cp": "allgather", "ep": "alltoall", "pp": "broadcast"}
 TIME_POINTS = 100.0
 
 
