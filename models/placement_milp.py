@@ -78,8 +78,8 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
     for d in range(len(doms)):
         for t in range(1, tiers):
             parent[t][of[t - 1][d]] = of[t][d]
-    used = [t for t in range(tiers) if len(names[t]) > 1]
-    count = {k: sum(1 for kk, _ in inputs.groups if kk == k) for k, _ in inputs.weights}
+    used = _spread_tiers(doms)
+    count = _group_counts(inputs)
     weight = dict(inputs.weights)
     objective = []
     rounding = 0.0  # the most the integer coefficients can move the objective: keeps the bound a bound
@@ -141,8 +141,7 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
 def solve_hierarchical(inputs: PlacementInputs, work_s: float, solver: str | None = None) -> PlacementSolution:
     """Top tiers first (module doc); `work_s` split evenly over the models solved."""
     doms = inputs.domains
-    tiers = len(doms[0][0])
-    stages = [t for t in reversed(range(1, tiers)) if len({n[t] for n, _ in doms}) > 1]
+    stages = [t for t in reversed(_spread_tiers(doms)) if t > 0]
     if not stages:
         return solve_placement(inputs, work_s, solver)
     share = work_s / (len(stages) + 1)
@@ -168,9 +167,8 @@ def solve_hierarchical(inputs: PlacementInputs, work_s: float, solver: str | Non
 def objective(inputs: PlacementInputs, domain_of: tuple[int, ...]) -> int:
     """The model's objective (scaled integers, as solve_placement writes it) of a placement."""
     doms = inputs.domains
-    tiers = len(doms[0][0])
-    used = [t for t in range(tiers) if len({n[t] for n, _ in doms}) > 1]
-    count = {k: sum(1 for kk, _ in inputs.groups if kk == k) for k, _ in inputs.weights}
+    used = _spread_tiers(doms)
+    count = _group_counts(inputs)
     weight, costs = dict(inputs.weights), dict(inputs.reach_cost)
     spreads = {(k, t): [] for k in count for t in used}
     for k, blocks in inputs.groups:
@@ -197,6 +195,7 @@ def _merged(inputs: PlacementInputs, t: int, allowed: tuple[tuple[int, ...], ...
         free[index[n[t:]]] += f
         of.append(index[n[t:]])
     hint = tuple(of[d] for d in inputs.hint) if inputs.hint is not None else None
+
     def folded(v: tuple[float, ...]) -> tuple[float, ...]:
         return (sum(v[:t + 1]), *v[t + 1:])
 
@@ -218,6 +217,15 @@ def _combined(domain_of, solves: list[PlacementSolution]) -> PlacementSolution:
                          f"hierarchical: {len(solves)} models, top tiers first; the bound is the first's")
     return PlacementSolution(domain_of, result, bound, sum(s.variables for s in solves),
                              sum(s.constraints for s in solves))
+
+
+def _spread_tiers(doms) -> list[int]:
+    """The tiers with more than one domain: the only ones a group can spread at."""
+    return [t for t in range(len(doms[0][0])) if len({n[t] for n, _ in doms}) > 1]
+
+
+def _group_counts(inputs: PlacementInputs) -> dict[str, int]:
+    return {k: sum(1 for kk, _ in inputs.groups if kk == k) for k, _ in inputs.weights}
 
 
 def _coef(weight: float) -> int:

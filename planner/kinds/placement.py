@@ -78,7 +78,7 @@ def _finest(c: Cluster) -> tuple[list[str], dict[str, list[int]]]:
 
 
 def _milp_size(p: PlacementProblem) -> tuple[int, bool]:
-    """(binaries of the largest model solved, whether it is the decomposition)."""
+    """(about the binaries of the largest model solved, whether it is the decomposition)."""
     c = p.cluster
     names, free = _finest(c)
     per_tier = [len({c.domains[free[d][0]][t] for d in names}) for t in range(len(c.tiers))]
@@ -256,7 +256,7 @@ def _comm_times(p: PlacementProblem, solution: Placement) -> dict[str, float]:
     by the collective planner on the GPUs that group gets (planner/training/comm.py: the
     NCCL-measured link efficiencies, a group's share of what concurrent groups share); PP as
     one stage-to-stage copy of the bytes. The score prices the same groups by their reach
-on representative nodes (planner/placement/timing.py)."""
+    on representative slots (planner/placement/timing.py)."""
     c, job = p.cluster, p.job
     per_step = dict(job.bytes_per_step)
     b = c.block_size
@@ -286,8 +286,10 @@ def _exporter(fmt: str):
         ranks = ranks_of(p, cand.solution)
         text = placement_text(ranks, fmt)
         back = parse_rankfile(text, fmt)
-        said = [host for host, _ in ranks] if fmt == "hostfile" else ranks  # a hostfile names hosts only
-        if (back if fmt != "hostfile" else [host for host, _ in back]) != said:
+        def said(table: list[tuple[str, int]]) -> list:
+            return [host for host, _ in table] if fmt == "hostfile" else table  # a hostfile names hosts only
+
+        if said(back) != said(ranks):
             raise ExportMismatch(f"the {fmt} reads back as another rank table")
         return text
     return export

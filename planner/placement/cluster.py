@@ -39,7 +39,7 @@ class Slot:
 
 @dataclass(frozen=True)
 class BlockGroup:
-    kind: str  # the job dimension: dp, pp, cp, ep
+    kind: str  # the job dimension: dp, pp, cp, ep (tp when its groups span blocks)
     blocks: tuple[int, ...]
 
 
@@ -212,8 +212,8 @@ class Cluster:
 
     @cached_property
     def groups(self) -> tuple[BlockGroup, ...]:
-        """Every group of every dimension but TP, as the blocks it touches (groups inside one
-        block are left out: they never spread)."""
+        """Every group of every dimension, as the blocks it touches (groups inside one block,
+        TP's whenever it is kept inside one, are left out: they never spread)."""
         g = self.block_size
         out: list[BlockGroup] = []
         for dim in self.job.order:  # TP too: its groups span blocks only when not kept inside a node
@@ -236,7 +236,7 @@ class Cluster:
         return CommPricer(self.topology)
 
     @cached_property
-    def tier_seconds(self) -> dict[str, tuple[float, float, float]]:
+    def tier_seconds(self) -> dict[str, tuple[float, ...]]:
         """kind -> per-step seconds of a group at each reach (planner/placement/timing.py);
         the kinds with bytes_per_step only."""
         return tier_seconds(self)

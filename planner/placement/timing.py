@@ -118,7 +118,7 @@ def _across(c, members: list[dict[str, list[int]]], r: int, n: int) -> list[int]
 
 
 def _split(lists: list[list[int]], n: int) -> list[int] | None:
-    """n nodes over the fewest (at least two) of `lists` (largest first) that hold them,
+    """n slots over the fewest (at least two) of `lists` (largest first) that hold them,
     as evenly as they allow (each list's share capped at its size, the rest to the next);
     None when two of them do not exist or all of them cannot hold n."""
     if len(lists) < 2 or n < 2 or sum(map(len, lists)) < n:
