@@ -84,6 +84,8 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
     objective = []
     rounding = 0.0  # the most the integer coefficients can move the objective: keeps the bound a bound
     maxima = {}
+    hinted: dict = {}  # every variable's value at the hint: CP-SAT starts from a whole solution
+    hint_of = inputs.hint
     for k in count:
         for t in used:
             maxima[(k, t)] = m = model.add_var(f"max{t}_{k}", 0, len(names[t]), integer=True)
@@ -104,7 +106,10 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
                 key = of[0][d]
                 if key not in touched:
                     touched[key] = model.add_binary(f"u{i}_0_{key}")
+                    hinted[touched[key]] = 0.0
                 model.add_constraint(touched[key] - var, ">=", 0)
+                if hint_of is not None and hint_of[b] == d:
+                    hinted[touched[key]] = 1.0
         for t in range(tiers):
             if t > 0:
                 up: dict[int, object] = {}
@@ -112,21 +117,27 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
                     p = parent[t][key]
                     if p not in up:
                         up[p] = model.add_binary(f"u{i}_{t}_{p}")
+                        hinted[up[p]] = 0.0
                     model.add_constraint(up[p] - var, ">=", 0)
+                    hinted[up[p]] = max(hinted[up[p]], hinted[var])
                 touched = up
             if t not in used:
                 continue
             spread = quicksum(touched.values()) - 1
             share = weight[k][t] / count[k]
             model.add_constraint(maxima[(k, t)] - spread, ">=", 0)
+            at_hint = sum(hinted[v] for v in touched.values()) - 1
+            hinted[maxima[(k, t)]] = max(hinted.get(maxima[(k, t)], 0.0), at_hint)
             objective.append(_coef(share) * spread)
             rounding += abs(_coef(share) - share * SCALE) * len(names[t])
             if (k, t) in reach_vars:
                 r, most = reach_vars[(k, t)]
                 model.add_constraint(most * r - spread, ">=", 0)
+                hinted[r] = max(hinted.get(r, 0.0), float(at_hint > 0))
     model.minimize(quicksum(objective))
-    if inputs.hint is not None:
-        model.set_hint({var: float(inputs.hint[b] == d) for b in range(nb) for d, var in x[b].items()})
+    if hint_of is not None:
+        hinted.update({var: float(hint_of[b] == d) for b in range(nb) for d, var in x[b].items()})
+        model.set_hint(hinted)
     guard = WALL_GUARD * work_s + 1.0
     result = registry.solve(model, solver, SolveOptions(time_limit_s=guard, work_limit=work_s, threads=1))
     domain_of = None

@@ -4,6 +4,7 @@ through tests/kind_checks.py via tests/test_kinds.py.)"""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -139,13 +140,13 @@ def test_the_local_search_never_worsens_and_mends_hostname_order(tmp_path):
 
 def test_the_grid_bound_is_met_by_the_proven_optimum(tmp_path):
     problem = _busy_problem(tmp_path, {"dp": 12, "tp": 4, "pp": 2}, busy=())
-    from planner.placement.bound import _grid, spread_bound
+    from planner.placement.bound import grid, kept_bound
 
-    assert _grid(problem.cluster) == {"dp": (2, 6), "pp": (6, 2)}
+    assert grid(problem.cluster)[0] == {"dp": (2, 6), "pp": (6, 2)}
     exact = plan(PLACEMENT, problem, "milp", Options(10)).plan.to_json()
     assert exact["solver"]["status"] == "optimal"
-    assert spread_bound(problem.cluster) <= exact["metrics"]["score"] + 1e-9
-    assert spread_bound(problem.cluster) == pytest.approx(exact["metrics"]["score"], abs=0.02)
+    assert kept_bound(problem.cluster) <= exact["metrics"]["score"] + 1e-9
+    assert kept_bound(problem.cluster) == pytest.approx(exact["metrics"]["score"], abs=0.02)
 
 
 def test_on_oversubscribed_uplinks_reaching_past_a_leaf_costs_time_and_milp_avoids_it(tmp_path):
@@ -295,14 +296,17 @@ def test_tp_groups_spread_over_nodes_are_scored_when_not_kept_in_a_node(tmp_path
 
     (tmp_path / "topology.conf").write_text("SwitchName=l0 Nodes=n[0-3]\nSwitchName=l1 Nodes=n[4-7]\n")
     topo = slurm_topology(str(tmp_path / "topology.conf"), "hgx-h100")
-    job = parse_job({"parallel": {"tp": 8, "dp": 4}, "constraints": {"tp_in_node": False, "whole_nodes": False}})
-    c = placement_problem(job, topo, "t").cluster
+    job_doc = {"parallel": {"tp": 8, "dp": 4}, "constraints": {"tp_in_node": False, "whole_nodes": False}}
+    c = placement_problem(parse_job(job_doc), topo, "t").cluster
     assert c.block_size == 1 and "tp" in c.kinds
     by_node = tuple(range(32))  # slot r is GPU r % 8 of node r // 8: every TP group on one node
     scattered = tuple(next(s for s, slot in enumerate(c.slots) if slot.gpus == ((r % 8, r // 8),)) for r in range(32))
     assert methods.score(c, by_node) < methods.score(c, scattered)
     greedy = methods.greedy(c)
-    assert methods.spreads(c, greedy)["tp"]["nvlink"][0] == 0
+    assert methods.score(c, greedy) <= methods.score(c, by_node) + 1e-9
+    # weighing TP as its bytes say (a TP all-reduce per layer), greedy keeps every TP group on a node
+    heavy = placement_problem(parse_job({**job_doc, "bytes_per_step": {"tp": 1e11, "dp": 1e9}}), topo, "t").cluster
+    assert methods.spreads(heavy, methods.greedy(heavy))["tp"]["nvlink"][0] == 0
 
 
 def test_the_gpu_limit_counts_a_tray_not_a_rack(tmp_path):
@@ -312,3 +316,61 @@ def test_the_gpu_limit_counts_a_tray_not_a_rack(tmp_path):
     (tmp_path / "topology.conf").write_text(conf)
     topo = slurm_topology(str(tmp_path / "topology.conf"), "gb200-nvl72")
     assert topo.num_gpus == 918 * 4 and len(topo.servers) == 51
+
+
+def _two_level_tree(tmp_path, leaf_nodes: int, busy=(), spines=3):
+    from topologies.slurm import slurm_topology
+
+    lines, n = [], 0
+    for s in range(spines):
+        for leaf in range(2):
+            lines.append(f"SwitchName=s{s}l{leaf} Nodes=n[{n:02d}-{n + leaf_nodes - 1:02d}]")
+            n += leaf_nodes
+        lines.append(f"SwitchName=sp{s} Switches=s{s}l[0-1]")
+    (tmp_path / "tree.conf").write_text("\n".join(lines) + f"\nSwitchName=core Switches=sp[0-{spines - 1}]\n")
+    (tmp_path / "state.txt").write_text("".join(f"{x} alloc\n" for x in busy))
+    return slurm_topology(str(tmp_path / "tree.conf"), "dgx-a100", str(tmp_path / "state.txt"), 1.0)
+
+
+@pytest.mark.parametrize("busy, parallel, bytes_per_step", [
+    ((), {"tp": 8, "dp": 3, "pp": 2}, None),
+    (("n00", "n04", "n07"), {"tp": 8, "dp": 3, "pp": 2}, {"dp": 4e9, "pp": 1e9}),
+    (("n01",), {"tp": 4, "dp": 6, "pp": 2}, None),
+])
+def test_the_kept_bound_never_exceeds_the_best_placement(tmp_path, busy, parallel, bytes_per_step):
+    import itertools
+
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from planner.placement.bound import kept_bound
+    from planner.placement.score import Scorer
+
+    job = {"parallel": parallel, **({"bytes_per_step": bytes_per_step} if bytes_per_step else {})}
+    c = placement_problem(parse_job(job), _two_level_tree(tmp_path, 3, busy, spines=2), "tiny").cluster
+    leaves = list(c.free_in("leaf").values())
+    best = math.inf
+    for leaf_of in itertools.product(range(len(leaves)), repeat=c.blocks):  # slots of a leaf are alike
+        taken = [0] * len(leaves)
+        slot_of = []
+        for leaf in leaf_of:
+            if taken[leaf] == len(leaves[leaf]):
+                break
+            slot_of.append(leaves[leaf][taken[leaf]])
+            taken[leaf] += 1
+        else:
+            best = min(best, Scorer(c, slot_of).total())
+    assert kept_bound(c) <= best + 1e-9
+    assert kept_bound(c) > 0.5 * best  # and not vacuous
+
+
+def test_a_tiling_reaches_the_bound_where_groups_must_cross_spines(tmp_path):
+    from planner.core.placement import parse_job
+    from planner.kinds.placement import placement_problem
+    from planner.placement.bound import kept_bound
+
+    problem = placement_problem(parse_job({"parallel": {"tp": 8, "dp": 6, "pp": 4}}),
+                                _two_level_tree(tmp_path, 7), "tiled")
+    greedy = plan(PLACEMENT, problem, "greedy").plan.to_json()["metrics"]
+    best_fit = plan(PLACEMENT, problem, "best-fit").plan.to_json()["metrics"]
+    assert greedy["score"] == pytest.approx(kept_bound(problem.cluster)) == pytest.approx(greedy["lower_bound_score"])
+    assert best_fit["score"] > greedy["score"] + 10

@@ -22,7 +22,7 @@ from planner.core.placement import Job
 from planner.exports.placement import parse_rankfile, placement_text
 from planner.kind import Attempt, Candidate, Context, Method, PlanKind
 from planner.placement import methods
-from planner.placement.bound import least_spreads, most_free, spread_bound_by_tier
+from planner.placement.bound import kept_bound, least_spreads
 from planner.placement.cluster import Cluster
 from planner.placement.score import TIER_WEIGHT, Scorer, weights
 from planner.placement.timing import TIME_POINTS, group_seconds, priced_ranks
@@ -138,17 +138,6 @@ def _reach_costs(c: Cluster) -> tuple[tuple[str, tuple[float, ...]], ...]:
                  for k, t in seconds.items())
 
 
-def _capacity_bound(c: Cluster) -> float:
-    """The least score any placement has from the free capacity per domain: spread points,
-    and the reach of a group larger than every domain of a tier."""
-    most = most_free(c)
-    total = sum(spread_bound_by_tier(c).values())
-    for kind, costs in _reach_costs(c):
-        largest = max(len(g.blocks) for g in c.groups if g.kind == kind)
-        total += sum(cost for t, cost in zip(c.tiers, costs) if largest > most[t])
-    return total
-
-
 METHODS: tuple[Method, ...] = (
     Method("greedy", "candidate", _heuristic(methods.greedy),
            "the lowest subtree that fits, leaves fullest first, groups of one kind kept together"),
@@ -216,7 +205,7 @@ class PlacementBound:
 
 def _bound(p: PlacementProblem, candidates: list[Candidate]) -> PlacementBound:
     c = p.cluster
-    total = _capacity_bound(c)
+    total = kept_bound(c)
     proofs = [c.attempt.proof for c in candidates if c.attempt.proof is not None]
     return PlacementBound(max([total, *proofs]), least_spreads(c))
 

@@ -9,7 +9,8 @@ Methods:
   with the most free slots first, slots in order; blocks in rank order; O(slots log slots);
 - `greedy` (ours): the same subtree, its domains packed fullest-first at every tier, and
   the blocks laid out group by group (every PP group's blocks together, or every DP
-  group's), whichever scores better; then a local search (planner/placement/local_search.py).
+  group's); and, for a grid job, the two best tilings (planner/placement/tiling.py); each
+  improved by a local search (planner/placement/local_search.py), the best kept.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from collections import defaultdict
 from planner.placement.cluster import Cluster
 from planner.placement.local_search import improve
 from planner.placement.score import Scorer
+from planner.placement.tiling import tilings
 
 SEED = 0
 
@@ -81,8 +83,8 @@ def _packed(c: Cluster) -> list[int]:
 def greedy(c: Cluster) -> tuple[int, ...]:
     """The subtree's slots packed fullest-first (`_packed`); blocks ordered so that the
     groups of one kind are contiguous (each kind tried, and rank order), slots filled in
-    that order; each layout, and the free slots in hostname order, improved by the local
-    search; the best kept."""
+    that order; each layout, the free slots in hostname order and the best tilings
+    improved by the local search; the best kept."""
     slots = _packed(c)[:c.blocks]
     starts = []
     for kind in (None, *c.kinds):
@@ -91,6 +93,7 @@ def greedy(c: Cluster) -> tuple[int, ...]:
             slot_of[b] = slots[place]
         starts.append(tuple(slot_of))
     starts.append(linear(c))
+    starts.extend(tilings(c))
     best = None
     for i, start in enumerate(starts):
         candidate = improve(c, start)
