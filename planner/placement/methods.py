@@ -9,7 +9,7 @@ Methods:
   with the most free slots first, slots in order; blocks in rank order; O(slots log slots);
 - `greedy` (ours): the same subtree, its domains packed fullest-first at every tier, and
   the blocks laid out group by group (every PP group's blocks together, or every DP
-  group's); and, for a grid job, the two best tilings (planner/placement/tiling.py); each
+  group's); and, for a grid job, the best tiling (planner/placement/tiling.py); each
   improved by a local search (planner/placement/local_search.py), the best kept.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _packed(c: Cluster) -> list[int]:
 def greedy(c: Cluster) -> tuple[int, ...]:
     """The subtree's slots packed fullest-first (`_packed`); blocks ordered so that the
     groups of one kind are contiguous (each kind tried, and rank order), slots filled in
-    that order; each layout, the free slots in hostname order and the best tilings
+    that order; each layout, the free slots in hostname order and the best tiling
     improved by the local search; the best kept."""
     slots = _packed(c)[:c.blocks]
     starts = []

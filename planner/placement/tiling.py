@@ -12,12 +12,14 @@ tiers above it spreads P - 1 there (max and mean), as if every tile had a domain
 only when tiles of its largest size fit the tier's domains in number. The MAX_BUILT
 cheapest are built and scored exactly. Packing: tiles largest first, each into the domain
 it fits most tightly (so small tiles share domains); a tile that fits no domain fills the
-emptiest ones in turn. O(splits enumerated x kinds) for the estimate, at most
-MAX_SPLITS; O(MAX_BUILT x blocks x tiers) to build.
+emptiest ones in turn. O(splits looked at x kinds) for the estimate, at most MAX_SPLITS
+over all tiers (per kind only the O(sqrt n) cuts with distinct run lengths);
+O(MAX_BUILT x blocks x tiers) to build.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from planner.placement.bound import grid
 from planner.placement.cluster import Cluster
@@ -28,7 +30,7 @@ MAX_BUILT = 8
 MAX_SPLITS = 50_000
 
 
-def tilings(c: Cluster, keep: int = 2) -> list[tuple[int, ...]]:
+def tilings(c: Cluster, keep: int = 1) -> list[tuple[int, ...]]:
     """The `keep` best tilings (block -> slot), best first; none when the job is no grid."""
     shape = grid(c)
     if shape is None:
@@ -50,6 +52,7 @@ def _cheapest_splits(c: Cluster, extent: list[int]) -> list[list[tuple[int, ...]
     seconds = c.tier_seconds
     found: list[tuple[float, int, list[tuple[int, ...]]]] = []
     count = 0
+    examined = [0]  # splits looked at, at every tier: the enumeration stops at MAX_SPLITS
 
     def walk(level: int, pieces: tuple[int, ...], spent: float, reach: list[int], splits: list) -> None:
         nonlocal count
@@ -62,8 +65,9 @@ def _cheapest_splits(c: Cluster, extent: list[int]) -> list[list[tuple[int, ...]
             return
         tier_weight = TIER_WEIGHT[c.tiers[order[level]]]
         for split in _splits([math.ceil(e / p) for e, p in zip(extent, pieces)]):
-            if count >= MAX_SPLITS:
+            if examined[0] >= MAX_SPLITS:
                 return
+            examined[0] += 1
             now = tuple(p * d for p, d in zip(pieces, split))
             size = math.prod(math.ceil(e / p) for e, p in zip(extent, now))
             if sum(f // size for f in free[level]) < math.prod(now):
@@ -77,12 +81,23 @@ def _cheapest_splits(c: Cluster, extent: list[int]) -> list[list[tuple[int, ...]
     return [splits for _, _, splits in found]
 
 
-def _splits(lengths: list[int]):
-    """Every vector 1 <= d_k <= lengths[k], fewest pieces first."""
+def _splits(lengths: list[int]) -> list[tuple[int, ...]]:
+    """Vectors 1 <= d_k <= lengths[k], fewest pieces first; per kind only the least d_k
+    giving each run length ceil(n / d_k) (the others cut into the same longest runs)."""
     vectors = [()]
     for n in lengths:
-        vectors = [v + (d,) for v in vectors for d in range(1, n + 1)]
+        vectors = [v + (d,) for v in vectors for d in _cuts(n)]
     return sorted(vectors, key=lambda v: (math.prod(v), v))
+
+
+@lru_cache(maxsize=None)
+def _cuts(n: int) -> tuple[int, ...]:
+    out, longest = [], 0
+    for d in range(1, n + 1):
+        if -(-n // d) != longest:  # run lengths only shrink as d grows
+            out.append(d)
+            longest = -(-n // d)
+    return tuple(out)
 
 
 def _cut(blocks: list[int], coords: list[tuple[int, ...]], split: tuple[int, ...]) -> list[list[int]]:
