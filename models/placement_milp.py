@@ -85,7 +85,7 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
     rounding = 0.0  # the most the integer coefficients can move the objective: keeps the bound a bound
     maxima = {}
     hinted: dict = {}  # every variable's value at the hint: CP-SAT starts from a whole solution
-    hint_of = inputs.hint
+    hint_of = _fitting_hint(inputs.hint, allowed, doms) if inputs.hint is not None else None
     for k in count:
         for t in used:
             maxima[(k, t)] = m = model.add_var(f"max{t}_{k}", 0, len(names[t]), integer=True)
@@ -147,6 +147,26 @@ def solve_placement(inputs: PlacementInputs, work_s: float, solver: str | None =
     if result.dual_bound is not None:
         bound = max(0.0, (result.dual_bound - rounding) / SCALE)
     return PlacementSolution(domain_of, result, bound, model.num_vars, model.num_constraints)
+
+
+def _fitting_hint(hint: tuple[int, ...], allowed: tuple[tuple[int, ...], ...],
+                  doms: tuple[tuple[tuple[str, ...], int], ...]) -> tuple[int, ...] | None:
+    """The warm start inside `allowed` (a later stage of the decomposition may allow other
+    domains than the warm start's): blocks outside it take the first allowed domain with
+    room left; None when one finds none."""
+    room = [free for _, free in doms]
+    for b, d in enumerate(hint):
+        if d in allowed[b]:
+            room[d] -= 1
+    out = list(hint)
+    for b, d in enumerate(hint):
+        if d not in allowed[b]:
+            d = next((x for x in allowed[b] if room[x] > 0), None)
+            if d is None:
+                return None
+            out[b] = d
+            room[d] -= 1
+    return tuple(out)
 
 
 def solve_hierarchical(inputs: PlacementInputs, work_s: float, solver: str | None = None) -> PlacementSolution:

@@ -200,13 +200,16 @@ class PlacementBound:
 
     def to_json(self) -> dict:
         return {"score": self.score, "max_spread": self.per_kind,
-                "derivation": "per tier: a group touches at least ceil(blocks / the most free slots of one domain) "
-                              "domains; on a grid of blocks, a domain of s blocks touches groups whose counts "
-                              "multiply to at least s^(K-1) (Loomis-Whitney), which bounds the mean spreads; "
-                              "max >= mean per kind (planner/placement/bound.py); a group larger than every "
-                              "domain reaches past it; the placement MILP's dual bound where it ran, less what "
-                              "its integer coefficients can move (decomposed: the top tiers' model's, the tiers "
-                              "below folded into it)"}
+                "derivation": "per tier, the kinds kept inside one domain (kept at a tier, kept at every coarser "
+                              "one): their groups join blocks into components that must pack into the domains' "
+                              "free slots; every other kind has max spread >= 1 and each of its groups touches "
+                              "at least the fewest domains that hold the components it meets; on a grid of "
+                              "blocks, a domain of s blocks touches groups whose counts multiply to at least "
+                              "s^(K-1) (Loomis-Whitney), which bounds the mean spreads; max >= mean per kind; "
+                              "time points by the tiers a kind is not kept at; the least over every chain "
+                              "(planner/placement/bound.py); the placement MILP's dual bound where it ran, less "
+                              "what its integer coefficients can move (decomposed: the top tiers' model's, the "
+                              "tiers below folded into it)"}
 
 
 def _bound(p: PlacementProblem, candidates: list[Candidate]) -> PlacementBound:

@@ -13,7 +13,7 @@ every such chain, of what the chain forces (`kept_bound`):
 - shared domains (when the blocks form a grid: block = one coordinate per kind, a kind-k
   group = the blocks equal in every other coordinate): a domain holding s blocks touches
   t_k groups of kind k with prod_k t_k >= s^(K-1) (Loomis-Whitney), t_k >= ceil(s / e_k),
-  t_k <= n_k. Summed over domains, sum_k c_k / n_k x (groups touched) = sum_k c_k (mean
+  t_k <= min(n_k, s). Summed over domains, sum_k c_k / n_k x (groups touched) = sum_k c_k (mean
   spread_k + 1) >= N x min over s <= F of least(s) / s, least(s) the cheapest such t
   (integers, enumerated), N the blocks, F the most free slots of one domain;
 - per tier, with c_k = w_k x W_tier, M = sum c_k x (least max spread) and B = what the
@@ -124,8 +124,6 @@ def _tier_cost(c: Cluster, kept: frozenset, component: list[int], free: list[int
     for k in c.kinds:
         if k in kept:
             continue
-        if all(len(g.blocks) < 2 for g in c.groups if g.kind == k):
-            return None  # such a kind cannot spread
         least = [_fewest_domains(free, sum(size[r] for r in {component[b] for b in g.blocks})) - 1
                  for g in c.groups if g.kind == k]
         maxima += weight[k] * max(1, *least)
@@ -165,22 +163,23 @@ def _shared_domains(grid: dict[str, tuple[int, int]], weight: dict[str, float], 
     per_group = [weight[k] / grid[k][0] for k in kinds]
     best_ratio = math.inf
     for s in range(1, min(most, blocks) + 1):
-        least = _least(s, [grid[k] for k in kinds], per_group)
-        if least is None:
-            return 0.0
-        best_ratio = min(best_ratio, least / s)
-    return blocks * best_ratio - sum(weight.values())
+        best_ratio = min(best_ratio, _least(s, [grid[k] for k in kinds], per_group) / s)
+    return blocks * best_ratio - sum(weight.values()) if best_ratio < math.inf else 0.0
 
 
 def _least(s: int, shape: list[tuple[int, int]], cost: list[float]) -> float | None:
-    """min sum cost_k t_k over integers ceil(s / e_k) <= t_k <= n_k, prod t_k >= s^(K-1);
-    None when the enumeration would exceed MAX_ENUMERATION points."""
+    """min sum cost_k t_k over integers ceil(s / e_k) <= t_k <= min(n_k, s) (s blocks touch
+    at most s groups of a kind), prod t_k >= s^(K-1); infinite when no t is; sum cost_k x
+    the least t_k (the product left out) when the enumeration would exceed MAX_ENUMERATION
+    points."""
     K = len(shape)
     need = s ** (K - 1)
     lo = [max(1, math.ceil(s / e)) for _, e in shape]
-    hi = [n for n, _ in shape]
+    hi = [min(n, s) for n, _ in shape]
+    if any(l > h for l, h in zip(lo, hi)):
+        return math.inf
     if math.prod(h - l + 1 for l, h in zip(lo[:-1], hi[:-1])) > MAX_ENUMERATION:
-        return None
+        return sum(x * l for x, l in zip(cost, lo))
     best = math.inf
 
     def walk(i: int, product: int, spent: float) -> None:
@@ -196,4 +195,4 @@ def _least(s: int, shape: list[tuple[int, int]], cost: list[float]) -> float | N
             walk(i + 1, product * t, spent + cost[i] * t)
 
     walk(0, 1, 0.0)
-    return best if best < math.inf else None
+    return best
