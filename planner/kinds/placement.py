@@ -128,9 +128,8 @@ def _milp(p: PlacementProblem, context: Context) -> Attempt | Declined:
     if hint is not None:
         # the warm start is a point of the model: keep it where the model's rounded
         # coefficients let the solver end on a placement that scores worse
-        start = context.incumbent.solution.slot_of_block
-        if Scorer(c, start).total() < Scorer(c, slot_of).total() - 1e-9:
-            slot_of, model = start, {**model, "kept_warm_start": True}
+        if context.incumbent.score < Scorer(c, slot_of).total() - 1e-9:
+            slot_of, model = context.incumbent.solution.slot_of_block, {**model, "kept_warm_start": True}
     return Attempt(Placement(slot_of), solution.result, model, proof=proof)
 
 

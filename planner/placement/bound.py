@@ -35,9 +35,14 @@ from planner.placement.timing import time_points
 MAX_ENUMERATION = 20_000
 
 
+def free_per_domain(c: Cluster, tier: str) -> list[int]:
+    """The free slots of each domain of `tier`, most first."""
+    return sorted((len(v) for v in c.free_in(tier).values()), reverse=True)
+
+
 def most_free(c: Cluster) -> dict[str, int]:
     """tier -> the most free slots of one of its domains."""
-    return {tier: max(len(v) for v in c.free_in(tier).values()) for tier in c.tiers}
+    return {tier: free_per_domain(c, tier)[0] for tier in c.tiers}
 
 
 def least_spreads(c: Cluster) -> dict[str, dict[str, int]]:
@@ -57,7 +62,7 @@ def kept_bound(c: Cluster) -> float:
     # cost[t][z]: tier t's least spread points when exactly the kinds z are kept there
     cost: list[dict[frozenset, float]] = []
     for tier in c.tiers:
-        free = sorted((len(v) for v in c.free_in(tier).values()), reverse=True)
+        free = free_per_domain(c, tier)
         weight = {k: w[k] * TIER_WEIGHT[tier] for k in kinds}
         shared = _shared_domains(shape[0], weight, free[0], c.blocks) if shape is not None else 0.0
         cost.append({z: v for z in subsets

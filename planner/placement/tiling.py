@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from planner.placement.bound import grid
+from planner.placement.bound import free_per_domain, grid
 from planner.placement.cluster import Cluster
 from planner.placement.score import TIER_WEIGHT, Scorer, weights
 from planner.placement.timing import time_points
@@ -46,7 +46,7 @@ def tilings(c: Cluster, keep: int = 1) -> list[tuple[int, ...]]:
 def _cheapest_splits(c: Cluster, extent: list[int]) -> list[list[tuple[int, ...]]]:
     """The MAX_BUILT splits per tier (coarsest first) of least estimated score."""
     order = list(reversed(range(len(c.tiers))))
-    free = [sorted((len(v) for v in c.free_in(c.tiers[t]).values()), reverse=True) for t in order]
+    free = [free_per_domain(c, c.tiers[t]) for t in order]
     w = weights(c)
     weight = [w[k] for k in c.kinds]
     seconds = c.tier_seconds
