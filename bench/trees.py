@@ -1,15 +1,19 @@
-"""Spanning-tree packing (`--method trees`): quality against the bound and ring, and
-synthesis time by cluster size.
+"""Spanning-tree packing (`--method trees`): quality against the bound, the baselines and
+what `auto` returns, and synthesis time by cluster size.
 
-    python -m bench.trees              # both tables (tens of minutes on 2 cores)
-    python -m bench.trees --quality    # table 1 only
+    python -m bench.trees              # both tables (an hour or more on 2 cores)
+    python -m bench.trees --quality    # table 1 only (--size 64MiB --size 16MiB for more sizes)
     python -m bench.trees --scaling    # table 2 only
     python -m bench.trees --forest packing   # the edge-splitting + Lovasz packing forests
 
-Table 1: allgather, reduce-scatter and allreduce at 1 GiB. `rate/LP` is the packing's
-steady-state rate over the throughput LP's optimum (the bandwidth term; 1.000 = optimal);
-`LP/cut` how much tighter the LP is than the plain min-cut bound (switches cannot copy);
-`trees/bound` and `ring/bound` the simulated times over the bound (LP-tightened).
+Table 1: allgather, reduce-scatter and allreduce (1 GiB unless --size). Each row runs the
+planner's own search (`auto`) and reads every candidate's simulated time from its plan;
+trees are run directly where auto leaves them out. `rate/LP` is the forest's steady-state
+rate over the throughput LP's optimum (the bandwidth term; 1.000 = optimal), `units` the
+rate lost to whole units (models/tree_units.py), `LP/cut` how much tighter the LP is than
+the plain min-cut bound; the times are simulated, over the bound (LP-tightened).
+`periodic` is how many runs of the loop body were simulated (all: every run); `sim s` the
+simulation's seconds (where auto returned trees: the whole search's).
 Table 2: synthesis time (median of 3) of the allgather forest on rail-optimized HGX H100
 clusters up to 1024 GPUs, split into the throughput LP and what builds the trees from it
 (column generation, or splitting + packing), stopping after a size takes more than
@@ -23,43 +27,64 @@ import statistics
 import time
 from pathlib import Path
 
-from planner.bounds import lower_bound
 from planner.core.collectives import Collective
+from planner.core.units import parse_size
+from planner.kinds.collective import plan_collective
 from planner.simulator import simulate
-from solvers import baselines
 from models.forest import gather_forest
 from models.tree_packing import tree_schedule
 from topologies.io import load_topology
 from topologies.routing import Router
 
 HERE = Path(__file__).parent
-QUALITY = ["dgx-a100", "mi250", "dgx-a100x2", "dgx-a100x4", "mi250x2", "hgx-h100x4", str(HERE / "data" / "fat-tree-64.yaml")]
+QUALITY = ["dgx-a100x2", "dgx-a100x4", "hgx-h100x2", "hgx-h100x4", "mi250x2", str(HERE / "data" / "fat-tree-64.yaml")]
 KINDS = ["allgather", "reduce-scatter", "allreduce"]
-SIZE = 1 << 30
 
 
-def quality(names: list[str], budget: int, forest: str) -> None:
-    print("| topology | collective | synth s | trees | depth | rate/LP | LP/cut | trees/bound | ring/bound | transfers |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+def quality(names: list[str], sizes: list[int], forest: str | None) -> None:
+    print("| topology | size | collective | trees | depth | Q | loops | rate/LP | units | LP/cut | "
+          "trees/bound | ring/bound | hierarchical/bound | tree/bound | auto returns | synth s | sim s | periodic |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         topo = load_topology(name)
         router = Router(topo)
         label = Path(name).stem
-        for kind in KINDS:
-            coll = Collective(kind, topo.num_gpus, SIZE)
-            t0 = time.perf_counter()
-            sched = tree_schedule(coll, topo, budget=budget, forest=forest)  # first: it solves the LP the bound reuses
-            synth = time.perf_counter() - t0
-            bound = lower_bound(coll, topo)
-            sim = simulate(sched, topo, router)
-            p = dict(sched.params)
-            up = "up_" if kind == "allreduce" else ""
-            rate = p[up + "rate_GBps_per_gpu"] / p[up + "lp_rate_GBps_per_gpu"]
-            lp_cut = p[up + "lp_rate_GBps_per_gpu"] / p[up + "cut_rate_GBps_per_gpu"]
-            ring = simulate(baselines.ring(coll, topo, router=router), topo, router)
-            print(f"| {label} | {kind} | {synth:.2f} | {p['trees']} | {p['max_depth']} | {rate:.4f} | {lp_cut:.4f} | "
-                  f"{sim.time_us / bound.time_us:.3f} | {ring.time_us / bound.time_us:.3f} | {len(sched.transfers)} |",
-                  flush=True)
+        for size in sizes:
+            for kind in KINDS:
+                coll = Collective(kind, topo.num_gpus, size)
+                t0 = time.perf_counter()
+                result = plan_collective(coll, topo, "auto", topology_name=label)
+                seconds = time.perf_counter() - t0
+                times = dict(result.plan.metrics["candidates"])
+                bound = result.plan.metrics["lower_bound_us"]
+                if result.plan.method == "trees":  # the plan carries what the table shows
+                    sched, runs = result.solution, result.evidence
+                    synth, simulated = result.plan.metrics["synthesis_seconds"], seconds
+                else:
+                    t0 = time.perf_counter()
+                    sched = tree_schedule(coll, topo, forest=forest)
+                    synth = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    runs = simulate(sched, topo, router)
+                    simulated = time.perf_counter() - t0
+                    times["trees"] = runs.time_us
+                p = dict(sched.params)
+                up = "up_" if kind == "allreduce" else ""
+                rate = p[up + "rate_GBps_per_gpu"] / p[up + "lp_rate_GBps_per_gpu"]
+                units = p[up + "rate_GBps_per_gpu"] / p[up + "units_rate_GBps_per_gpu"]
+                lp_cut = p[up + "lp_rate_GBps_per_gpu"] / p[up + "cut_rate_GBps_per_gpu"]
+
+                def r(m: str) -> str:
+                    return f"{times[m] / bound:.3f}" if m in times else "-"
+                periodic = "all" if runs.period_us == 0 else f"{runs.runs_simulated} of {sched.loops}"
+                print(f"| {label} | {_size(size)} | {kind} | {p['trees']} | {p['max_depth']} | {p['units_per_block']} | "
+                      f"{sched.loops} | {rate:.4f} | {units:.4f} | {lp_cut:.4f} | {r('trees')} | {r('ring')} | "
+                      f"{r('hierarchical')} | {r('tree')} | {result.plan.method} {result.plan.metrics['ratio_to_bound']:.3f} | "
+                      f"{synth:.1f} | {simulated:.1f} | {periodic} |", flush=True)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
 
 
 def scaling(sizes: list[int], limit: float, forest: str) -> None:
@@ -91,18 +116,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--scaling", action="store_true")
-    ap.add_argument("--budget", type=int, default=200_000, help="transfers per trees schedule")
+    ap.add_argument("--size", action="append", help="table 1 message sizes (default 1GiB)")
     ap.add_argument("--limit", type=float, default=300.0, help="seconds after which scaling stops")
     ap.add_argument("--topology", action="append", help="table 1 topologies (default: the issue's list)")
-    ap.add_argument("--forest", choices=["columns", "packing"], default="columns",
+    ap.add_argument("--forest", choices=["columns", "packing"], default=None,
                     help="how the trees are found from the throughput LP")
     ap.add_argument("--servers", type=int, action="append", help="table 2 cluster sizes in servers")
     args = ap.parse_args()
     both = not (args.quality or args.scaling)
     if args.quality or both:
-        quality(args.topology or QUALITY, args.budget, args.forest)
+        quality(args.topology or QUALITY, [parse_size(x) for x in args.size or ["1GiB"]], args.forest)
     if args.scaling or both:
-        scaling(args.servers or [1, 2, 4, 8, 16, 32, 64, 128], args.limit, args.forest)
+        scaling(args.servers or [1, 2, 4, 8, 16, 32, 64, 128], args.limit, args.forest or "columns")
 
 
 if __name__ == "__main__":

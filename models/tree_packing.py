@@ -16,7 +16,6 @@ proportion to their bytes (see _spread_channels).
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 from planner.core.collectives import Collective
 from planner.core.declined import Declined
@@ -25,19 +24,15 @@ from models.gather_lp import topology_lp
 from solvers import Limit, SolveResult, Termination
 from solvers.arborescence import PackingError
 from solvers.tree_columns import MAX_ROUNDS as COLUMN_ROUNDS
-from solvers.baselines import TRANSFER_BUDGET
 from models.forest import Forest, ForestError, RoutedTree, gather_forest, known_forest, rooted_forest
+from models.tree_units import Units, unit_counts
 from topologies.routing import Router
 from topologies.types import Topology
 
-# Beyond this a schedule (trees x GPUs x pieces transfers) has too few pieces per tree to
-# pipeline within the transfer budget, and packing (broadcast, reduce) takes minutes; the
-# forests themselves are found for 1024 GPUs in about 36 s (bench/trees.py --scaling)
 TREES_MAX_GPUS = 64
-PIPELINE_TARGET = 200  # pieces per tree level: start-up about 1/200 of the transfer time
-MIN_PIECE_BYTES = 4096
-SPREAD_CHANNELS = 8
-SCHEDULE_BUDGET = 200_000  # transfers: verified and timed in about a minute
+MAX_LOOPS = 1024          # slices of the buffer the loop body runs on: start-up ~ depth / loops
+MIN_STREAM_BYTES = 4096   # the least a stream moves per run
+UNIT_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def trees_applies(collective: Collective) -> str | None:
@@ -50,8 +45,8 @@ def trees_applies(collective: Collective) -> str | None:
     return None
 
 
-def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = None,
-                  budget: int | None = None, forest: str | None = None) -> Schedule | Declined:
+def tree_schedule(collective: Collective, topo: Topology, loops: int | None = None,
+                  forest: str | None = None, per_block: int | None = None) -> Schedule | Declined:
     """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
     reduce from weighted trees at the throughput LP's optimum, found by column generation
     (`forest="columns"`, solvers/tree_columns.py) or edge splitting and packing
@@ -72,7 +67,7 @@ def tree_schedule(collective: Collective, topo: Topology, pieces: int | None = N
                    reverse) for reverse, root in _phases(collective)]
     except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
         return Declined(f"trees: {exc}")
-    return forest_schedule(collective, phases, pieces, budget, Router(topo))
+    return forest_schedule(collective, phases, topo, loops, Router(topo), per_block)
 
 
 def _phases(collective: Collective) -> list[tuple[bool, int | None]]:
@@ -115,151 +110,122 @@ def forest_solve(collective: Collective, topo: Topology, schedule: Schedule | No
                        0.0 if proved else None, sum(lp.seconds for lp in lps) + masters, limit, None)
 
 
-def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], pieces: int | None = None,
-                    budget: int | None = None, router: Router | None = None) -> Schedule:
-    """Transfers for `phases` in order, each a forest used downwards (False) or upwards.
+def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], topo: Topology,
+                    loops: int | None = None, router: Router | None = None,
+                    per_block: int | None = None) -> Schedule:
+    """A loop body for `phases` in order, each a forest used downwards (False) or upwards:
+    every tree carries its whole units (models/tree_units.py) as one transfer per arc over
+    a connection of as many streams, a node's arcs in the step after it received (going
+    up: after its children); the body runs `loops` times, once per slice of the buffer.
     A path the router would take anyway is left implicit (None), so runtimes that route
     by themselves (MSCCL) can run the schedule."""
+    router = router or Router(topo)
     rooted = collective.kind in ("broadcast", "reduce")
     block_of = (lambda tree: 0) if rooted else (lambda tree: tree.root)
     nblocks = len(collective.blocks)
-    per_block: list[list[list[tuple[Fraction, Fraction, RoutedTree, int]]]] = [[[] for _ in phases] for _ in range(nblocks)]
-    per_level = _per_level(collective, phases, budget or SCHEDULE_BUDGET) if pieces is None else float(pieces)
-    heights = []
-    counts = {}
-    for forest, _ in phases:
-        for tree in forest.trees:
-            # as many pieces per tree level for every tree: pieces are then in proportion
-            # to the tree's weight, and so is its share of a link, so a hop takes the
-            # same time in every tree and start-up is 1/per_level of the transfer time
-            block = collective.blocks[block_of(tree)].size
-            k = int(per_level * max(1, max(tree.depth()) - 1))
-            counts[id(tree)] = max(1, min(k, int(block * tree.weight // MIN_PIECE_BYTES)))
-    slots = max(counts.values())
-    for ph, (forest, _) in enumerate(phases):
-        heights.append({})
-        position = [Fraction(0)] * nblocks
-        for tree in forest.trees:
-            b = block_of(tree)
-            depth = tree.depth()
-            heights[ph][id(tree)] = (depth, max(depth))
-            k = counts[id(tree)]
-            lo = position[b]
-            for part in range(k):
-                a, z = lo + tree.weight * part / k, lo + tree.weight * (part + 1) / k
-                # the piece's slot in the block's pipeline: heavy trees send more pieces per
-                # slot, so on a shared link trees advance in proportion to their weight
-                per_block[b][ph].append((a, z, tree, part * slots // k))
-            position[b] = lo + tree.weight
-        if any(p != 1 for p in position):
-            raise ForestError(f"phase {ph}: tree weights of a block sum to {[float(p) for p in position]}, not 1")
+    block_bytes = min(b.size for b in collective.blocks)
+    units = [_units(forest, topo, per_block, block_bytes) for forest, _ in phases]
+    if len({u.per_block for u in units}) > 1:  # the phases of an allreduce share one grid
+        units = [_units(forest, topo, max(u.per_block for u in units), block_bytes) for forest, _ in phases]
+    q = units[0].per_block
+    # each phase's trees tile every block in whole units; a chunk is a piece of the
+    # common refinement, owned by one tree per phase
+    owners_of: list[list[list[tuple[int, int, RoutedTree]]]] = [[[] for _ in phases] for _ in range(nblocks)]
+    for ph, ((forest, _), u) in enumerate(zip(phases, units)):
+        position = [0] * nblocks
+        for tree, n in zip(forest.trees, u.counts):
+            if n:
+                b = block_of(tree)
+                owners_of[b][ph].append((position[b], position[b] + n, tree))
+                position[b] += n
+        if any(p != q for p in position):
+            raise ForestError(f"phase {ph}: tree units of a block sum to {sorted(set(position))}, not {q}")
     chunks: list[Chunk] = []
-    transfers: list[Transfer] = []
-    base = 0
-    phase_steps = [0] * len(phases)
-    chunk_rows: list[tuple[int, list[tuple[RoutedTree, int]]]] = []
+    chunk_owners: list[list[RoutedTree]] = []
     for b in range(nblocks):
-        rows = [sorted(ph, key=lambda r: r[0]) for ph in per_block[b]]
-        cuts = sorted({c for ph in rows for a, z, _, _ in ph for c in (a, z)})
-        at = [0] * len(rows)
+        cuts = sorted({c for ph in owners_of[b] for lo, hi, _ in ph for c in (lo, hi)})
         for lo, hi in zip(cuts, cuts[1:]):
-            owners = []
-            for i, ph in enumerate(rows):
-                while ph[at[i]][1] <= lo:  # sweep: each phase's pieces tile [0, 1) in order
-                    at[i] += 1
-                owners.append((ph[at[i]][2], ph[at[i]][3]))
-            chunks.append(Chunk(b, float(lo), float(hi)))
-            chunk_rows.append((len(chunks) - 1, owners))
-    routes: dict[tuple[int, int], dict] = {}
+            chunks.append(Chunk(b, lo / q, hi / q))
+            chunk_owners.append([next(t for a, z, t in ph if a <= lo < z) for ph in owners_of[b]])
+    streams = {id(t): n for (forest, _), u in zip(phases, units) for t, n in zip(forest.trees, u.counts)}
+    connections: dict[tuple[int, int], dict] = {}
+    widths: dict[tuple[int, int, int], int] = {}
 
-    def channel(src: int, dst: int, path, level: int) -> int:
-        # one connection per route and tree level: a slow route (the network) must not hold
-        # up a fast one (NVLink) between the same two GPUs, nor a piece still in transit
-        # upstream hold up the sender's own data, as one FIFO connection would
-        known = routes.setdefault((src, dst), {})
-        return known.setdefault((path, level), len(known))
+    def channel(src: int, dst: int, ph: int, tree: RoutedTree, v: int) -> int:
+        # one connection per tree arc, as many streams as the tree has units
+        known = connections.setdefault((src, dst), {})
+        ch = known.setdefault((ph, id(tree), v), len(known))
+        if streams[id(tree)] > 1:
+            widths[(src, dst, ch)] = streams[id(tree)]
+        return ch
 
-    gpus = router.physical.gpus if router is not None else None
+    gpus = router.physical.gpus
     implicit: dict[tuple, bool] = {}
 
     def route(src: int, dst: int, path):
         key = (src, dst, path)
         if key not in implicit:
-            implicit[key] = gpus is not None and path == router.route(gpus[src], gpus[dst])
+            implicit[key] = path == router.route(gpus[src], gpus[dst])
         return None if implicit[key] else path
 
+    transfers: list[Transfer] = []
+    base = 0
     for ph, (forest, upward) in enumerate(phases):
         last = base
-        for c, owners in chunk_rows:
-            tree, part = owners[ph]
-            depth, height = heights[ph][id(tree)]
+        for c, owners in enumerate(chunk_owners):
+            tree = owners[ph]
+            depth = tree.depth()
+            height = max(depth)
             for v, u in enumerate(tree.parent):
                 if u < 0:
                     continue
                 if upward:
-                    step = base + part + height - depth[v]
-                    transfers.append(Transfer(c, v, u, step, reduce=True,
-                                              channel=channel(v, u, tree.paths[v], height - depth[v]),
+                    step = base + height - depth[v]
+                    transfers.append(Transfer(c, v, u, step, reduce=True, channel=channel(v, u, ph, tree, v),
                                               path=route(v, u, tree.paths[v])))
                 else:
-                    step = base + part + depth[u]
-                    transfers.append(Transfer(c, u, v, step, channel=channel(u, v, tree.paths[v], depth[u]),
+                    step = base + depth[u]
+                    transfers.append(Transfer(c, u, v, step, channel=channel(u, v, ph, tree, v),
                                               path=route(u, v, tree.paths[v])))
                 last = max(last, step)
-        phase_steps[ph] = last - base + 1
         base = last + 1
-    transfers = _spread_channels(collective, chunks, transfers)
+    depth = max(f.stats["max_depth"] for f, _ in phases)
+    loops = loops or _loops(block_bytes / q)
     trees = sum(len(f.trees) for f, _ in phases)
-    params = [("pieces_per_tree_level", round(per_level, 2)), ("trees", trees),
-              ("max_depth", max(f.stats["max_depth"] for f, _ in phases))]
-    for f, upward in phases:
+    params = [("loops", loops), ("units_per_block", q), ("trees", trees), ("max_depth", depth),
+              ("trees_with_units", sum(1 for u in units for n in u.counts if n))]
+    for (f, upward), u in zip(phases, units):
         tag = _tag(upward, len(phases))
         params += [(tag + "forest", f.stats.get("method", "packing")),
                    (tag + "rate_GBps_per_gpu", float(f.rate_mbps) / 1000),
+                   (tag + "units_rate_GBps_per_gpu", float(f.rate_mbps) / 1000 / u.ratio),
                    (tag + "lp_rate_GBps_per_gpu", f.lp_rate_mbps / 1000),
                    (tag + "cut_rate_GBps_per_gpu", float(f.cut_rate_mbps) / 1000),
+                   (tag + "units_solve", {"status": str(u.solve.termination), "seconds": round(u.solve.seconds, 3)}),
                    (tag + "synthesis", {k: v for k, v in sorted(f.stats.items()) if not k.endswith("seconds")})]
-    params = tuple(params)
-    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="spanning-tree-packing", params=params)
+    return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="spanning-tree-packing",
+                    params=tuple(params), loops=loops, widths=tuple(sorted((s, d, c, w) for (s, d, c), w in widths.items())))
 
 
-def _spread_channels(collective: Collective, chunks: list[Chunk], transfers: list[Transfer]) -> list[Transfer]:
-    """Split each connection into channels in proportion to the bytes it carries.
-
-    Links are shared fairly among the connections crossing them, but a tree packing needs
-    each connection to run at its own rate (its share of the trees). Giving a connection
-    channels in proportion to its load, its pieces dealt round-robin over them, makes a
-    fair share a proportional one: every channel of a link carries about the same bytes
-    and they all finish together."""
-    load: dict[tuple[int, int, int], float] = {}
-    sizes = [collective.blocks[c.block].size * (c.hi - c.lo) for c in chunks]
-    for t in transfers:
-        key = (t.src, t.dst, t.channel)
-        load[key] = load.get(key, 0.0) + sizes[t.chunk]
-    quantum = max(max(load.values()) / SPREAD_CHANNELS, min(load.values()))  # equal loads: one each
-    routes_of: dict[tuple[int, int], int] = {}
-    for src, dst, ch in load:
-        routes_of[src, dst] = max(routes_of.get((src, dst), 0), ch + 1)
-    counts = {k: max(1, min(SPREAD_CHANNELS, math.ceil(v / quantum - 1e-9))) for k, v in load.items()}
-    offset: dict[tuple[int, int, int], int] = {}
-    for (src, dst), routes in routes_of.items():
-        base = 0
-        for ch in range(routes):
-            offset[src, dst, ch] = base
-            base += counts.get((src, dst, ch), 1)
-    dealt: dict[tuple[int, int, int], int] = {}
-    out = []
-    for t in transfers:
-        key = (t.src, t.dst, t.channel)
-        i = dealt.get(key, 0)
-        dealt[key] = i + 1
-        out.append(Transfer(t.chunk, t.src, t.dst, t.step, t.reduce, offset[key] + i % counts[key], t.path, t.deps))
-    return out
+def _units(forest: Forest, topo: Topology, per_block: int | None, block_bytes: float) -> Units:
+    """Whole units per tree: the given Q, or the one of UNIT_CHOICES that minimises the
+    rounding loss times the pipeline's start-up, (1 + (depth - 1) / loops) with the loops
+    units of that size allow. A choice whose start-up alone costs more than the best found
+    is not solved (branch and bound over Q, smallest start-up first)."""
+    if per_block is not None:
+        return unit_counts(forest, topo, per_block)
+    depth = forest.stats["max_depth"]
+    startup = {q: 1 + max(0, depth - 1) / _loops(block_bytes / q) for q in UNIT_CHOICES}
+    best, best_cost = None, math.inf
+    for q in sorted(UNIT_CHOICES, key=lambda q: (startup[q], q)):
+        if startup[q] >= best_cost:
+            break
+        u = unit_counts(forest, topo, q)
+        cost = u.ratio * startup[q]
+        if cost < best_cost - 1e-12:
+            best, best_cost = u, cost
+    return best
 
 
-def _per_level(collective: Collective, phases: list[tuple[Forest, bool]], budget: int) -> float:
-    """Pieces per tree level: PIPELINE_TARGET, fewer if the schedule would pass the budget."""
-    n = collective.ranks
-    levels = sum(max(1, max(t.depth()) - 1) for f, _ in phases for t in f.trees)
-    budget = min(budget, TRANSFER_BUDGET) / max(1, n - 1)
-    return max(1.0, min(float(PIPELINE_TARGET), budget / max(1, levels)))
+def _loops(unit_bytes: float) -> int:
+    return max(1, min(MAX_LOOPS, int(unit_bytes // MIN_STREAM_BYTES)))

@@ -34,6 +34,10 @@ from topologies.routing import Router
 from topologies.types import Topology
 
 _EPS = 1e-9
+LOOP_UNROLL_TRANSFERS = 300_000  # a loop body's runs simulated one by one up to this many transfers
+LOOP_FIRST_RUNS = 2
+PERIOD_TOLERANCE = 1e-3
+MEMO_ENTRIES = 50_000  # fair-share solutions kept per simulation (each a vector over paths)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class SimResult:
     busiest_link: tuple[str, str] | None
     start_us: tuple[float, ...] = ()   # per transfer, when its bytes began to flow
     finish_us: tuple[float, ...] = ()  # per transfer, when it was complete
+    # a loop body: runs of it simulated (all of them, or the last of the unrolled runs the
+    # period was measured on), and that period (0: every run simulated)
+    runs_simulated: int = 1
+    period_us: float = 0.0
 
 
 def _mask_names(mask: int) -> str:
@@ -228,52 +236,181 @@ def _paths(schedule: Schedule, topo: Topology, router: Router) -> list[tuple[int
     return out
 
 
-def _max_min_rates(flow_of_entry: np.ndarray, link_of_entry: np.ndarray, nflows: int,
+def _max_min_rates(group_of_entry: np.ndarray, link_of_entry: np.ndarray, weight: np.ndarray,
                    capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Max-min fair rates (bytes/us) by progressive filling, vectorised.
 
-    Entries pair a flow with a link of its path. Each round fixes the flows of the links
-    with the smallest fair share. O(rounds x entries); rounds = distinct rate levels.
-    Returns (rate per flow, the links used, their load).
+    Flows with the same path get the same max-min rate, so they are filled as one group
+    of `weight` flows. Entries pair a group with a link of its path. Each round fixes the
+    groups of the links with the smallest fair share. O(rounds x entries); rounds =
+    distinct rate levels. Returns (rate per flow of each group, the links used, their load).
     """
+    ngroups = len(weight)
     links, local = np.unique(link_of_entry, return_inverse=True)
     remaining = capacity[links].astype(float)
-    count = np.bincount(local, minlength=len(links)).astype(float)
-    rate = np.zeros(nflows)
-    frozen = np.zeros(nflows, dtype=bool)
+    entry_weight = weight[group_of_entry].astype(float)
+    count = np.bincount(local, weights=entry_weight, minlength=len(links))
+    rate = np.zeros(ngroups)
+    frozen = np.zeros(ngroups, dtype=bool)
     while not frozen.all():
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(count > 0, remaining / count, np.inf)
+            share = np.where(count > 0.5, remaining / count, np.inf)
         level = share.min()
         tight = share <= level * (1 + 1e-12)
-        hit = np.zeros(nflows, dtype=bool)
-        hit[flow_of_entry[tight[local]]] = True
+        hit = np.zeros(ngroups, dtype=bool)
+        hit[group_of_entry[tight[local]]] = True
         hit &= ~frozen
         rate[hit] = level
         frozen |= hit
-        taken = np.bincount(local[hit[flow_of_entry]], minlength=len(links))
+        fixed = hit[group_of_entry]
+        taken = np.bincount(local[fixed], weights=entry_weight[fixed], minlength=len(links))
         remaining -= taken * level
         count -= taken
-    load = np.bincount(local, weights=rate[flow_of_entry], minlength=len(links))
+    load = np.bincount(local, weights=rate[group_of_entry] * entry_weight, minlength=len(links))
     return rate, links, load
+
+
+class _FairShares:
+    """The max-min rates of the flows in flight, by path. Flows on one path share a rate,
+    so the rates depend only on how many streams each path has in flight (kept as a
+    count vector, updated as transfers start and stop); pipelined schedules return to the
+    same counts again and again, and each distinct count vector is solved once."""
+
+    def __init__(self, paths: list[tuple[int, ...]], widths: np.ndarray, capacity: np.ndarray, memo: dict):
+        index: dict[tuple[int, ...], int] = {}
+        self.path_of = np.array([index.setdefault(p, len(index)) for p in paths], dtype=np.int64)
+        self.widths = widths
+        self.links = [np.array(p, dtype=np.int64) for p in index]
+        self.capacity = capacity
+        self.count = np.zeros(len(index), dtype=np.int64)
+        self.memo = memo  # count vector -> (rate per path, busiest link, its utilisation)
+
+    def add(self, flows: np.ndarray, sign: int) -> None:
+        np.add.at(self.count, self.path_of[flows], sign * self.widths[flows])
+
+    def rates(self, active: np.ndarray) -> tuple[np.ndarray, int, float]:
+        """Rate per active transfer (its streams' rate times their number), and the
+        busiest link with its utilisation."""
+        key = self.count.tobytes()
+        found = self.memo.get(key)
+        if found is None:
+            ps = np.flatnonzero(self.count)
+            lengths = np.array([len(self.links[p]) for p in ps], dtype=np.int64)
+            group_of_entry = np.repeat(np.arange(len(ps)), lengths)
+            link_of_entry = np.concatenate([self.links[p] for p in ps])
+            rate, links, load = _max_min_rates(group_of_entry, link_of_entry, self.count[ps], self.capacity)
+            util = load / self.capacity[links]
+            k = int(util.argmax())
+            per_path = np.zeros(len(self.count))
+            per_path[ps] = rate
+            found = (per_path, int(links[k]), float(util[k]))
+            if len(self.memo) < MEMO_ENTRIES:
+                self.memo[key] = found
+        per_path, link, util = found
+        return per_path[self.path_of[active]] * self.widths[active], link, util
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """A schedule's transfers unrolled over `runs` runs of its loop body: transfer j of
+    run r is r * n + j; its data dependencies stay inside the run, and the first transfer
+    of each connection in a run queues behind the last of the run before."""
+
+    deps: list[tuple[int, ...]]
+    done_after: list[tuple[int, ...]]
+    queued_after: list[int]
+    paths: list[tuple[int, ...]]
+    size: np.ndarray
+    widths: np.ndarray
+
+
+def _unrolled(deps, done_after, queued_after, paths, size, widths, runs: int) -> _Runs:
+    n = len(deps)
+    if runs == 1:
+        return _Runs(deps, done_after, queued_after, paths, size, widths)
+    next_on = [-1] * n
+    for j, q in enumerate(queued_after):
+        if q >= 0:
+            next_on[q] = j
+    last_of_first = [-1] * n  # first transfer of a connection -> its last
+    for j in range(n):
+        if queued_after[j] < 0:
+            k = j
+            while next_on[k] >= 0:
+                k = next_on[k]
+            last_of_first[j] = k
+    all_deps, all_done, all_queue = [], [], []
+    for r in range(runs):
+        o = r * n
+        all_deps.extend(tuple(d + o for d in ds) for ds in deps)
+        all_done.extend(tuple(d + o for d in ds) for ds in done_after)
+        all_queue.extend(q + o if q >= 0 else (last_of_first[j] + o - n if r else -1) for j, q in enumerate(queued_after))
+    return _Runs(all_deps, all_done, all_queue, paths * runs, np.tile(size, runs), np.tile(widths, runs))
 
 
 def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
              options: SimOptions = SimOptions()) -> SimResult:
     """Verify the schedule and compute its completion time (us) on `topo`.
 
-    Event-driven; each event recomputes the fair rates of the flows in flight (vectorised).
+    Event-driven; each event recomputes the fair rates of the flows in flight (vectorised,
+    one solve per distinct set of flows). A loop body (`schedule.loops` > 1) is run as
+    many times, unrolled up to LOOP_UNROLL_TRANSFERS transfers; beyond that see
+    `_periodic`.
     """
     deps, done_after, queued_after = _analyse(schedule)
     router = router or Router(topo)
     paths = _paths(schedule, topo, router)
+    width_of = schedule.width()
+    widths = np.array([width_of.get((t.src, t.dst, t.channel), 1) for t in schedule.transfers], dtype=np.int64)
+    size = np.array([schedule.chunk_bytes(t.chunk) for t in schedule.transfers], dtype=float)
+    return _loop_time(schedule, topo, options, (deps, done_after, queued_after, paths, size, widths))
+
+
+def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tuple) -> SimResult:
+    """Time of `schedule.loops` runs of the body. Every run is simulated when they fit in
+    LOOP_UNROLL_TRANSFERS; otherwise the time of m, 2m and 3m runs is simulated (each run
+    moving 1/loops of the data): once the two differences agree (to PERIOD_TOLERANCE of
+    the period) the pipeline is in its periodic regime and the time of L runs is the
+    time of 3m runs plus (L - 3m) periods; m doubles until they agree or the runs fill the
+    budget (then the last estimate stands, `periodic` False in the result's params...).
+    tests/test_simulator.py checks the extrapolation against every run simulated."""
+    n = len(body[0])
+    loops = schedule.loops
+    size = body[4]
+    known: dict[int, tuple] = {}
+    memo: dict = {}  # the unrolled runs have the body's paths: their fair shares are the same
+
+    def timed(runs: int) -> tuple:
+        if runs not in known:
+            known[runs] = _run(_unrolled(*body, runs), topo, options, memo)
+        return known[runs]
+
+    def result(time_us: float, runs: int, period: float) -> SimResult:
+        _, util, busiest, start, finish = known[runs]
+        first = (tuple(start[:n]), tuple(finish[:n])) if runs == loops else ((), ())
+        return SimResult(time_us=time_us, transfers=n * loops, steps=schedule.num_steps,
+                         bytes_moved=float(size.sum()) * loops, max_link_utilization=util, busiest_link=busiest,
+                         start_us=first[0], finish_us=first[1], runs_simulated=runs, period_us=period)
+
+    if loops * n <= LOOP_UNROLL_TRANSFERS or loops <= 3 * LOOP_FIRST_RUNS:
+        return result(timed(loops)[0], loops, 0.0)
+    m = LOOP_FIRST_RUNS
+    while True:
+        t1, t2, t3 = timed(m)[0], timed(2 * m)[0], timed(3 * m)[0]
+        p1, p2 = (t2 - t1) / m, (t3 - t2) / m
+        if abs(p2 - p1) <= PERIOD_TOLERANCE * p2 or 6 * m * n > LOOP_UNROLL_TRANSFERS or 6 * m >= loops:
+            return result(t3 + (loops - 3 * m) * p2, 3 * m, p2)
+        m *= 2
+
+
+def _run(runs: _Runs, topo: Topology, options: SimOptions, memo: dict) -> tuple[float, float, tuple | None, list, list]:
+    """The event loop over unrolled transfers: (end, peak utilisation, busiest link,
+    start and finish of every transfer)."""
+    deps, done_after, queued_after, paths, size = runs.deps, runs.done_after, runs.queued_after, runs.paths, runs.size
     capacity = np.array([l.bandwidth * 1e3 for l in topo.links])  # GB/s -> bytes/us
     latency = [l.latency for l in topo.links]
-    nt = len(schedule.transfers)
-    size = np.array([schedule.chunk_bytes(t.chunk) for t in schedule.transfers], dtype=float)
-    path_len = np.array([len(p) for p in paths], dtype=np.int64)
-    path_ptr = np.concatenate([[0], np.cumsum(path_len)])
-    path_links = np.fromiter((k for p in paths for k in p), dtype=np.int64, count=int(path_ptr[-1]))
+    nt = len(deps)
+    shares = _FairShares(paths, runs.widths, capacity, memo)
     alpha = [sum(latency[k] for k in paths[i]) + options.overhead_us for i in range(nt)]
     dependents: list[list[int]] = [[] for _ in range(nt)]
     next_on_connection: list[int] = [-1] * nt
@@ -342,6 +479,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
             if over.any():
                 for f in active[over].tolist():
                     streamed_out(f, t_next)
+                shares.add(active[over], -1)
                 active, rate = active[~over], rate[~over]
                 changed = True
         now = t_next
@@ -361,18 +499,12 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
             else:
                 started.append(f)
         if started:
-            active = np.concatenate([active, np.array(started, dtype=np.int64)])
+            new = np.array(started, dtype=np.int64)
+            shares.add(new, 1)
+            active = np.concatenate([active, new])
             changed = True
         if changed and len(active):
-            lengths = path_len[active]
-            flow_of_entry = np.repeat(np.arange(len(active)), lengths)
-            offsets = np.repeat(path_ptr[active] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-            link_of_entry = path_links[offsets + np.arange(len(flow_of_entry))]
-            rate, links, load = _max_min_rates(flow_of_entry, link_of_entry, len(active), capacity)
-            util = load / capacity[links]
-            k = int(util.argmax())
-            if util[k] > peak_util:
-                peak_util, busiest = float(util[k]), (topo.links[links[k]].src, topo.links[links[k]].dst)
-    return SimResult(time_us=end, transfers=nt, steps=schedule.num_steps, bytes_moved=float(size.sum()),
-                     max_link_utilization=peak_util, busiest_link=busiest,
-                     start_us=tuple(start), finish_us=tuple(finish))
+            rate, link, util = shares.rates(active)
+            if util > peak_util:
+                peak_util, busiest = util, (topo.links[link].src, topo.links[link].dst)
+    return end, peak_util, busiest, start, finish

@@ -158,13 +158,11 @@ def test_tree_schedules_verify_and_reach_the_bound_on_a_switch(kind):
 def test_tree_schedules_on_direct_and_multi_server_fabrics(name, kind):
     topo = load_topology(name)
     coll = Collective(kind, topo.num_gpus, 1 << 30, root=1)
-    sched = tree_schedule(coll, topo, budget=20_000)
+    sched = tree_schedule(coll, topo)
     sim = simulate(sched, topo, Router(topo))
     bound = lower_bound(coll, topo)
-    # A small schedule: on dgx-a100x2 the packing has ~370 trees, so 20k transfers leave
-    # them a piece or two per level and store-and-forward shows (bench/trees.py measures
-    # the quality with larger budgets). Here: verified, and never below the bound.
-    assert bound.time_us * (1 - 1e-9) <= sim.time_us <= bound.time_us * 2
+    # verified, never below the bound, and close to it (bench/trees.py measures the rest)
+    assert bound.time_us * (1 - 1e-9) <= sim.time_us <= bound.time_us * 1.1
 
 
 def test_trees_reject_what_they_do_not_do():
@@ -181,7 +179,7 @@ def test_trees_through_a_switch_and_direct_links_verify(n, direct, up, kind):
     links = [(g, "sw", up, 0.5) for g in gpus] + [(a, b, direct, 0.7) for a, b in zip(gpus, gpus[1:])]
     topo = explicit("mixed", gpus, links, switches=["sw"])
     coll = Collective(kind, n, 1 << 20)
-    sched = tree_schedule(coll, topo, budget=5_000)
+    sched = tree_schedule(coll, topo)
     sim = simulate(sched, topo, Router(topo))
     assert sim.time_us >= lower_bound(coll, topo).time_us * (1 - 1e-9)
 
@@ -193,7 +191,7 @@ def test_single_server_trees_export_and_round_trip(fmt):
 
     topo = load_topology("dgx-a100")
     coll = Collective("allgather", 8, 8 << 20)
-    sched = tree_schedule(coll, topo, budget=3_000)
+    sched = tree_schedule(coll, topo)
     assert all(t.path is None for t in sched.transfers)  # every tree arc is the router's route
     sim = simulate(sched, topo, Router(topo))
     round_trip(sched, fmt, topo, sim.time_us)  # export, strict check, parse back, re-simulate

@@ -6,6 +6,13 @@ its source's value as it was after step s-1, and writes at the end of step s —
 transfers combine into the destination's value, the others replace it. The simulator
 derives true data dependencies from this (read-after-write, write-after-write,
 write-after-read), so a schedule runs as a dataflow graph, not in lock-step.
+
+A schedule may be a loop body (`loops` > 1): the runtime runs it once per slice of the
+buffer, each run moving 1/loops of every chunk, and every connection works through its
+transfers of one run before those of the next (MSCCL's loop over the buffer). Runs are
+independent in data, so correctness is that of one run; the runs pipeline. A connection
+may be a bundle of `width` parallel streams (thread blocks) that split each of its
+transfers evenly (`widths`).
 """
 from __future__ import annotations
 
@@ -49,10 +56,17 @@ class Schedule:
     transfers: tuple[Transfer, ...]
     algorithm: str = ""
     params: tuple[tuple[str, object], ...] = field(default=())
+    loops: int = 1
+    widths: tuple[tuple[int, int, int, int], ...] = ()  # (src, dst, channel, streams) where streams > 1
 
     def chunk_bytes(self, chunk: int) -> float:
+        """Bytes of the chunk in one run of the loop body."""
         c = self.chunks[chunk]
-        return self.collective.blocks[c.block].size * (c.hi - c.lo)
+        return self.collective.blocks[c.block].size * (c.hi - c.lo) / self.loops
+
+    def width(self) -> dict[tuple[int, int, int], int]:
+        """Streams per connection (src, dst, channel) bundling more than one."""
+        return {(s, d, c): w for s, d, c, w in self.widths}
 
     @property
     def num_steps(self) -> int:
@@ -73,9 +87,14 @@ def schedule_to_json(schedule: Schedule) -> dict:
         if t.path is not None:
             row.append(list(t.path))
         transfers.append(row)
-    return {"algorithm": schedule.algorithm, "params": dict(schedule.params),
+    body = {"algorithm": schedule.algorithm, "params": dict(schedule.params),
             "transfer_fields": ["chunk", "src", "dst", "step", "reduce", "channel", "deps", "path"],
             "chunks": [[c.block, c.lo, c.hi] for c in schedule.chunks], "transfers": transfers}
+    if schedule.loops != 1:
+        body["loops"] = schedule.loops
+    if schedule.widths:
+        body["connection_widths"] = [list(w) for w in schedule.widths]
+    return body
 
 
 def schedule_from_json(body: dict, coll: Collective, source: str | None = None) -> Schedule:
@@ -91,6 +110,10 @@ def schedule_from_json(body: dict, coll: Collective, source: str | None = None) 
                 raise ValueError(f"transfer {i} has a path of {len(path)} node(s)")
             transfers.append(Transfer(chunk, src, dst, step, bool(red), chan, path, deps))
         params = tuple(sorted(dict(body.get("params", {})).items()))
+        loops = int(body.get("loops", 1))
+        widths = tuple(tuple(int(x) for x in w) for w in body.get("connection_widths", ()))
+        if loops < 1 or any(len(w) != 4 or w[3] < 1 for w in widths):
+            raise ValueError("loops and connection widths must be positive integers")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"malformed schedule ({exc.__class__.__name__}: {exc})", source=source, field="plan") from None
-    return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params)
+    return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params, loops, widths)

@@ -107,7 +107,7 @@ def chunk_grid(schedule: Schedule) -> tuple[int, tuple[Unit, ...]]:
         raise InputError("an export needs at least 2 GPUs", field="collective")
     if not schedule.chunks:
         raise InputError("the schedule has no chunks", field="chunks")
-    sizes = [schedule.chunk_bytes(i) for i in range(len(schedule.chunks))]
+    sizes = [coll.blocks[c.block].size * (c.hi - c.lo) for c in schedule.chunks]  # the loop body's whole chunks
     small, big = min(sizes), max(sizes)
     if big - small > 1e-9 * big:
         i, j = sizes.index(small), sizes.index(big)

@@ -35,11 +35,9 @@ ROOTED = ("broadcast", "reduce")
 ALLTOALL = ("alltoall", "alltoallv")  # milp and lp: the time-expanded flow model (models/alltoall_flow.py)
 TREE_KINDS = COPY + ROOTED  # trees and the milp's time-expanded model (models/collective_milp.py)
 
-# A search packs trees on one server of up to 16 GPUs, where a small schedule reaches the
-# bound; on several servers the packing has hundreds of trees that need a large schedule
-# (minutes to simulate) to beat the hierarchical baseline: `--method trees` asks for it.
-TREES_AUTO_MAX_GPUS = 16
-TREES_AUTO_BUDGET = 12_000
+# A search packs trees up to this many GPUs: beyond, the loop body (trees x GPUs
+# transfers) takes minutes to simulate over the runs its period needs
+TREES_AUTO_MAX_GPUS = 32
 AUTO_MILP_MAX_GPUS = 16
 AUTO_MILP_MAX_BLOCK_BYTES = 256 << 10  # beyond this the message is bandwidth-bound: trees/rings do
 AUTO_MILP_MAX_VARIABLES = 60_000  # auto tries only models that solve in seconds; `milp` takes larger
@@ -89,13 +87,13 @@ def _schedule(build):
 
 
 def _trees(p: CollectiveProblem, context: Context) -> Attempt | Declined:
-    out = tree_schedule(p.collective, p.topology, budget=TREES_AUTO_BUDGET if context.searching else None)
+    out = tree_schedule(p.collective, p.topology)
     return out if isinstance(out, Declined) else Attempt(out, forest_solve(p.collective, p.topology, out))
 
 
 def _trees_searched(p: CollectiveProblem, context: Context) -> str | None:
-    if p.collective.ranks > TREES_AUTO_MAX_GPUS or len(p.topology.servers) > 1:
-        return f"auto packs trees on one server of up to {TREES_AUTO_MAX_GPUS} GPUs (ask for --method trees)"
+    if p.collective.ranks > TREES_AUTO_MAX_GPUS:
+        return f"auto packs trees on up to {TREES_AUTO_MAX_GPUS} GPUs (ask for --method trees)"
     return None
 
 
@@ -218,6 +216,9 @@ def _export(fmt: str):
         if any(t.path is not None for t in c.solution.transfers):
             raise InputError("it routes transfers over chosen paths (NVLink, PCIe, NICs), which the "
                              "format cannot say: the runtime would pick its own routes")
+        if c.solution.widths:
+            raise InputError("its connections bundle parallel streams (each tree's whole units: "
+                             "models/tree_units.py), which the format cannot say")
         text, _, _ = round_trip(c.solution, fmt, p.topology, c.score)
         return text
     return export
