@@ -46,7 +46,8 @@ def trees_applies(collective: Collective) -> str | None:
 
 
 def tree_schedule(collective: Collective, topo: Topology, loops: int | None = None,
-                  forest: str | None = None, per_block: int | None = None) -> Schedule | Declined:
+                  forest: str | None = None, per_block: int | None = None,
+                  run_budget: int | None = None) -> Schedule | Declined:
     """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
     reduce from weighted trees at the throughput LP's optimum, found by column generation
     (`forest="columns"`, solvers/tree_columns.py) or edge splitting and packing
@@ -67,7 +68,7 @@ def tree_schedule(collective: Collective, topo: Topology, loops: int | None = No
                    reverse) for reverse, root in _phases(collective)]
     except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
         return Declined(f"trees: {exc}")
-    return forest_schedule(collective, phases, topo, loops, Router(topo), per_block)
+    return forest_schedule(collective, phases, topo, loops, Router(topo), per_block, run_budget)
 
 
 def _phases(collective: Collective) -> list[tuple[bool, int | None]]:
@@ -112,11 +113,14 @@ def forest_solve(collective: Collective, topo: Topology, schedule: Schedule | No
 
 def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], topo: Topology,
                     loops: int | None = None, router: Router | None = None,
-                    per_block: int | None = None) -> Schedule:
+                    per_block: int | None = None, run_budget: int | None = None) -> Schedule:
     """A loop body for `phases` in order, each a forest used downwards (False) or upwards:
     every tree carries its whole units (models/tree_units.py) as one transfer per arc over
     a connection of as many streams, a node's arcs in the step after it received (going
-    up: after its children); the body runs `loops` times, once per slice of the buffer.
+    up: after its children); the body runs `loops` times, once per slice of the buffer
+    (by default as many as units of MIN_STREAM_BYTES per stream allow, up to MAX_LOOPS;
+    with `run_budget`, no more than keep loops x body transfers within it, so that every
+    run is simulated).
     A path the router would take anyway is left implicit (None), so runtimes that route
     by themselves (MSCCL) can run the schedule."""
     router = router or Router(topo)
@@ -191,6 +195,8 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], t
         base = last + 1
     depth = max(f.stats["max_depth"] for f, _ in phases)
     loops = loops or _loops(block_bytes / q)
+    if run_budget is not None:
+        loops = max(1, min(loops, run_budget // max(1, len(transfers))))
     trees = sum(len(f.trees) for f, _ in phases)
     params = [("loops", loops), ("units_per_block", q), ("trees", trees), ("max_depth", depth),
               ("trees_with_units", sum(1 for u in units for n in u.counts if n))]

@@ -35,7 +35,8 @@ from topologies.types import Topology
 
 _EPS = 1e-9
 LOOP_UNROLL_TRANSFERS = 300_000  # a loop body's runs simulated one by one up to this many transfers
-LOOP_FIRST_RUNS = 2
+LOOP_FIRST_RUNS = 16
+LOOP_PERIOD_TRANSFERS = 2_000_000  # transfers simulated in all to find a loop body's period
 PERIOD_TOLERANCE = 1e-3
 MEMO_ENTRIES = 50_000  # fair-share solutions kept per simulation (each a vector over paths)
 
@@ -59,6 +60,7 @@ class SimResult:
     # period was measured on), and that period (0: every run simulated)
     runs_simulated: int = 1
     period_us: float = 0.0
+    period_spread: float = 0.0  # how far from periodic the last measured runs were (relative)
 
 
 def _mask_names(mask: int) -> str:
@@ -371,9 +373,10 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
     LOOP_UNROLL_TRANSFERS; otherwise the time of m, 2m and 3m runs is simulated (each run
     moving 1/loops of the data): once the two differences agree (to PERIOD_TOLERANCE of
     the period) the pipeline is in its periodic regime and the time of L runs is the
-    time of 3m runs plus (L - 3m) periods; m doubles until they agree or the runs fill the
-    budget (then the last estimate stands, `periodic` False in the result's params...).
-    tests/test_simulator.py checks the extrapolation against every run simulated."""
+    time of 3m runs plus (L - 3m) periods; m doubles until they agree or the runs would
+    pass LOOP_PERIOD_TRANSFERS (then the last estimate stands, and the result's
+    `period_spread`, the two differences' relative distance, says how far from periodic
+    it was). tests/test_simulator.py checks the extrapolation against every run simulated."""
     n = len(body[0])
     loops = schedule.loops
     size = body[4]
@@ -385,12 +388,13 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
             known[runs] = _run(_unrolled(*body, runs), topo, options, memo)
         return known[runs]
 
-    def result(time_us: float, runs: int, period: float) -> SimResult:
+    def result(time_us: float, runs: int, period: float, spread: float = 0.0) -> SimResult:
         _, util, busiest, start, finish = known[runs]
         first = (tuple(start[:n]), tuple(finish[:n])) if runs == loops else ((), ())
         return SimResult(time_us=time_us, transfers=n * loops, steps=schedule.num_steps,
                          bytes_moved=float(size.sum()) * loops, max_link_utilization=util, busiest_link=busiest,
-                         start_us=first[0], finish_us=first[1], runs_simulated=runs, period_us=period)
+                         start_us=first[0], finish_us=first[1], runs_simulated=runs, period_us=period,
+                         period_spread=spread)
 
     if loops * n <= LOOP_UNROLL_TRANSFERS or loops <= 3 * LOOP_FIRST_RUNS:
         return result(timed(loops)[0], loops, 0.0)
@@ -398,8 +402,9 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
     while True:
         t1, t2, t3 = timed(m)[0], timed(2 * m)[0], timed(3 * m)[0]
         p1, p2 = (t2 - t1) / m, (t3 - t2) / m
-        if abs(p2 - p1) <= PERIOD_TOLERANCE * p2 or 6 * m * n > LOOP_UNROLL_TRANSFERS or 6 * m >= loops:
-            return result(t3 + (loops - 3 * m) * p2, 3 * m, p2)
+        spread = abs(p2 - p1) / p2
+        if spread <= PERIOD_TOLERANCE or 12 * m * n > LOOP_PERIOD_TRANSFERS or 6 * m >= loops:
+            return result(t3 + (loops - 3 * m) * p2, 3 * m, p2, spread)
         m *= 2
 
 

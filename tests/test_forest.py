@@ -161,8 +161,9 @@ def test_tree_schedules_on_direct_and_multi_server_fabrics(name, kind):
     sched = tree_schedule(coll, topo)
     sim = simulate(sched, topo, Router(topo))
     bound = lower_bound(coll, topo)
-    # verified, never below the bound, and close to it (bench/trees.py measures the rest)
-    assert bound.time_us * (1 - 1e-9) <= sim.time_us <= bound.time_us * 1.1
+    # verified, never below the bound, and close to it (bench/trees.py measures the rest:
+    # on several servers within 3%, as issue 18 asks)
+    assert bound.time_us * (1 - 1e-9) <= sim.time_us <= bound.time_us * (1.03 if name == "dgx-a100x2" else 1.1)
 
 
 def test_trees_reject_what_they_do_not_do():
@@ -220,3 +221,32 @@ def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, pla
     # column generation on several servers, packing on one server and for one root
     assert doc["plan"]["params"]["up_forest" if kind == "allreduce" else "forest"] == (
         "columns" if name == "highs+glop" else "packing")
+
+
+# ---------------------------------------------------------------- whole units
+
+
+@pytest.mark.parametrize("name", ["dgx-a100x2", "hgx-h100x4"])
+def test_units_tile_every_block_and_cost_no_less_than_the_forest(name):
+    from models.tree_units import link_uses, unit_counts
+
+    topo = load_topology(name)
+    forest = gather_forest(topo)
+    units = unit_counts(forest, topo, 16)
+    for root in range(topo.num_gpus):
+        assert sum(n for t, n in zip(forest.trees, units.counts) if t.root == root) == 16
+    # the ratio is the units' largest link time over the fractional forest's, recomputed
+    uses = link_uses(forest, topo)
+    base = len(forest.base_trees)
+    cap = [l.bandwidth for l in topo.links]
+
+    def worst(weights):
+        load = {}
+        for row, w in zip(uses, weights):
+            for k, m in row.items():
+                load[k] = load.get(k, 0.0) + w * m
+        return max(v / cap[k] for k, v in load.items())
+    assert units.ratio == pytest.approx(worst(units.counts[:base]) / worst([float(t.weight) * 16
+                                                                            for t in forest.base_trees]))
+    assert 1.0 <= units.ratio < 1.05
+    assert unit_counts(forest, topo, 16) is units  # kept on the forest

@@ -17,7 +17,7 @@ from planner.core.schedule import schedule_from_json, schedule_to_json
 from planner.core.schedule import Chunk, Schedule, Transfer
 from planner.simulator import simulate, verify
 from solvers import baselines
-from helpers import alltoallv, assert_baselines_respect_the_bound, build_baseline, explicit, first_case, schedule
+from helpers import alltoallv, assert_baselines_respect_the_bound, build_baseline, explicit, first_case, schedule, whole
 from topologies.io import load_topology, parse_topology
 from topologies.routing import Router
 
@@ -527,3 +527,64 @@ def test_a_write_completes_after_the_same_step_read_of_its_place():
     assert res.start_us[2] == approx(first) and res.start_us[1] == approx(first)
     assert res.finish_us[1] == approx(first + 1000 / 1e4)
     assert res.finish_us[2] == approx(res.finish_us[1])  # held until the read streamed out
+
+
+# ---------------------------------------------------------------- loop bodies and bundled streams
+
+
+def star3():
+    """g0, g1, g2 on one switch, 10 GB/s each way, 1 us per link."""
+    return explicit("star3", ["g0", "g1", "g2"], [(g, "sw", 10.0, 1.0) for g in ("g0", "g1", "g2")], switches=["sw"])
+
+
+def test_a_bundled_connection_shares_like_as_many_channels():
+    # g0 -> g2 over 3 streams and g1 -> g2 over 1 share the switch's link into g2 3:1,
+    # exactly as four separate channels would
+    coll = alltoallv(3, {(0, 2): 4 * B, (1, 2): 4 * B})
+    a02, a12 = coll.block_index["b0-2"], coll.block_index["b1-2"]
+    bundled = Schedule(coll, (Chunk(a02, 0.0, 1.0), Chunk(a12, 0.0, 1.0)), (Transfer(0, 0, 2, 0), Transfer(1, 1, 2, 0)),
+                       widths=((0, 2, 0, 3),))
+    parts = tuple(Chunk(a02, k / 3, (k + 1) / 3) for k in range(3)) + (Chunk(a12, 0.0, 1.0),)
+    split = Schedule(coll, parts, tuple(Transfer(k, 0, 2, 0, channel=k) for k in range(3)) + (Transfer(3, 1, 2, 0),))
+    a, b = simulate(bundled, star3()), simulate(split, star3())
+    assert a.finish_us == (approx(b.finish_us[0]), approx(b.finish_us[3]))
+    # 4B bytes each; g0's at 3/4 of 1e4 bytes/us until it ends, then g1's alone at full rate
+    assert a.finish_us[0] == approx(4 * B / 7500 + 2.0)
+
+
+def test_a_loop_body_runs_like_its_runs_written_out():
+    # a two-hop chain g0 -> g1 -> g2 of g0's block, run 4 times on quarter slices, equals
+    # the schedule with the four slices as chunks and each connection working in order
+    coll = Collective("broadcast", 3, 4 * B, root=0)
+    body = Schedule(coll, (Chunk(0, 0.0, 1.0),), (Transfer(0, 0, 1, 0), Transfer(0, 1, 2, 1)), loops=4)
+    quarters = tuple(Chunk(0, k / 4, (k + 1) / 4) for k in range(4))
+    out = Schedule(coll, quarters, tuple(t for k in range(4) for t in (Transfer(k, 0, 1, 2 * k), Transfer(k, 1, 2, 2 * k + 1))))
+    a, b = simulate(body, line3()), simulate(out, line3())
+    assert a.time_us == approx(b.time_us) and a.transfers == 8 and a.period_us == 0.0
+    assert a.time_us == approx(5 * B / 1e4 + 2.0)  # four slices of B pipelined over two hops
+
+
+def test_a_loop_body_json_round_trip_keeps_loops_and_widths():
+    coll = Collective("allgather", 3, 3 * B)
+    s = Schedule(coll, whole(coll), (Transfer(0, 0, 2, 0),) + tuple(Transfer(b, b, (b + 1) % 3, 0) for b in (1, 2))
+                 + (Transfer(0, 0, 1, 0, channel=1), Transfer(1, 1, 0, 1), Transfer(2, 2, 1, 1)), loops=8,
+                 widths=((0, 2, 0, 2),))
+    back = schedule_from_json(json.loads(json.dumps(schedule_to_json(s))), coll)
+    assert back == s
+
+
+@pytest.mark.slow
+def test_the_periodic_regime_extrapolates_the_runs_not_simulated(monkeypatch):
+    # a multi-server tree schedule: every run simulated against the period measured on
+    # a few of them and extrapolated (planner/simulator.py _loop_time)
+    from planner import simulator
+    from models.tree_packing import tree_schedule
+
+    topo = load_topology("dgx-a100x2")
+    sched = tree_schedule(Collective("allgather", 16, 256 << 20), topo, loops=128, per_block=8)
+    full = simulate(sched, topo)
+    assert full.runs_simulated == 128 and full.period_us == 0.0
+    monkeypatch.setattr(simulator, "LOOP_UNROLL_TRANSFERS", 60 * len(sched.transfers))
+    short = simulate(sched, topo)
+    assert short.runs_simulated < 128 and short.period_us > 0
+    assert short.time_us == pytest.approx(full.time_us, rel=simulator.PERIOD_TOLERANCE)

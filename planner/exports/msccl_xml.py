@@ -21,6 +21,8 @@ counterpart in the planner's model (one value per GPU and chunk).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,8 @@ def export_msccl_xml(schedule: Schedule, dialect: str = "msccl", *, name: str | 
     if dialect == "exec":
         head.update(outofplace=1, minBytes=coll.size if min_bytes is None else min_bytes,
                     maxBytes=coll.size if max_bytes is None else max_bytes)
+    if schedule.loops > 1:  # the planner's own: how many slices it timed the program over (runtimes ignore it)
+        head["loops"] = schedule.loops
     lines = [f"<algo {_attrs(**head)}>"]
     for g in range(n):
         lines.append(f'  <gpu {_attrs(id=g, i_chunks=plan.buffers.input_chunks(), o_chunks=plan.buffers.output_chunks(), s_chunks=plan.scratch[g])}>')
@@ -239,8 +243,12 @@ def import_msccl_xml(text_or_path, source: str | None = None, size: int | None =
     except InputError as exc:
         raise exc.within(src, "algo") from None
     buffers = BufferMap.of(coll, per_block)
-    return rebuild(coll, buffers, events, strong, weak, src, algorithm=f"msccl-xml:{top.get('name', '')}",
+    loops = _int(top, "loops", "algo", src) if "loops" in top.attrib else 1
+    if loops < 1:
+        raise InputError(f"loops={loops}: a program runs at least once", source=src, field="algo.loops")
+    body = rebuild(coll, buffers, events, strong, weak, src, algorithm=f"msccl-xml:{top.get('name', '')}",
                    alias=_alias(kind, per_block) if inplace else None, order=order)
+    return replace(body, loops=loops)
 
 
 def _alias(kind: str, per_block: int):

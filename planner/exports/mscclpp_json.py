@@ -25,7 +25,7 @@ copy, re, sem_acquire, sem_release, nop) and says so for anything else.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from planner.core.collectives import Collective
@@ -156,6 +156,8 @@ def export_mscclpp_json(schedule: Schedule, topology: Topology | None = None, *,
            "collective": COLL_NAME.get(coll.kind, coll.kind), "protocol": "Simple", "inplace": False,
            "reuse_resources": False, "gpus": gpus, "num_threads_per_block": 1024, "use_double_scratch_buffer": False,
            "buffer_alignment": 16, "min_message_size": coll.size, "max_message_size": coll.size}
+    if schedule.loops > 1:  # the planner's own: how many slices it timed the plan over (the executor ignores it)
+        doc["loops"] = schedule.loops
     return json.dumps(doc, indent=1) + "\n"
 
 
@@ -273,9 +275,14 @@ def import_mscclpp_json(text_or_path, source: str | None = None, size: int | Non
         coll = Collective(kind, n, int(size), root=root)
     except InputError as exc:
         raise exc.within(src, "plan") from None
-    return rebuild(coll, BufferMap.of(coll, per_block), events, strong, weak, src,
+    loops = doc.get("loops", 1)
+    if not isinstance(loops, int) or isinstance(loops, bool) or loops < 1:
+        raise InputError(f"loops={loops!r}: a plan runs a whole number of times, at least once", source=src,
+                         field="loops")
+    body = rebuild(coll, BufferMap.of(coll, per_block), events, strong, weak, src,
                    algorithm=f"mscclpp-json:{doc.get('name', '')}",
                    alias=_alias(kind, per_block) if doc.get("inplace") is True else None, order=order)
+    return replace(body, loops=loops)
 
 
 def _read_gpus(gpus: list, src: str):

@@ -2,8 +2,6 @@
 export, parse back, re-simulate; the data movement and the time must be the same."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 from planner.core.errors import ExportMismatch
 from planner.exports.msccl_check import check_msccl_xml
 from planner.exports.msccl_xml import export_msccl_xml, import_msccl_xml
@@ -51,9 +49,6 @@ def round_trip(schedule: Schedule, fmt: str, topology: Topology, time_us: float 
             raise ExportMismatch(f"the {fmt} file fails the strict checker: {problems[0]}")
     coll = schedule.collective
     back = import_text(text, fmt, f"<{fmt} export>", size=coll.size, root=coll.root)
-    # the file is the loop body; the runtime runs it once per slice of the buffer, as
-    # many times as the plan's `loops` (which the formats do not carry)
-    back = replace(back, loops=schedule.loops)
     sim = simulate(back, topology, router)
     before, after = movement(schedule), movement(back)
     if before != after:

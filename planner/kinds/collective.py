@@ -35,9 +35,11 @@ ROOTED = ("broadcast", "reduce")
 ALLTOALL = ("alltoall", "alltoallv")  # milp and lp: the time-expanded flow model (models/alltoall_flow.py)
 TREE_KINDS = COPY + ROOTED  # trees and the milp's time-expanded model (models/collective_milp.py)
 
-# A search packs trees up to this many GPUs: beyond, the loop body (trees x GPUs
-# transfers) takes minutes to simulate over the runs its period needs
-TREES_AUTO_MAX_GPUS = 32
+# A search packs trees on up to this many GPUs, with no more runs of the loop body than
+# keep all of them within TREES_AUTO_RUN_BUDGET transfers (simulated in seconds; fewer
+# runs, more start-up); `--method trees` runs the full loop, timed by its period
+TREES_AUTO_MAX_GPUS = 64
+TREES_AUTO_RUN_BUDGET = 100_000
 AUTO_MILP_MAX_GPUS = 16
 AUTO_MILP_MAX_BLOCK_BYTES = 256 << 10  # beyond this the message is bandwidth-bound: trees/rings do
 AUTO_MILP_MAX_VARIABLES = 60_000  # auto tries only models that solve in seconds; `milp` takes larger
@@ -87,7 +89,7 @@ def _schedule(build):
 
 
 def _trees(p: CollectiveProblem, context: Context) -> Attempt | Declined:
-    out = tree_schedule(p.collective, p.topology)
+    out = tree_schedule(p.collective, p.topology, run_budget=TREES_AUTO_RUN_BUDGET if context.searching else None)
     return out if isinstance(out, Declined) else Attempt(out, forest_solve(p.collective, p.topology, out))
 
 
@@ -207,8 +209,12 @@ def _evaluate(p: CollectiveProblem, schedule: Schedule):
 
 def _metrics(p: CollectiveProblem, c: Candidate, bound) -> dict:
     sim = c.evidence
-    return {**quality_metrics(p.collective, sim.time_us, bound.time_us), "transfers": sim.transfers,
-            "steps": sim.steps, "max_link_utilization": sim.max_link_utilization}
+    out = {**quality_metrics(p.collective, sim.time_us, bound.time_us), "transfers": sim.transfers,
+           "steps": sim.steps, "max_link_utilization": sim.max_link_utilization}
+    if c.solution.loops > 1:  # a loop body: how its time was found (planner/simulator.py _loop_time)
+        out["loop"] = {"runs": c.solution.loops, "runs_simulated": sim.runs_simulated,
+                       "period_us": sim.period_us, "period_spread": sim.period_spread}
+    return out
 
 
 def _export(fmt: str):
