@@ -7,13 +7,13 @@ what `auto` returns, and synthesis time by cluster size.
     python -m bench.trees --forest packing   # the edge-splitting + Lovasz packing forests
 
 Table 1: allgather, reduce-scatter and allreduce (1 GiB unless --size). Each row runs the
-planner's own search (`auto`) and reads every candidate's simulated time from its plan;
-trees are run directly where auto leaves them out. `rate/LP` is the forest's steady-state
+planner's own search (`auto`: what it returns, and the baselines' simulated times from its
+plan) and `--method trees` (the full loop; auto runs a shorter one, every run simulated). `rate/LP` is the forest's steady-state
 rate over the throughput LP's optimum (the bandwidth term; 1.000 = optimal), `units` the
 rate lost to whole units (models/tree_units.py), `LP/cut` how much tighter the LP is than
 the plain min-cut bound; the times are simulated, over the bound (LP-tightened).
-`periodic` is how many runs of the loop body were simulated (all: every run); `sim s` the
-simulation's seconds (where auto returned trees: the whole search's).
+`periodic` is how many runs of the loop body were simulated (all: every run); `synth s`
+and `sim s` the trees method's synthesis and simulation seconds, `auto s` the whole search.
 Table 2: synthesis time (median of 3) of the allgather forest on rail-optimized HGX H100
 clusters up to 1024 GPUs, split into the throughput LP and what builds the trees from it
 (column generation, or splitting + packing), stopping after a size takes more than
@@ -43,8 +43,8 @@ KINDS = ["allgather", "reduce-scatter", "allreduce"]
 
 def quality(names: list[str], sizes: list[int], forest: str | None) -> None:
     print("| topology | size | collective | trees | depth | Q | loops | rate/LP | units | LP/cut | "
-          "trees/bound | ring/bound | hierarchical/bound | tree/bound | auto returns | synth s | sim s | periodic |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "trees/bound | ring/bound | hierarchical/bound | tree/bound | auto returns | synth s | sim s | periodic | auto s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         topo = load_topology(name)
         router = Router(topo)
@@ -53,21 +53,18 @@ def quality(names: list[str], sizes: list[int], forest: str | None) -> None:
             for kind in KINDS:
                 coll = Collective(kind, topo.num_gpus, size)
                 t0 = time.perf_counter()
-                result = plan_collective(coll, topo, "auto", topology_name=label)
-                seconds = time.perf_counter() - t0
+                # a fresh topology: nothing the trees method solved is kept for auto
+                result = plan_collective(coll, load_topology(name), "auto", topology_name=label)
+                auto_s = time.perf_counter() - t0
                 times = dict(result.plan.metrics["candidates"])
                 bound = result.plan.metrics["lower_bound_us"]
-                if result.plan.method == "trees":  # the plan carries what the table shows
-                    sched, runs = result.solution, result.evidence
-                    synth, simulated = result.plan.metrics["synthesis_seconds"], seconds
-                else:
-                    t0 = time.perf_counter()
-                    sched = tree_schedule(coll, topo, forest=forest)
-                    synth = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    runs = simulate(sched, topo, router)
-                    simulated = time.perf_counter() - t0
-                    times["trees"] = runs.time_us
+                t0 = time.perf_counter()
+                sched = tree_schedule(coll, topo, forest=forest)  # `--method trees`: the full loop
+                synth = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                runs = simulate(sched, topo, router)
+                simulated = time.perf_counter() - t0
+                times["trees"] = runs.time_us
                 p = dict(sched.params)
                 up = "up_" if kind == "allreduce" else ""
                 rate = p[up + "rate_GBps_per_gpu"] / p[up + "lp_rate_GBps_per_gpu"]
@@ -80,7 +77,7 @@ def quality(names: list[str], sizes: list[int], forest: str | None) -> None:
                 print(f"| {label} | {_size(size)} | {kind} | {p['trees']} | {p['max_depth']} | {p['units_per_block']} | "
                       f"{sched.loops} | {rate:.4f} | {units:.4f} | {lp_cut:.4f} | {r('trees')} | {r('ring')} | "
                       f"{r('hierarchical')} | {r('tree')} | {result.plan.method} {result.plan.metrics['ratio_to_bound']:.3f} | "
-                      f"{synth:.1f} | {simulated:.1f} | {periodic} |", flush=True)
+                      f"{synth:.1f} | {simulated:.1f} | {periodic} | {auto_s:.1f} |", flush=True)
 
 
 def _size(n: int) -> str:

@@ -9,8 +9,11 @@ Bandwidth terms (exact integer max-flow arithmetic; capacities in MB/s, rounded 
 - reduce-scatter: the same on the reversed graph.
 - broadcast / reduce: M over the min root-to-GPU (GPU-to-root) max flow.
 - allreduce, combining data at GPUs only: each element needs at least 2(N-1)
-  GPU-to-GPU transmissions (directed gossip), so T >= 2(N-1)M / sum of GPU egress (and
-  ingress); also every element crosses every cut that splits the GPUs, both ways.
+  GPU-to-GPU transmissions (one-way gossip needs 2n-2 calls: Harary and Schwenk, 1974),
+  so T >= 2(N-1)M / sum of GPU egress (and ingress); on S servers the same count among
+  servers (moves inside one free) gives T >= 2(S-1)M / sum of server egress (ingress),
+  each server's the max flow from its GPUs to the others' without GPU relays; also
+  every element crosses every cut that splits the GPUs, both ways.
 - alltoall(v): bytes each GPU and each server must send / receive over its max-flow
   egress / ingress to the other GPUs; and, up to a model size, the max-concurrent-flow
   LP (models/alltoall_flow.py), which also sees links shared beyond those cuts. Both are
@@ -161,8 +164,20 @@ def lower_bound(coll: Collective, topo: Topology) -> Bound:
         cut_us = _us(m, cut)
         bw = max(gossip, cut_us)
         derivation = ("max(2(N-1)M / total GPU egress (directed gossip, reductions at GPUs), "
-                      "M / min cut splitting the GPUs)")
+                      "M / min cut splitting the GPUs")
         detail += [("gossip_term_us", gossip), ("cut_term_us", cut_us)]
+        if len(topo.servers) > 1:
+            # the same count with each server as one node (moves inside a server free):
+            # each element crosses between servers at least 2(S-1) times
+            rank = topo.rank_of
+            groups = [[gpus[rank[g]] for g in members] for _, members in sorted(topo.servers.items())]
+            out_of = [sum(_flow_mbps(f, grp, [g for g in gpus if g not in grp], gpus) for grp in groups)
+                      for f in (net, back)]
+            servers_us = _us(2 * (len(groups) - 1) * m, min(out_of))
+            bw = max(bw, servers_us)
+            derivation += ", 2(S-1)M / total server egress (the same gossip among S servers)"
+            detail.append(("server_gossip_term_us", servers_us))
+        derivation += ")"
     else:
         mat = coll.matrix
         back = FlowNetwork(topo, reverse=True)

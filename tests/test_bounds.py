@@ -193,6 +193,16 @@ def test_allreduce_cut_term_binds_on_an_oversubscribed_network():
     assert bound.bandwidth_us == d["cut_term_us"] > d["gossip_term_us"]
 
 
+def test_allreduce_counts_the_gossip_among_servers():
+    # 4 DGX A100 on a non-blocking network: each element crosses between servers at least
+    # 2(S-1) = 6 times, over 4 servers' egress of 8 NICs x 25 GB/s: 1.5 M / 200 GB/s, the
+    # time of reduce-scatter plus allgather there (and above the GPU-level gossip term)
+    topo = load_topology("dgx-a100x4")
+    d = detail(lower_bound(Collective("allreduce", 32, M), topo))
+    assert d["server_gossip_term_us"] == rel(us(2 * 3 * M, 4 * 8 * 25.0))
+    assert d["server_gossip_term_us"] > d["gossip_term_us"]
+
+
 # ---------------------------------------------------------------- alltoall
 
 
