@@ -237,7 +237,57 @@ def _check_trees(forest: Forest, topo: Topology, reverse: bool, root: int | None
         raise ForestError("the trees' weights do not sum to 1 for every root")
 
 
-FOREST_METHODS = {"packing": _forest, "columns": _column_forest}
+def _rail_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
+    """One depth-2 tree per GPU on two or more equal servers: the root feeds the GPUs of its
+    server and the GPU of its local index (its rail) on every other server, which feeds
+    its own server; each arc on the router's route. The rate is what these trees give
+    (the least link capacity over the trees crossing it), at most the LP's; where the
+    network is the bottleneck it is the LP's or close (dgx-a100x2: 0.989 of it), and the
+    shallow trees start up in two hops. O(N^2) arcs."""
+    from topologies.routing import Router
+
+    sizes = {len(g) for g in topo.servers.values()}
+    if root is not None or len(topo.servers) < 2 or len(sizes) != 1:
+        raise ForestError("rail trees need two or more servers with equal GPU counts and every GPU a root")
+    started = time.perf_counter()
+    net, lp = topology_lp(topo, reverse, None)
+    router = Router(topo)
+    rank = topo.rank_of
+    servers = [[rank[g] for g in gs] for _, gs in sorted(topo.servers.items())]
+    where = {r: (s, j) for s, rs in enumerate(servers) for j, r in enumerate(rs)}
+    gpus = topo.gpus
+    n = topo.num_gpus
+    index = {(l.src, l.dst): k for k, l in enumerate(topo.links)}
+    count = [0] * len(topo.links)
+    trees = []
+    for g in range(n):
+        s, j = where[g]
+        parent = [-1] * n
+        for t, rs in enumerate(servers):
+            head = g if t == s else rs[j]
+            if t != s:
+                parent[head] = g
+            for v in rs:
+                if v != head:
+                    parent[v] = head
+        paths = []
+        for v, u in enumerate(parent):
+            if u < 0:
+                paths.append(None)
+                continue
+            path = router.route(gpus[v], gpus[u]) if reverse else router.route(gpus[u], gpus[v])
+            paths.append(path)
+            for a, b in zip(path, path[1:]):
+                count[index[(a, b)]] += 1
+        trees.append(RoutedTree(g, Fraction(1), tuple(parent), tuple(paths)))
+    rate = min(Fraction(round(l.bandwidth * 1000)) / c for l, c in zip(topo.links, count) if c)
+    stats = dict(method="rails", lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status, trees=n, symmetry=1,
+                 lp_seconds=0.0, seconds=time.perf_counter() - started, max_depth=2 if len(servers[0]) > 1 else 1)
+    return Forest(tuple(trees), min(rate, Fraction(lp.x * net.unit_mbps)), lp.x * net.unit_mbps,
+                  _cut_rate(net, None), reverse, stats)
+
+
+FOREST_METHODS = {"packing": _forest, "columns": _column_forest, "rails": _rail_forest}
 
 COARSE_LOSS = Fraction(1, 2000)  # rate the packing may give up for fewer, coarser trees
 COARSE_MIN_TREES = 16  # units of demand per root kept at least

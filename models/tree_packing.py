@@ -26,6 +26,7 @@ from solvers.arborescence import PackingError
 from solvers.tree_columns import MAX_ROUNDS as COLUMN_ROUNDS
 from models.forest import Forest, ForestError, RoutedTree, gather_forest, known_forest, rooted_forest
 from models.tree_units import Units, unit_counts
+from solvers.hierarchical import hierarchical_applies
 from topologies.routing import Router
 from topologies.types import Topology
 
@@ -51,24 +52,75 @@ def tree_schedule(collective: Collective, topo: Topology, loops: int | None = No
     """Bandwidth-optimal schedule for allgather, reduce-scatter, allreduce, broadcast and
     reduce from weighted trees at the throughput LP's optimum, found by column generation
     (`forest="columns"`, solvers/tree_columns.py) or edge splitting and packing
-    ("packing", solvers/forest.py). By default: columns when every GPU is a root on
-    several servers (far fewer trees than packing gives there: 1.25 vs 2.28 of the bound
-    on hgx-h100x4), packing on one server (1.03 vs 1.08 on mi250, bench/trees.py) and for
-    one root (equal, shallow trees: the symmetric depth-2 broadcast on a switch).
-    Declined when a forest fails its check. O(forest) + O(transfers)."""
+    ("packing", solvers/forest.py), or depth-2 trees along the rails ("rails"). By
+    default: on several servers columns (far fewer trees than packing gives there) and,
+    on equal servers, rails too, keeping the schedule `_time` estimates faster (rails:
+    shallow, a little below the LP's rate where the network binds, so they win at small
+    sizes); packing on one server and for one root (equal, shallow trees: the symmetric
+    depth-2 broadcast on a switch). Declined when every forest fails its check.
+    O(forest) + O(transfers)."""
     kind = collective.kind
     if kind not in ("allgather", "reduce-scatter", "allreduce", "broadcast", "reduce"):
         raise ValueError(f"the trees method does not do {kind}")
     reason = trees_applies(collective)
     if reason:
         raise ValueError(reason)
-    forest = forest or ("packing" if kind in ("broadcast", "reduce") or len(topo.servers) == 1 else "columns")
-    try:
-        phases = [(gather_forest(topo, reverse, forest) if root is None else rooted_forest(topo, root, reverse, forest),
-                   reverse) for reverse, root in _phases(collective)]
-    except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
-        return Declined(f"trees: {exc}")
-    return forest_schedule(collective, phases, topo, loops, Router(topo), per_block, run_budget)
+    if forest is not None:
+        methods = [forest]
+    elif kind in ("broadcast", "reduce") or len(topo.servers) == 1:
+        methods = ["packing"]
+    else:
+        methods = ["columns"] + (["rails"] if hierarchical_applies(topo) is None else [])
+    router = Router(topo)
+    found, failures = [], []
+    for method in methods:
+        try:
+            found.append([(gather_forest(topo, reverse, method) if root is None else
+                           rooted_forest(topo, root, reverse, method), reverse) for reverse, root in _phases(collective)])
+        except (ForestError, PackingError) as exc:  # a failed check: say so, let auto move on
+            failures.append(f"{method}: {exc}")
+    if not found:
+        return Declined("trees: " + "; ".join(failures))
+    # schedules in order of the best each forest could do (its own rate, the most loops);
+    # one whose best is no better than a schedule already built is not built
+    block = min(b.size for b in collective.blocks)
+    hop = _slowest_route(topo, router)
+    optimistic = sorted(((_time(block, [float(f.rate_mbps) / 1e3 for f, _ in ph], max(f.stats["max_depth"] for f, _ in ph),
+                                MAX_LOOPS, hop), i) for i, ph in enumerate(found)))
+    best = None
+    for bound, i in optimistic:
+        if best is not None and bound >= best[0]:
+            break
+        try:
+            sched = forest_schedule(collective, found[i], topo, loops, router, per_block, run_budget)
+        except ForestError as exc:
+            failures.append(f"{found[i][0][0].stats.get('method')}: {exc}")
+            continue
+        p = dict(sched.params)
+        estimate = _time(block, [p[k] for k in p if k.endswith("units_rate_GBps_per_gpu")], p["max_depth"],
+                         sched.loops, hop)
+        if best is None or estimate < best[0]:
+            best = (estimate, sched)
+    if best is None:
+        return Declined("trees: " + "; ".join(failures))
+    return best[1]
+
+
+def _time(block: float, rates_gbps: list[float], depth: int, loops: int, hop_us: float) -> float:
+    """Microseconds a forest schedule should take, to choose between forests before
+    simulating: each phase's block at its rate, stretched by the loop's start-up (depth - 1
+    slices), plus depth x the slowest route's latency per phase. The plan's time is always
+    the simulator's; this only picks which forest to build the plan from."""
+    bandwidth = sum(block / (r * 1e3) for r in rates_gbps)
+    return bandwidth * (1 + max(0, depth - 1) / loops) + len(rates_gbps) * depth * hop_us
+
+
+def _slowest_route(topo: Topology, router: Router) -> float:
+    """The largest latency of the router's route between two GPUs (first GPU to each)."""
+    latency = {(l.src, l.dst): l.latency for l in topo.links}
+    gpus = topo.gpus
+    return max(sum(latency[(a, b)] for a, b in zip(path, path[1:]))
+               for v in gpus[1:] for path in [router.route(gpus[0], v)])
 
 
 def _phases(collective: Collective) -> list[tuple[bool, int | None]]:
@@ -128,9 +180,13 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], t
     block_of = (lambda tree: 0) if rooted else (lambda tree: tree.root)
     nblocks = len(collective.blocks)
     block_bytes = min(b.size for b in collective.blocks)
-    units = [_units(forest, topo, per_block, block_bytes) for forest, _ in phases]
+    most = MAX_LOOPS
+    if run_budget is not None:  # at most one transfer per tree arc and phase (more where allreduce's phases cut chunks)
+        arcs = sum(len(f.trees) for f, _ in phases) * (collective.ranks - 1)
+        most = max(1, min(MAX_LOOPS, run_budget // arcs))
+    units = [_units(forest, topo, per_block, block_bytes, most) for forest, _ in phases]
     if len({u.per_block for u in units}) > 1:  # the phases of an allreduce share one grid
-        units = [_units(forest, topo, max(u.per_block for u in units), block_bytes) for forest, _ in phases]
+        units = [_units(forest, topo, max(u.per_block for u in units), block_bytes, most) for forest, _ in phases]
     q = units[0].per_block
     # each phase's trees tile every block in whole units; a chunk is a piece of the
     # common refinement, owned by one tree per phase
@@ -194,7 +250,7 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], t
                 last = max(last, step)
         base = last + 1
     depth = max(f.stats["max_depth"] for f, _ in phases)
-    loops = loops or _loops(block_bytes / q)
+    loops = loops or _loops(block_bytes / q, most)
     if run_budget is not None:
         loops = max(1, min(loops, run_budget // max(1, len(transfers))))
     trees = sum(len(f.trees) for f, _ in phases)
@@ -207,13 +263,13 @@ def forest_schedule(collective: Collective, phases: list[tuple[Forest, bool]], t
                    (tag + "units_rate_GBps_per_gpu", float(f.rate_mbps) / 1000 / u.ratio),
                    (tag + "lp_rate_GBps_per_gpu", f.lp_rate_mbps / 1000),
                    (tag + "cut_rate_GBps_per_gpu", float(f.cut_rate_mbps) / 1000),
-                   (tag + "units_solve", {"status": str(u.solve.termination), "seconds": round(u.solve.seconds, 3)}),
+                   (tag + "units_solve", {"solver": u.solve.solver, "status": str(u.solve.termination)}),
                    (tag + "synthesis", {k: v for k, v in sorted(f.stats.items()) if not k.endswith("seconds")})]
     return Schedule(collective, tuple(chunks), tuple(transfers), algorithm="spanning-tree-packing",
                     params=tuple(params), loops=loops, widths=tuple(sorted((s, d, c, w) for (s, d, c), w in widths.items())))
 
 
-def _units(forest: Forest, topo: Topology, per_block: int | None, block_bytes: float) -> Units:
+def _units(forest: Forest, topo: Topology, per_block: int | None, block_bytes: float, most: int) -> Units:
     """Whole units per tree: the given Q, or the one of UNIT_CHOICES that minimises the
     rounding loss times the pipeline's start-up, (1 + (depth - 1) / loops) with the loops
     units of that size allow. A choice whose start-up alone costs more than the best found
@@ -221,7 +277,7 @@ def _units(forest: Forest, topo: Topology, per_block: int | None, block_bytes: f
     if per_block is not None:
         return unit_counts(forest, topo, per_block)
     depth = forest.stats["max_depth"]
-    startup = {q: 1 + max(0, depth - 1) / _loops(block_bytes / q) for q in UNIT_CHOICES}
+    startup = {q: 1 + max(0, depth - 1) / _loops(block_bytes / q, most) for q in UNIT_CHOICES}
     best, best_cost = None, math.inf
     for q in sorted(UNIT_CHOICES, key=lambda q: (startup[q], q)):
         if startup[q] >= best_cost:
@@ -233,5 +289,5 @@ def _units(forest: Forest, topo: Topology, per_block: int | None, block_bytes: f
     return best
 
 
-def _loops(unit_bytes: float) -> int:
-    return max(1, min(MAX_LOOPS, int(unit_bytes // MIN_STREAM_BYTES)))
+def _loops(unit_bytes: float, most: int = MAX_LOOPS) -> int:
+    return max(1, min(most, int(unit_bytes // MIN_STREAM_BYTES)))

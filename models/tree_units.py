@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from models.forest import Forest
+from models.forest import Forest, ForestError
 from solvers import SolveOptions, SolveResult, Termination, registry
 from solvers.linear_model import LinearModel, quicksum
 from topologies.types import Topology
@@ -85,8 +85,14 @@ def _unit_counts(forest: Forest, topo: Topology, per_block: int, solver: str) ->
     scale = [max(1, round(LOAD_SCALE / c)) for c in cap]
     start = _max_load(uses, rounded, cap)
     z = model.add_var("z", 0, math.ceil(start * LOAD_SCALE) + max(scale), integer=True)
+    # every tree at a root counts, images included (an automorphism fixing the root adds
+    # its images of that root's trees there)
+    at_root: dict[int, dict[int, int]] = {}
+    for i, t in enumerate(forest.trees):
+        row = at_root.setdefault(t.root, {})
+        row[i % len(base)] = row.get(i % len(base), 0) + 1
     for root in sorted({t.root for t in base}):
-        model.add_constraint(quicksum(n[i] for i, t in enumerate(base) if t.root == root), "==", per_block)
+        model.add_constraint(quicksum(c * n[i] for i, c in sorted(at_root[root].items())), "==", per_block)
     rows: dict[int, dict[int, int]] = {}
     for i, row in enumerate(uses):
         for k, c in row.items():
@@ -119,11 +125,13 @@ def _max_load(uses: list[dict[int, int]], counts, cap: list[float]) -> float:
 
 def _largest_remainder(base, per_block: int) -> list[int]:
     """n_t = floor(w_t Q), the remaining units to the largest fractions (ties: tree order)."""
-    raw = [float(t.weight) * per_block for t in base]
-    counts = [int(math.floor(x + 1e-9)) for x in raw]
+    raw = [t.weight * per_block for t in base]  # exact: the weights are Fractions
+    counts = [math.floor(x) for x in raw]
     for root in sorted({t.root for t in base}):
         mine = [i for i, t in enumerate(base) if t.root == root]
         left = per_block - sum(counts[i] for i in mine)
+        if left < 0:
+            raise ForestError(f"root {root}'s base trees weigh more than 1; units cannot tile its block")
         for i in sorted(mine, key=lambda i: (-(raw[i] - counts[i]), i))[:left]:
             counts[i] += 1
     return counts

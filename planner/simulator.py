@@ -38,7 +38,7 @@ LOOP_UNROLL_TRANSFERS = 300_000  # a loop body's runs simulated one by one up to
 LOOP_FIRST_RUNS = 16
 LOOP_PERIOD_TRANSFERS = 2_000_000  # transfers simulated in all to find a loop body's period
 PERIOD_TOLERANCE = 1e-3
-MEMO_ENTRIES = 50_000  # fair-share solutions kept per simulation (each a vector over paths)
+MEMO_VALUES = 10_000_000  # fair-share solutions kept per simulation, counted in path entries (~160 MB)
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,10 @@ class SimResult:
     bytes_moved: float
     max_link_utilization: float  # peak bytes/us over capacity on any link (<= 1 by construction)
     busiest_link: tuple[str, str] | None
-    start_us: tuple[float, ...] = ()   # per transfer, when its bytes began to flow
-    finish_us: tuple[float, ...] = ()  # per transfer, when it was complete
+    # per transfer (of the first run of a loop body; empty when the runs were extrapolated),
+    # when its bytes began to flow and when it was complete
+    start_us: tuple[float, ...] = ()
+    finish_us: tuple[float, ...] = ()
     # a loop body: runs of it simulated (all of them, or the last of the unrolled runs the
     # period was measured on), and that period (0: every run simulated)
     runs_simulated: int = 1
@@ -89,6 +91,19 @@ def _check_chunks(schedule: Schedule) -> None:
             raise ScheduleError(f"the chunks of block {blocks[b].name} cover only [0, {pos})")
 
 
+def _check_loop(schedule: Schedule) -> None:
+    if not isinstance(schedule.loops, int) or isinstance(schedule.loops, bool) or schedule.loops < 1:
+        raise ScheduleError(f"loops = {schedule.loops!r}: a loop body runs a whole number of times, at least once")
+    used = {(t.src, t.dst, t.channel) for t in schedule.transfers}
+    seen = set()
+    for src, dst, ch, w in schedule.widths:
+        if (src, dst, ch) in seen or (src, dst, ch) not in used or w < 1:
+            what = ("is given twice" if (src, dst, ch) in seen else
+                    "carries no transfer" if (src, dst, ch) not in used else f"has {w} streams")
+            raise ScheduleError(f"connection ({src}, {dst}, channel {ch}) {what}")
+        seen.add((src, dst, ch))
+
+
 def verify(schedule: Schedule) -> list[tuple[int, ...]]:
     """Check the schedule's data movement; return each transfer's data dependencies
     (the transfers it starts after). O(transfers + chunks x ranks). Raises ScheduleError
@@ -106,6 +121,7 @@ def _analyse(schedule: Schedule) -> tuple[list[tuple[int, ...]], list[tuple[int,
         raise ScheduleTooLarge(f"the schedule has {len(schedule.transfers)} transfers; the simulator checks at most "
                                f"{limits.MAX_TRANSFERS} (use fewer channels or larger chunks)")
     _check_chunks(schedule)
+    _check_loop(schedule)
     blocks = coll.blocks
     state: dict[tuple[int, int], int] = {}  # (rank, chunk) -> contribution mask
     for ci, c in enumerate(schedule.chunks):
@@ -306,7 +322,7 @@ class _FairShares:
             per_path = np.zeros(len(self.count))
             per_path[ps] = rate
             found = (per_path, int(links[k]), float(util[k]))
-            if len(self.memo) < MEMO_ENTRIES:
+            if len(self.memo) * len(self.count) < MEMO_VALUES:
                 self.memo[key] = found
         per_path, link, util = found
         return per_path[self.path_of[active]] * self.widths[active], link, util
@@ -356,8 +372,7 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
 
     Event-driven; each event recomputes the fair rates of the flows in flight (vectorised,
     one solve per distinct set of flows). A loop body (`schedule.loops` > 1) is run as
-    many times, unrolled up to LOOP_UNROLL_TRANSFERS transfers; beyond that see
-    `_periodic`.
+    many times: see `_loop_time`.
     """
     deps, done_after, queued_after = _analyse(schedule)
     router = router or Router(topo)
@@ -370,11 +385,13 @@ def simulate(schedule: Schedule, topo: Topology, router: Router | None = None,
 
 def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tuple) -> SimResult:
     """Time of `schedule.loops` runs of the body. Every run is simulated when they fit in
-    LOOP_UNROLL_TRANSFERS; otherwise the time of m, 2m and 3m runs is simulated (each run
+    LOOP_UNROLL_TRANSFERS or are no more than the 6m the period needs (m: LOOP_FIRST_RUNS,
+    fewer on a large body); otherwise the time of m, 2m and 3m runs is simulated (each run
     moving 1/loops of the data): once the two differences agree (to PERIOD_TOLERANCE of
     the period) the pipeline is in its periodic regime and the time of L runs is the
-    time of 3m runs plus (L - 3m) periods; m doubles until they agree or the runs would
-    pass LOOP_PERIOD_TRANSFERS (then the last estimate stands, and the result's
+    time of 3m runs plus (L - 3m) periods; m doubles until they agree, or until the next
+    round would simulate every run (then it does), or the runs would pass
+    LOOP_PERIOD_TRANSFERS (then the last estimate stands, and the result's
     `period_spread`, the two differences' relative distance, says how far from periodic
     it was). tests/test_simulator.py checks the extrapolation against every run simulated."""
     n = len(body[0])
@@ -396,15 +413,21 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
                          start_us=first[0], finish_us=first[1], runs_simulated=runs, period_us=period,
                          period_spread=spread)
 
-    if loops * n <= LOOP_UNROLL_TRANSFERS or loops <= 3 * LOOP_FIRST_RUNS:
+    first = max(1, min(LOOP_FIRST_RUNS, LOOP_PERIOD_TRANSFERS // (6 * n)))
+    if loops * n <= LOOP_UNROLL_TRANSFERS or loops <= 6 * first:
+        if loops * n > limits.MAX_TRANSFERS:
+            raise ScheduleTooLarge(f"{loops} runs of a {n}-transfer loop body are {loops * n} transfers; the simulator "
+                                   f"checks at most {limits.MAX_TRANSFERS} (use fewer runs or a smaller body)")
         return result(timed(loops)[0], loops, 0.0)
-    m = LOOP_FIRST_RUNS
+    m = first
     while True:
         t1, t2, t3 = timed(m)[0], timed(2 * m)[0], timed(3 * m)[0]
         p1, p2 = (t2 - t1) / m, (t3 - t2) / m
         spread = abs(p2 - p1) / p2
-        if spread <= PERIOD_TOLERANCE or 12 * m * n > LOOP_PERIOD_TRANSFERS or 6 * m >= loops:
+        if spread <= PERIOD_TOLERANCE or 12 * m * n > LOOP_PERIOD_TRANSFERS:
             return result(t3 + (loops - 3 * m) * p2, 3 * m, p2, spread)
+        if 6 * 2 * m >= loops:  # the next round would simulate as many runs as there are
+            return result(timed(loops)[0], loops, 0.0)
         m *= 2
 
 

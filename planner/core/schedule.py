@@ -110,10 +110,13 @@ def schedule_from_json(body: dict, coll: Collective, source: str | None = None) 
                 raise ValueError(f"transfer {i} has a path of {len(path)} node(s)")
             transfers.append(Transfer(chunk, src, dst, step, bool(red), chan, path, deps))
         params = tuple(sorted(dict(body.get("params", {})).items()))
-        loops = int(body.get("loops", 1))
-        widths = tuple(tuple(int(x) for x in w) for w in body.get("connection_widths", ()))
-        if loops < 1 or any(len(w) != 4 or w[3] < 1 for w in widths):
-            raise ValueError("loops and connection widths must be positive integers")
+        loops = body.get("loops", 1)
+        rows = body.get("connection_widths", [])
+        if (not isinstance(loops, int) or isinstance(loops, bool) or loops < 1 or not isinstance(rows, list)
+                or any(not isinstance(w, list) or len(w) != 4 or
+                       any(not isinstance(x, int) or isinstance(x, bool) for x in w) or w[3] < 1 for w in rows)):
+            raise ValueError("loops and connection widths must be positive integers ([src, dst, channel, streams])")
+        widths = tuple(tuple(w) for w in rows)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"malformed schedule ({exc.__class__.__name__}: {exc})", source=source, field="plan") from None
     return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params, loops, widths)

@@ -107,6 +107,10 @@ def chunk_grid(schedule: Schedule) -> tuple[int, tuple[Unit, ...]]:
         raise InputError("an export needs at least 2 GPUs", field="collective")
     if not schedule.chunks:
         raise InputError("the schedule has no chunks", field="chunks")
+    if schedule.widths:
+        raise InputError("its connections bundle parallel streams (each tree's whole units: models/tree_units.py), "
+                         "which the formats cannot say: each stream would need its own thread block and chunk",
+                         field="connection_widths")
     sizes = [coll.blocks[c.block].size * (c.hi - c.lo) for c in schedule.chunks]  # the loop body's whole chunks
     small, big = min(sizes), max(sizes)
     if big - small > 1e-9 * big:

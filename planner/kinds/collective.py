@@ -222,9 +222,6 @@ def _export(fmt: str):
         if any(t.path is not None for t in c.solution.transfers):
             raise InputError("it routes transfers over chosen paths (NVLink, PCIe, NICs), which the "
                              "format cannot say: the runtime would pick its own routes")
-        if c.solution.widths:
-            raise InputError("its connections bundle parallel streams (each tree's whole units: "
-                             "models/tree_units.py), which the format cannot say")
         text, _, _ = round_trip(c.solution, fmt, p.topology, c.score)
         return text
     return export
