@@ -84,9 +84,9 @@ def tree_schedule(collective: Collective, topo: Topology, loops: int | None = No
     # schedules in order of the best each forest could do (its own rate, the most loops);
     # one whose best is no better than a schedule already built is not built
     block = min(b.size for b in collective.blocks)
-    hop = _slowest_route(topo, router)
+    reach = [sum(_latency_depth(f, topo) for f, _ in ph) for ph in found]
     optimistic = sorted(((_time(block, [float(f.rate_mbps) / 1e3 for f, _ in ph], max(f.stats["max_depth"] for f, _ in ph),
-                                MAX_LOOPS, hop), i) for i, ph in enumerate(found)))
+                                MAX_LOOPS, reach[i]), i) for i, ph in enumerate(found)))
     best = None
     for bound, i in optimistic:
         if best is not None and bound >= best[0]:
@@ -98,7 +98,7 @@ def tree_schedule(collective: Collective, topo: Topology, loops: int | None = No
             continue
         p = dict(sched.params)
         estimate = _time(block, [p[k] for k in p if k.endswith("units_rate_GBps_per_gpu")], p["max_depth"],
-                         sched.loops, hop)
+                         sched.loops, reach[i])
         if best is None or estimate < best[0]:
             best = (estimate, sched)
     if best is None:
@@ -106,21 +106,29 @@ def tree_schedule(collective: Collective, topo: Topology, loops: int | None = No
     return best[1]
 
 
-def _time(block: float, rates_gbps: list[float], depth: int, loops: int, hop_us: float) -> float:
+def _time(block: float, rates_gbps: list[float], depth: int, loops: int, latency_us: float) -> float:
     """Microseconds a forest schedule should take, to choose between forests before
     simulating: each phase's block at its rate, stretched by the loop's start-up (depth - 1
-    slices), plus depth x the slowest route's latency per phase. The plan's time is always
-    the simulator's; this only picks which forest to build the plan from."""
+    slices), plus the latency from the roots to the deepest leaves. The plan's time is
+    always the simulator's; this only picks which forest to build the plan from."""
     bandwidth = sum(block / (r * 1e3) for r in rates_gbps)
-    return bandwidth * (1 + max(0, depth - 1) / loops) + len(rates_gbps) * depth * hop_us
+    return bandwidth * (1 + max(0, depth - 1) / loops) + latency_us
 
 
-def _slowest_route(topo: Topology, router: Router) -> float:
-    """The largest latency of the router's route between two GPUs (first GPU to each)."""
+def _latency_depth(forest: Forest, topo: Topology) -> float:
+    """The longest sum of path latencies from a root down its tree (over the base trees)."""
     latency = {(l.src, l.dst): l.latency for l in topo.links}
-    gpus = topo.gpus
-    return max(sum(latency[(a, b)] for a, b in zip(path, path[1:]))
-               for v in gpus[1:] for path in [router.route(gpus[0], v)])
+    worst = 0.0
+    for tree in forest.base_trees:
+        depth = tree.depth()
+        reach = [0.0] * len(tree.parent)
+        for v in sorted(range(len(depth)), key=depth.__getitem__):
+            u = tree.parent[v]
+            if u >= 0:
+                path = tree.paths[v]
+                reach[v] = reach[u] + sum(latency[(a, b)] for a, b in zip(path, path[1:]))
+        worst = max(worst, max(reach))
+    return worst
 
 
 def _phases(collective: Collective) -> list[tuple[bool, int | None]]:

@@ -588,3 +588,26 @@ def test_the_periodic_regime_extrapolates_the_runs_not_simulated(monkeypatch):
     short = simulate(sched, topo)
     assert short.runs_simulated < 128 and short.period_us > 0
     assert short.time_us == pytest.approx(full.time_us, rel=simulator.PERIOD_TOLERANCE)
+
+
+@pytest.mark.parametrize("loops,widths,message", [(0, (), "at least once"), (2, ((0, 1, 5, 2),), "carries no transfer"),
+                                                  (2, ((0, 1, 0, 2), (0, 1, 0, 3)), "given twice"),
+                                                  (2, ((0, 1, 0, 0),), "has 0 streams")])
+def test_loops_and_widths_are_checked(loops, widths, message):
+    coll = Collective("broadcast", 2, B, root=0)
+    s = Schedule(coll, (Chunk(0, 0.0, 1.0),), (Transfer(0, 0, 1, 0),), loops=loops, widths=widths)
+    with pytest.raises(ScheduleError, match=message):
+        verify(s)
+
+
+def test_a_loop_body_past_the_transfer_limit_is_refused(monkeypatch):
+    from planner import simulator
+    from planner.core import limits
+    from planner.core.errors import ScheduleTooLarge
+
+    monkeypatch.setattr(limits, "MAX_TRANSFERS", 100)
+    coll = Collective("broadcast", 3, 4 * B, root=0)
+    body = Schedule(coll, (Chunk(0, 0.0, 1.0),), (Transfer(0, 0, 1, 0), Transfer(0, 1, 2, 1)), loops=64)
+    assert simulator.LOOP_UNROLL_TRANSFERS > 128
+    with pytest.raises(ScheduleTooLarge, match="64 runs"):
+        simulate(body, line3())
