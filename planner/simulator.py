@@ -37,6 +37,7 @@ _EPS = 1e-9
 LOOP_UNROLL_TRANSFERS = 300_000  # a loop body's runs simulated one by one up to this many transfers
 LOOP_FIRST_RUNS = 16
 LOOP_PERIOD_TRANSFERS = 2_000_000  # transfers simulated in all to find a loop body's period
+LOOP_FILL = 4  # the runs a period is measured on outlast one run's own time this many times
 PERIOD_TOLERANCE = 1e-3
 MEMO_VALUES = 10_000_000  # fair-share solutions kept per simulation, counted in path entries (~160 MB)
 
@@ -389,11 +390,13 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
     fewer on a large body); otherwise the time of m, 2m and 3m runs is simulated (each run
     moving 1/loops of the data): once the two differences agree (to PERIOD_TOLERANCE of
     the period) the pipeline is in its periodic regime and the time of L runs is the
-    time of 3m runs plus (L - 3m) periods; m doubles until they agree, or until the next
-    round would simulate every run (then it does), or the runs would pass
-    LOOP_PERIOD_TRANSFERS (then the last estimate stands, and the result's
-    `period_spread`, the two differences' relative distance, says how far from periodic
-    it was). tests/test_simulator.py checks the extrapolation against every run simulated."""
+    time of 3m runs plus (L - 3m) periods. Accepted only when that period is at least the
+    busiest link's bytes per run and the m runs outlast LOOP_FILL times one run's own
+    time (before the pipeline fills, runs follow each other faster than links allow
+    later). m doubles until then; when the next round would pass LOOP_PERIOD_TRANSFERS
+    or half the runs, every run is simulated. `period_spread` is the two differences'
+    relative distance. tests/test_simulator.py checks the extrapolation against every
+    run simulated."""
     n = len(body[0])
     loops = schedule.loops
     size = body[4]
@@ -419,14 +422,27 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
             raise ScheduleTooLarge(f"{loops} runs of a {n}-transfer loop body are {loops * n} transfers; the simulator "
                                    f"checks at most {limits.MAX_TRANSFERS} (use fewer runs or a smaller body)")
         return result(timed(loops)[0], loops, 0.0)
+    # the period can be no shorter than the busiest link's bytes per run; and the runs
+    # measured must outlast the pipeline's fill (a run's own latency, T(1)) LOOP_FILL
+    # times over, or their slope is still the start-up's, before links contend
+    load = np.zeros(len(topo.links))
+    for path, nbytes in zip(body[3], size):
+        for k in path:
+            load[k] += nbytes
+    least = float((load / np.array([l.bandwidth * 1e3 for l in topo.links])).max())
+    fill = timed(1)[0]
     m = first
     while True:
         t1, t2, t3 = timed(m)[0], timed(2 * m)[0], timed(3 * m)[0]
         p1, p2 = (t2 - t1) / m, (t3 - t2) / m
         spread = abs(p2 - p1) / p2
-        if spread <= PERIOD_TOLERANCE or 12 * m * n > LOOP_PERIOD_TRANSFERS:
+        if spread <= PERIOD_TOLERANCE and p2 >= least * (1 - 1e-9) and m * p2 >= LOOP_FILL * fill:
             return result(t3 + (loops - 3 * m) * p2, 3 * m, p2, spread)
-        if 6 * 2 * m >= loops:  # the next round would simulate as many runs as there are
+        if 12 * m >= loops or 12 * m * n > LOOP_PERIOD_TRANSFERS:  # no periodic regime in reach: every run
+            if loops * n > limits.MAX_TRANSFERS:
+                raise ScheduleTooLarge(f"{loops} runs of a {n}-transfer loop body did not settle into a period "
+                                       f"within {6 * m} runs, and all of them are more than the "
+                                       f"{limits.MAX_TRANSFERS} transfers the simulator checks")
             return result(timed(loops)[0], loops, 0.0)
         m *= 2
 
