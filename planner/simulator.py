@@ -416,7 +416,7 @@ def _loop_time(schedule: Schedule, topo: Topology, options: SimOptions, body: tu
                          start_us=first[0], finish_us=first[1], runs_simulated=runs, period_us=period,
                          period_spread=spread)
 
-    first = max(1, min(LOOP_FIRST_RUNS, LOOP_PERIOD_TRANSFERS // (6 * n)))
+    first = max(1, min(LOOP_FIRST_RUNS, LOOP_PERIOD_TRANSFERS // max(1, 6 * n)))
     if loops * n <= LOOP_UNROLL_TRANSFERS or loops <= 6 * first:
         if loops * n > limits.MAX_TRANSFERS:
             raise ScheduleTooLarge(f"{loops} runs of a {n}-transfer loop body are {loops * n} transfers; the simulator "
