@@ -1,17 +1,15 @@
-"""Schedules from packed trees (`--method trees`): pipelined broadcast down each tree,
-reduction up each reversed tree, and allreduce as the two in sequence.
+"""Schedules from packed trees (`--method trees`): broadcast down each tree, reduction up
+each reversed tree, and allreduce as the two in one loop body.
 
-A tree carrying weight w of its root's block moves that share of the block, cut into
-`parts` pieces that follow each other down (or up) the tree: piece p crosses the arc
-into a node of depth d in step p + d - 1 (going up, a node of depth d sends to its parent
-in step p + height - d, after its children). The simulator derives the true dependencies
-from the steps, so pieces of different trees overlap wherever links allow. The number
-of pieces per block trades start-up time (a deep tree idles its lower links until the
-first piece arrives) against schedule size: about 1/200 of the transfer time per tree
-level, within a transfer budget. Connections are kept apart where one FIFO would stall
-another: per route (NVLink and the network between the same two GPUs) and per tree level
-(a piece in transit upstream must not hold up the sender's own data), and split in
-proportion to their bytes (see _spread_channels).
+Each root's block is cut into Q equal units and each tree carries whole units
+(models/tree_units.py), over one connection per tree arc that bundles as many parallel
+streams, so that max-min fair link sharing gives every tree the share the forest's LP
+gives it. The schedule is a loop body: one transfer per arc and phase, a node sending in
+the step after it received (going up: after its children), run once per slice of the
+buffer (`Schedule.loops`), so the runs pipeline and start-up costs about depth / loops.
+Forests: column generation or packing (models/forest.py), and depth-2 rail trees on equal
+servers; `tree_schedule` keeps the one its time estimate prefers. docs/collectives.md
+has the measurements.
 """
 from __future__ import annotations
 

@@ -212,28 +212,33 @@ def test_multi_server_trees_export_along_the_rails(run_cli, tmp_path):
 def test_bundled_streams_are_not_exported():
     from planner.exports import round_trip
 
+    from models.tree_packing import forest_solve
+
     topo = load_topology("dgx-a100x2")
-    sched = tree_schedule(Collective("allgather", 16, 16 << 20), topo, forest="columns")
+    coll = Collective("allgather", 16, 16 << 20)
+    sched = tree_schedule(coll, topo, forest="columns")
     assert sched.widths
+    # the plan's solver: the throughput LP joined by the column generation's master
+    assert forest_solve(coll, topo, sched).solver == "highs+glop"
     with pytest.raises(InputError, match="bundle parallel streams"):
         round_trip(sched, "msccl-xml", topo)
 
 
-@pytest.mark.parametrize("kind,topo,name", [("allgather", "dgx-a100x2", "highs+glop"), ("allreduce", "dgx-a100", "highs"),
-                                            ("broadcast", "dgx-a100", "highs")])
+@pytest.mark.parametrize("kind,topo,name,forest", [("allgather", "dgx-a100x2", "highs", "rails"),
+                                                   ("allreduce", "dgx-a100", "highs", "packing"),
+                                                   ("broadcast", "dgx-a100", "highs", "packing")])
 @pytest.mark.slow
-def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, plan_validator, kind, topo, name):
+def test_trees_plans_report_the_lp_solves_as_their_solver(run_cli, tmp_path, plan_validator, kind, topo, name, forest):
     out = tmp_path / "p.json"
     r = run_cli("collective", kind, "--topology", topo, "--size", "1MiB", "--method", "trees", "-o", out)
     assert r.exit_code == 0, r.stderr
     doc = plan_validator(out)
     assert doc["method"] == "trees"
-    # the throughput LP, and the column generation's master where the forest came from it
+    # the throughput LP (and the column generation's master where the forest came from it)
     assert doc["solver"]["name"] == name and doc["solver"]["status"] == "optimal"
     assert doc["solver"]["gap"] == 0.0 and doc["solver"]["limit_hit"] is False
-    # column generation on several servers, packing on one server and for one root
-    assert doc["plan"]["params"]["up_forest" if kind == "allreduce" else "forest"] == (
-        "columns" if name == "highs+glop" else "packing")
+    # column generation or rail trees on several servers, packing on one server and for one root
+    assert doc["plan"]["params"]["up_forest" if kind == "allreduce" else "forest"] == forest
 
 
 # ---------------------------------------------------------------- whole units
