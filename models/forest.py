@@ -36,10 +36,12 @@ import numpy as np
 
 from models.gather_lp import arc_classes, fill_loads, integral_loads, symmetrize, topology_lp
 from solvers.arborescence import PackedTree, check_packing, pack
+from solvers.hierarchical import hierarchical_applies
 from solvers.splitting import remove_switches
 from solvers.tree_columns import ColumnGenerationError, column_forest, tree_paths
 from topologies.dataplane import data_plane, physical_id
 from topologies.flows import FlowNetwork, dinic, min_gather_ratio
+from topologies.routing import Router
 from topologies.symmetry import network_symmetry, server_symmetry
 from topologies.types import Topology
 
@@ -244,10 +246,7 @@ def _rail_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     (the least link capacity over the trees crossing it), at most the LP's; where the
     network is the bottleneck it is the LP's or close (dgx-a100x2: 0.989 of it), and the
     shallow trees start up in two hops. O(N^2) arcs."""
-    from topologies.routing import Router
-
-    sizes = {len(g) for g in topo.servers.values()}
-    if root is not None or len(topo.servers) < 2 or len(sizes) != 1:
+    if root is not None or hierarchical_applies(topo) is not None:
         raise ForestError("rail trees need two or more servers with equal GPU counts and every GPU a root")
     started = time.perf_counter()
     net, lp = topology_lp(topo, reverse, None)
@@ -257,8 +256,6 @@ def _rail_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
     where = {r: (s, j) for s, rs in enumerate(servers) for j, r in enumerate(rs)}
     gpus = topo.gpus
     n = topo.num_gpus
-    index = {(l.src, l.dst): k for k, l in enumerate(topo.links)}
-    count = [0] * len(topo.links)
     trees = []
     for g in range(n):
         s, j = where[g]
@@ -275,16 +272,29 @@ def _rail_forest(topo: Topology, reverse: bool, root: int | None) -> Forest:
             if u < 0:
                 paths.append(None)
                 continue
-            path = router.route(gpus[v], gpus[u]) if reverse else router.route(gpus[u], gpus[v])
-            paths.append(path)
-            for a, b in zip(path, path[1:]):
-                count[index[(a, b)]] += 1
+            paths.append(router.route(gpus[v], gpus[u]) if reverse else router.route(gpus[u], gpus[v]))
         trees.append(RoutedTree(g, Fraction(1), tuple(parent), tuple(paths)))
-    rate = min(Fraction(round(l.bandwidth * 1000)) / c for l, c in zip(topo.links, count) if c)
+    crossings = link_crossings(trees, topo)[0]
+    rate = min(Fraction(round(topo.links[k].bandwidth * 1000)) / c for k, c in crossings.items())
     stats = dict(method="rails", lp_rounds=lp.rounds, lp_cuts=lp.cuts, lp_status=lp.status, trees=n, symmetry=1,
                  lp_seconds=0.0, seconds=time.perf_counter() - started, max_depth=2 if len(servers[0]) > 1 else 1)
     return Forest(tuple(trees), min(rate, Fraction(lp.x * net.unit_mbps)), lp.x * net.unit_mbps,
                   _cut_rate(net, None), reverse, stats)
+
+
+def link_crossings(trees, topo: Topology, rows: int = 1) -> list[dict[int, int]]:
+    """Per row (tree i counts in row i % rows): link index -> how many arcs of its trees
+    cross the link. With rows = the base trees, each base tree's images join its row."""
+    index = {(l.src, l.dst): k for k, l in enumerate(topo.links)}
+    out: list[dict[int, int]] = [{} for _ in range(rows)]
+    for i, tree in enumerate(trees):
+        row = out[i % rows]
+        for path in tree.paths:
+            if path is not None:
+                for a, b in zip(path, path[1:]):
+                    k = index[(a, b)]
+                    row[k] = row.get(k, 0) + 1
+    return out
 
 
 FOREST_METHODS = {"packing": _forest, "columns": _column_forest, "rails": _rail_forest}

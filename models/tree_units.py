@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from models.forest import Forest, ForestError
+from models.forest import Forest, ForestError, link_crossings
 from solvers import SolveOptions, SolveResult, Termination, registry
 from solvers.linear_model import LinearModel, quicksum
 from topologies.types import Topology
@@ -43,18 +43,7 @@ class Units:
 
 def link_uses(forest: Forest, topo: Topology) -> list[dict[int, int]]:
     """Per base tree: link index -> how many of its tree's arcs (and their images') cross it."""
-    index = {(l.src, l.dst): k for k, l in enumerate(topo.links)}
-    base = len(forest.base_trees)
-    uses: list[dict[int, int]] = [{} for _ in range(base)]
-    for i, tree in enumerate(forest.trees):
-        row = uses[i % base]
-        for path in tree.paths:
-            if path is None:
-                continue
-            for a, b in zip(path, path[1:]):
-                k = index[(a, b)]
-                row[k] = row.get(k, 0) + 1
-    return uses
+    return link_crossings(forest.trees, topo, len(forest.base_trees))
 
 
 def unit_counts(forest: Forest, topo: Topology, per_block: int, solver: str = "cpsat") -> Units:
