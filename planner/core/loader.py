@@ -65,6 +65,14 @@ def expect_type(value: Any, types: type | tuple[type, ...], *, source: str | Non
     return value
 
 
+def positive_int(value: Any, *, source: str | None, field: str, what: str) -> int:
+    """`value` must be an integer of at least 1 (not a bool)."""
+    expect_type(value, int, source=source, field=field, what=what)
+    if value < 1:
+        raise InputError(f"expected {what} of at least 1, got {value}", source=source, field=field)
+    return value
+
+
 def expect_list(value: Any, *, source: str | None, field: str, nonempty: bool = True) -> list:
     if not isinstance(value, list):
         raise InputError(f"expected a list, got {type(value).__name__}", source=source, field=field)

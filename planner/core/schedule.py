@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from planner.core.collectives import Collective
 from planner.core.errors import InputError
+from planner.core.loader import expect_list, expect_type, positive_int
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,15 @@ def schedule_from_json(body: dict, coll: Collective, source: str | None = None) 
                 raise ValueError(f"transfer {i} has a path of {len(path)} node(s)")
             transfers.append(Transfer(chunk, src, dst, step, bool(red), chan, path, deps))
         params = tuple(sorted(dict(body.get("params", {})).items()))
-        loops = body.get("loops", 1)
-        rows = body.get("connection_widths", [])
-        if (not isinstance(loops, int) or isinstance(loops, bool) or loops < 1 or not isinstance(rows, list)
-                or any(not isinstance(w, list) or len(w) != 4 or
-                       any(not isinstance(x, int) or isinstance(x, bool) for x in w) or w[3] < 1 for w in rows)):
-            raise ValueError("loops and connection widths must be positive integers ([src, dst, channel, streams])")
-        widths = tuple(tuple(w) for w in rows)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"malformed schedule ({exc.__class__.__name__}: {exc})", source=source, field="plan") from None
-    return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params, loops, widths)
+    loops = positive_int(body.get("loops", 1), source=source, field="plan.loops", what="a whole number of runs")
+    widths = []
+    for i, row in enumerate(expect_list(body.get("connection_widths", []), source=source,
+                                        field="plan.connection_widths", nonempty=False)):
+        where = f"plan.connection_widths[{i}]"
+        if not isinstance(row, list) or len(row) != 4:
+            raise InputError(f"expected [src, dst, channel, streams], got {row!r}", source=source, field=where)
+        *ends, streams = [expect_type(x, int, source=source, field=where, what="an integer") for x in row]
+        widths.append((*ends, positive_int(streams, source=source, field=where, what="a number of streams")))
+    return Schedule(coll, chunks, tuple(transfers), str(body.get("algorithm", "")), params, loops, tuple(widths))

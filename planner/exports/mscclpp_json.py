@@ -30,6 +30,7 @@ from pathlib import Path
 
 from planner.core.collectives import Collective
 from planner.core.errors import InputError, ScheduleError
+from planner.core.loader import positive_int
 from planner.exports.layout import RECV, SEND, BufferMap, analyse
 from planner.exports.msccl_xml import DEFAULT_CHUNK_BYTES, _alias
 from planner.exports.rebuild import Event, infer_root, rebuild
@@ -275,10 +276,7 @@ def import_mscclpp_json(text_or_path, source: str | None = None, size: int | Non
         coll = Collective(kind, n, int(size), root=root)
     except InputError as exc:
         raise exc.within(src, "plan") from None
-    loops = doc.get("loops", 1)
-    if not isinstance(loops, int) or isinstance(loops, bool) or loops < 1:
-        raise InputError(f"loops={loops!r}: a plan runs a whole number of times, at least once", source=src,
-                         field="loops")
+    loops = positive_int(doc.get("loops", 1), source=src, field="loops", what="a whole number of runs")
     body = rebuild(coll, BufferMap.of(coll, per_block), events, strong, weak, src,
                    algorithm=f"mscclpp-json:{doc.get('name', '')}",
                    alias=_alias(kind, per_block) if doc.get("inplace") is True else None, order=order)
